@@ -1,0 +1,139 @@
+//! Runs a reconciler over a work queue with kube-rs' `applier`: requests for the same object are
+//! de-duplicated and never reconciled concurrently, failures are retried with per-object
+//! exponential back-off, and a reconciler may ask to be called again after a delay.
+
+use std::convert::Infallible;
+use std::fmt::Debug;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::channel::mpsc;
+use futures::{FutureExt, StreamExt};
+use kube::Resource;
+use kube::runtime::controller::{Action, Config, applier};
+use kube::runtime::reflector::{ObjectRef, Store};
+
+use crate::util::backoff::Backoff;
+
+/// What a reconcile asks for next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Outcome {
+    /// Reconcile again after this long even if nothing changes (progress deadlines, minReadySeconds).
+    pub requeue_after: Option<Duration>,
+}
+
+impl Outcome {
+    /// Nothing more to do until something changes.
+    pub fn done() -> Self {
+        Outcome { requeue_after: None }
+    }
+
+    /// Check again after `delay`.
+    pub fn after(delay: Duration) -> Self {
+        Outcome { requeue_after: Some(delay) }
+    }
+
+    /// The earlier of two requests.
+    pub fn merge(self, other: Outcome) -> Outcome {
+        match (self.requeue_after, other.requeue_after) {
+            (Some(a), Some(b)) => Outcome::after(a.min(b)),
+            (a, b) => Outcome { requeue_after: a.or(b) },
+        }
+    }
+}
+
+/// The sending side of a controller's work queue.
+pub struct Queue<K: Resource<DynamicType = ()>> {
+    tx: mpsc::UnboundedSender<ObjectRef<K>>,
+}
+
+impl<K: Resource<DynamicType = ()>> Clone for Queue<K> {
+    fn clone(&self) -> Self {
+        Queue { tx: self.tx.clone() }
+    }
+}
+
+impl<K: Resource<DynamicType = ()>> Queue<K> {
+    /// Asks for `namespace/name` to be reconciled.
+    pub fn enqueue(&self, namespace: Option<&str>, name: &str) {
+        let mut r = ObjectRef::<K>::new(name);
+        if let Some(ns) = namespace {
+            r = r.within(ns);
+        }
+        // The receiver lives as long as the controller; a closed queue means it has stopped.
+        let _ = self.tx.unbounded_send(r);
+    }
+
+    /// Asks for `obj` to be reconciled.
+    pub fn enqueue_object(&self, obj: &K) {
+        let meta = obj.meta();
+        if let Some(name) = meta.name.as_deref() {
+            self.enqueue(meta.namespace.as_deref(), name);
+        }
+    }
+}
+
+/// The receiving side of a controller's work queue.
+pub struct QueueReceiver<K: Resource<DynamicType = ()>> {
+    rx: mpsc::UnboundedReceiver<ObjectRef<K>>,
+}
+
+/// A new work queue.
+pub fn queue<K: Resource<DynamicType = ()>>() -> (Queue<K>, QueueReceiver<K>) {
+    let (tx, rx) = mpsc::unbounded();
+    (Queue { tx }, QueueReceiver { rx })
+}
+
+/// Reconciles objects from `queue` (looked up in `store`) until the queue closes.
+pub async fn run<K, Ctx, E, F, Fut>(
+    name: &'static str,
+    store: Store<K>,
+    queue: QueueReceiver<K>,
+    ctx: Arc<Ctx>,
+    reconcile: F,
+) where
+    K: Resource<DynamicType = ()> + Clone + Debug + Send + Sync + 'static,
+    Ctx: Send + Sync + 'static,
+    E: std::error::Error + Send + 'static,
+    F: Fn(Arc<K>, Arc<Ctx>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Outcome, E>> + Send + 'static,
+{
+    let backoff = Arc::new(Backoff::default());
+    let reconcile = Arc::new(reconcile);
+    let backoff_ok = backoff.clone();
+    let reconciler = move |obj: Arc<K>, ctx: Arc<Ctx>| {
+        let reconcile = reconcile.clone();
+        let backoff = backoff_ok.clone();
+        let key = object_key(obj.as_ref());
+        async move {
+            let result = reconcile(obj, ctx).await;
+            if result.is_ok() {
+                backoff.reset(&key);
+            }
+            result.map(|o| match o.requeue_after {
+                Some(d) => Action::requeue(d),
+                None => Action::await_change(),
+            })
+        }
+        .boxed()
+    };
+    let error_policy = move |obj: Arc<K>, err: &E, _ctx: Arc<Ctx>| {
+        let key = object_key(obj.as_ref());
+        let delay = backoff.next_delay(&key);
+        tracing::info!(controller = name, object = %key, error = %err, retry_in = ?delay, "reconcile failed");
+        Action::requeue(delay)
+    };
+    let requests = queue.rx.map(Ok::<_, Infallible>);
+    let results = applier(reconciler, error_policy, ctx, store, requests, Config::default());
+    futures::pin_mut!(results);
+    while let Some(result) = results.next().await {
+        if let Err(err) = result {
+            tracing::debug!(controller = name, %err, "reconcile request dropped");
+        }
+    }
+}
+
+fn object_key<K: Resource>(obj: &K) -> String {
+    crate::util::meta::key(obj.meta())
+}

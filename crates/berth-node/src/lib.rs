@@ -1,0 +1,30 @@
+//! Berth's node agent: Kubernetes' kubelet and a container runtime in one.
+//!
+//! - [`runtime::Runtime`] runs pods: a sandbox per pod ([`sandbox`], [`network`], [`ipam`]),
+//!   one runc container per Kubernetes container ([`oci`], [`rootfs`], [`spec`], [`volumes`]),
+//!   each watched by a shim process that outlives Berth ([`shim`]) and writes CRI logs
+//!   ([`crilog`]).
+//! - [`agent::run`] registers the `Node`, binds and admits pods, runs them through the runtime
+//!   and reports their status.
+//!
+//! See docs/node.md for the design.
+
+pub mod cgroups;
+pub mod command;
+pub mod config;
+pub mod crilog;
+pub mod ipam;
+pub mod network;
+pub mod oci;
+pub mod resources;
+pub mod rootfs;
+pub mod runtime;
+pub mod sandbox;
+pub mod shim;
+pub mod spec;
+pub mod volumes;
+
+pub use config::{CapacityOverrides, Ipv4Cidr, NetworkConfig, NodeConfig};
+pub use crilog::{LogOptions, log_files, log_path, read_log};
+pub use runtime::{ContainerHandle, Runtime, RuntimeError};
+pub use spec::PodInputs;

@@ -1,0 +1,767 @@
+//! The container runtime: pod sandboxes and containers run by runc, each container watched by
+//! its own shim process (see [`crate::shim`]), all state kept on disk so a restarted Berth
+//! finds running pods again.
+//!
+//! Layout under the data dir:
+//! - `network/ipam/<ip>`: IP allocations (see [`crate::ipam`]);
+//! - `runc/`: runc's state (`runc --root`);
+//! - `pods/<uid>/_sandbox/`: `sandbox.json`, `hosts`, `hostname`, `resolv.conf`, `uts`, `ipc`;
+//! - `pods/<uid>/_volumes/<kind>/<name>`: volumes;
+//! - `pods/<uid>/_containers/<name>-<attempt>/`: OCI bundle (`config.json`, `rootfs/`),
+//!   `shim.json`, `shim.pid`, `container.json`, `exit.json`, `termination-log`;
+//! - `pods/<uid>/<container>/<attempt>.log`: logs (CRI format).
+//!
+//! Names with `_` cannot clash with container names, which are DNS labels.
+
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::jiff::Timestamp;
+use rustix::process::{Pid, PidfdFlags, pidfd_open};
+use serde::{Deserialize, Serialize};
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::cgroups::CgroupMounts;
+use crate::command::{self, CommandError};
+use crate::config::NodeConfig;
+use crate::crilog;
+use crate::ipam::{Ipam, IpamError};
+use crate::network::{self, NetworkError};
+use crate::oci::{self, Mount, Namespace};
+use crate::rootfs::{HOST_IMAGE, HostImage, RootfsError};
+use crate::sandbox::{self, Sandbox};
+use crate::shim::{self, ExitRecord, ShimConfig};
+use crate::spec::{self, PodInputs, PodPlacement, ProcessSpec, SpecError};
+use crate::volumes::{self, PreparedVolumes, VolumeError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("the node agent needs root to create namespaces and cgroups (running as uid {0})")]
+    NotRoot(u32),
+    #[error("{program} not found: install the Debian package {package}")]
+    MissingTool { program: String, package: &'static str },
+    #[error("pod UID {0:?} is not usable as a file name")]
+    BadUid(String),
+    #[error("Failed to pull image \"{0}\": only the built-in image \"host\" is available on this node")]
+    ImagePull(String),
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error(transparent)]
+    Volume(#[from] VolumeError),
+    #[error("volume \"{0}\" is mounted but not defined in the pod")]
+    UnknownVolume(String),
+    #[error("invalid subPath {0:?}: must be a relative path without \"..\"")]
+    BadSubPath(String),
+    #[error(transparent)]
+    Rootfs(#[from] RootfsError),
+    #[error(transparent)]
+    Network(#[from] NetworkError),
+    #[error(transparent)]
+    Ipam(#[from] IpamError),
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    #[error("no sandbox for pod {0}")]
+    NoSandbox(String),
+    #[error("starting container shim: {0}")]
+    Shim(String),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl RuntimeError {
+    /// The container waiting reason kubelet shows for this failure.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            RuntimeError::ImagePull(_) => "ErrImagePull",
+            RuntimeError::Spec(error) => error.reason(),
+            RuntimeError::Volume(_) | RuntimeError::UnknownVolume(_) | RuntimeError::BadSubPath(_) => {
+                "CreateContainerConfigError"
+            }
+            _ => "RunContainerError",
+        }
+    }
+}
+
+fn io_context(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> RuntimeError {
+    let context = context.into();
+    move |source| RuntimeError::Io { context, source }
+}
+
+/// How long the shim may take to create a container before Berth gives up on it.
+const CREATE_TIMEOUT: Duration = Duration::from_secs(60);
+/// After SIGKILL a container is gone within moments; this bounds waiting on a broken shim.
+const KILL_WAIT: Duration = Duration::from_secs(30);
+const CLUSTER_DOMAIN: &str = "cluster.local";
+
+/// Persisted as `container.json` next to the bundle once the container runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerRecord {
+    pub pod_uid: String,
+    pub name: String,
+    pub attempt: u32,
+    /// runc's container ID.
+    pub id: String,
+    pub image: String,
+    /// RFC 3339.
+    pub started_at: String,
+    pub init_pid: i32,
+    pub shim_pid: i32,
+}
+
+/// A container this runtime started or found again after a restart.
+#[derive(Clone)]
+pub struct ContainerHandle {
+    pub record: ContainerRecord,
+    pub state_dir: PathBuf,
+    /// Readable once the shim has exited (and so written `exit.json`); `None` if it already had.
+    shim: Option<Arc<AsyncFd<OwnedFd>>>,
+}
+
+impl std::fmt::Debug for ContainerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ContainerHandle").field("record", &self.record).field("state_dir", &self.state_dir).finish()
+    }
+}
+
+impl ContainerHandle {
+    /// The exit record if the container has ended.
+    pub fn exit_record(&self) -> Option<ExitRecord> {
+        shim::read_exit_record(&self.state_dir)
+    }
+
+    /// Waits for the container to end and returns how it ended.
+    pub async fn wait(&self) -> ExitRecord {
+        if let Some(pidfd) = &self.shim {
+            // A pidfd polls readable once the process has exited; nothing to clear after.
+            let _ = pidfd.readable().await;
+        }
+        self.exit_record().unwrap_or_else(|| ExitRecord {
+            exit_code: 137,
+            signal: None,
+            oom_killed: false,
+            finished_at: Timestamp::now().to_string(),
+            error: Some("the container's shim ended without recording an exit status".to_owned()),
+        })
+    }
+
+    /// The message the container wrote to its termination message file, if any.
+    pub fn termination_message(&self) -> Option<String> {
+        let bytes = std::fs::read(self.state_dir.join(TERMINATION_LOG)).ok()?;
+        // Upstream caps the message at 4096 bytes.
+        let text = String::from_utf8_lossy(&bytes[..bytes.len().min(4096)]).into_owned();
+        (!text.is_empty()).then_some(text)
+    }
+}
+
+const TERMINATION_LOG: &str = "termination-log";
+const CONTAINER_RECORD: &str = "container.json";
+const SANDBOX_FILE: &str = "sandbox.json";
+
+/// Output of a command run inside a container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecOutput {
+    pub exit_code: i32,
+    pub output: Vec<u8>,
+    pub timed_out: bool,
+}
+
+pub struct Runtime {
+    config: NodeConfig,
+    ipam: Ipam,
+    host_image: HostImage,
+    cgroups: CgroupMounts,
+    host_resolv_conf: String,
+}
+
+fn check_uid(uid: &str) -> Result<(), RuntimeError> {
+    let usable = !uid.is_empty() && uid.len() <= 64 && uid.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+    if usable { Ok(()) } else { Err(RuntimeError::BadUid(uid.to_owned())) }
+}
+
+impl Runtime {
+    /// Checks the machine (root, runc, iproute2), then sets up the bridge and the data dir.
+    pub async fn new(config: NodeConfig) -> Result<Runtime, RuntimeError> {
+        let euid = rustix::process::geteuid().as_raw();
+        if euid != 0 {
+            return Err(RuntimeError::NotRoot(euid));
+        }
+        for (program, package) in [(config.runc.as_path(), "runc"), (Path::new("ip"), "iproute2"), (Path::new("unshare"), "util-linux")] {
+            if !command::available(program) {
+                return Err(RuntimeError::MissingTool { program: program.display().to_string(), package });
+            }
+        }
+        std::fs::create_dir_all(config.data_dir.join("pods")).map_err(io_context("creating the data dir"))?;
+        std::fs::create_dir_all(config.data_dir.join("runc")).map_err(io_context("creating the runc state dir"))?;
+        let data_dir = std::fs::canonicalize(&config.data_dir).map_err(io_context("resolving the data dir"))?;
+        let config = NodeConfig { data_dir, ..config };
+        let ipam = Ipam::open(config.data_dir.join("network").join("ipam"), config.network.pod_cidr)?;
+        network::setup_host(&config.network).await?;
+        let host_image = HostImage::from_host(&config.data_dir);
+        let host_resolv_conf = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        Ok(Runtime { config, ipam, host_image, cgroups: CgroupMounts::detect(), host_resolv_conf })
+    }
+
+    pub fn config(&self) -> &NodeConfig {
+        &self.config
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.config.data_dir
+    }
+
+    fn pod_dir(&self, uid: &str) -> PathBuf {
+        self.config.data_dir.join("pods").join(uid)
+    }
+
+    fn sandbox_dir(&self, uid: &str) -> PathBuf {
+        self.pod_dir(uid).join("_sandbox")
+    }
+
+    fn volumes_dir(&self, uid: &str) -> PathBuf {
+        self.pod_dir(uid).join("_volumes")
+    }
+
+    fn containers_dir(&self, uid: &str) -> PathBuf {
+        self.pod_dir(uid).join("_containers")
+    }
+
+    fn container_dir(&self, uid: &str, name: &str, attempt: u32) -> PathBuf {
+        self.containers_dir(uid).join(format!("{name}-{attempt}"))
+    }
+
+    fn runc_root(&self) -> PathBuf {
+        self.config.data_dir.join("runc")
+    }
+
+    fn pod_cgroup(&self, uid: &str) -> String {
+        format!("{}/pod{uid}", self.config.cgroup_parent.trim_end_matches('/'))
+    }
+
+    /// Where the log of a container attempt goes.
+    pub fn log_path(&self, uid: &str, container: &str, attempt: u32) -> PathBuf {
+        crilog::log_path(&self.config.data_dir, uid, container, attempt)
+    }
+
+    /// The sandbox of pod `uid` as recorded on disk.
+    pub fn sandbox(&self, uid: &str) -> Option<Sandbox> {
+        check_uid(uid).ok()?;
+        let bytes = std::fs::read(self.sandbox_dir(uid).join(SANDBOX_FILE)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// UIDs of every pod that has a directory on this node.
+    pub fn pod_uids(&self) -> Vec<String> {
+        let mut uids: Vec<String> = std::fs::read_dir(self.config.data_dir.join("pods"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|entry| entry.file_name().to_str().map(str::to_owned))
+            .filter(|uid| check_uid(uid).is_ok())
+            .collect();
+        uids.sort();
+        uids
+    }
+
+    /// Creates (or finds again) the sandbox of `pod`: IP, network namespace, shared UTS and
+    /// IPC namespaces, hosts/hostname/resolv.conf files.
+    pub async fn create_sandbox(&self, pod: &Pod) -> Result<Sandbox, RuntimeError> {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        check_uid(&uid)?;
+        if let Some(existing) = self.sandbox(&uid) {
+            if existing.network.netns_path().exists() && self.sandbox_dir(&uid).join("uts").exists() {
+                return Ok(existing);
+            }
+            self.teardown_sandbox(&uid).await;
+        }
+        let dir = self.sandbox_dir(&uid);
+        tokio::fs::create_dir_all(&dir).await.map_err(io_context(format!("creating {}", dir.display())))?;
+        let ip = self.ipam.allocate(&uid)?;
+        match self.build_sandbox(pod, &uid, ip, &dir).await {
+            Ok(sandbox) => Ok(sandbox),
+            Err(error) => {
+                self.teardown_sandbox(&uid).await;
+                Err(error)
+            }
+        }
+    }
+
+    async fn build_sandbox(&self, pod: &Pod, uid: &str, ip: std::net::Ipv4Addr, dir: &Path) -> Result<Sandbox, RuntimeError> {
+        let network = network::attach_pod(&self.config.network, uid, ip).await?;
+        let hostname = sandbox::pod_hostname(pod);
+        let write = |name: &str, text: String| {
+            let path = dir.join(name);
+            std::fs::write(&path, text).map_err(io_context(format!("writing {}", path.display())))
+        };
+        write("hosts", sandbox::hosts_file(pod, ip, &hostname, CLUSTER_DOMAIN))?;
+        write("hostname", format!("{hostname}\n"))?;
+        write("resolv.conf", sandbox::resolv_conf(pod, &self.host_resolv_conf))?;
+        // UTS and IPC namespaces outlive every container of the pod by being bind-mounted
+        // onto these files.
+        let (uts, ipc) = (dir.join("uts"), dir.join("ipc"));
+        write("uts", String::new())?;
+        write("ipc", String::new())?;
+        let uts_arg = format!("--uts={}", uts.display());
+        let ipc_arg = format!("--ipc={}", ipc.display());
+        command::run("unshare", &[uts_arg.as_str(), ipc_arg.as_str(), "true"], None).await?;
+        let sandbox = Sandbox {
+            uid: uid.to_owned(),
+            namespace: pod.metadata.namespace.clone().unwrap_or_else(|| "default".to_owned()),
+            name: pod.metadata.name.clone().unwrap_or_default(),
+            hostname,
+            network,
+            created_at: Timestamp::now().to_string(),
+        };
+        let bytes = serde_json::to_vec_pretty(&sandbox).map_err(|e| RuntimeError::Shim(e.to_string()))?;
+        write(SANDBOX_FILE, String::from_utf8_lossy(&bytes).into_owned())?;
+        Ok(sandbox)
+    }
+
+    /// Releases what the sandbox holds on the host (network namespace, IP, namespace mounts,
+    /// tmpfs volumes, the pod cgroup) but keeps the pod directory with its logs. Containers
+    /// must have ended. Best effort and idempotent.
+    pub async fn teardown_sandbox(&self, uid: &str) {
+        if check_uid(uid).is_err() {
+            return;
+        }
+        let dir = self.sandbox_dir(uid);
+        let info = self.sandbox(uid).map(|s| s.network).unwrap_or_else(|| network::PodNetworkInfo {
+            ip: std::net::Ipv4Addr::UNSPECIFIED,
+            netns: network::netns_name(uid),
+            host_veth: network::host_veth_name(uid),
+        });
+        network::detach_pod(&info).await;
+        if let Ok(Some(ip)) = self.ipam.find(uid) {
+            if let Err(error) = self.ipam.release(ip, uid) {
+                tracing::warn!(%error, uid, "cannot release pod IP");
+            }
+        }
+        for name in ["uts", "ipc"] {
+            // Fails harmlessly when nothing is mounted there.
+            let _ = rustix::mount::unmount(dir.join(name), rustix::mount::UnmountFlags::DETACH);
+        }
+        let _ = std::fs::remove_file(dir.join(SANDBOX_FILE));
+        volumes::unmount_all(&self.volumes_dir(uid));
+        self.cgroups.remove(&self.pod_cgroup(uid));
+    }
+
+    /// Tears the sandbox down and deletes everything of the pod, logs included.
+    pub async fn remove_pod(&self, uid: &str) -> Result<(), RuntimeError> {
+        check_uid(uid)?;
+        self.teardown_sandbox(uid).await;
+        let dir = self.pod_dir(uid);
+        match tokio::fs::remove_dir_all(&dir).await {
+            Ok(()) => Ok(()),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(error) => Err(io_context(format!("removing {}", dir.display()))(error)),
+        }
+    }
+
+    /// Sets up (or refreshes) the pod's volumes.
+    pub fn prepare_volumes(&self, pod: &Pod, inputs: &PodInputs) -> Result<PreparedVolumes, RuntimeError> {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        check_uid(&uid)?;
+        Ok(volumes::prepare(pod, &self.volumes_dir(&uid), inputs)?)
+    }
+
+    /// Creates and starts attempt `attempt` of `container`; returns once it runs.
+    pub async fn start_container(
+        &self,
+        sandbox: &Sandbox,
+        pod: &Pod,
+        container: &Container,
+        attempt: u32,
+        inputs: &PodInputs,
+        volumes: &PreparedVolumes,
+        placement: &PodPlacement,
+    ) -> Result<ContainerHandle, RuntimeError> {
+        let uid = sandbox.uid.as_str();
+        check_uid(uid)?;
+        let image = container.image.clone().unwrap_or_default();
+        if image != HOST_IMAGE {
+            return Err(RuntimeError::ImagePull(image));
+        }
+        let process = spec::process_spec(pod, container, inputs, placement, &sandbox.hostname)?;
+        let state_dir = self.container_dir(uid, &container.name, attempt);
+        let id = format!("{uid}-{}-{attempt}", container.name);
+        if state_dir.exists() {
+            // Left over from a start that did not finish (Berth stopped half-way).
+            let _ = self.runc(&["delete", "--force", id.as_str()]).await;
+            tokio::fs::remove_dir_all(&state_dir).await.map_err(io_context(format!("removing {}", state_dir.display())))?;
+        }
+        tokio::fs::create_dir_all(&state_dir).await.map_err(io_context(format!("creating {}", state_dir.display())))?;
+        self.host_image.prepare_rootfs(&state_dir.join("rootfs"))?;
+        std::fs::write(state_dir.join(TERMINATION_LOG), b"").map_err(io_context("creating the termination log"))?;
+
+        let cgroups_path = format!("{}/{}", self.pod_cgroup(uid), container.name);
+        let mounts = self.container_mounts(sandbox, container, &process, volumes, &state_dir)?;
+        let bundle = self.oci_spec(sandbox, &process, mounts, &cgroups_path);
+        let config_json = serde_json::to_vec_pretty(&bundle).map_err(|e| RuntimeError::Shim(e.to_string()))?;
+        std::fs::write(state_dir.join("config.json"), config_json).map_err(io_context("writing config.json"))?;
+
+        let log_path = self.log_path(uid, &container.name, attempt);
+        let shim_config = ShimConfig {
+            runc: self.config.runc.clone(),
+            runc_root: self.runc_root(),
+            container_id: id.clone(),
+            bundle: state_dir.clone(),
+            log_path,
+            oom_counter: self.cgroups.oom_counter(&cgroups_path),
+        };
+        let shim_json = serde_json::to_vec_pretty(&shim_config).map_err(|e| RuntimeError::Shim(e.to_string()))?;
+        std::fs::write(state_dir.join(shim::SHIM_CONFIG_FILE), shim_json).map_err(io_context("writing shim.json"))?;
+
+        let (shim_pid, pidfd, init_pid) = self.spawn_shim(&state_dir).await?;
+        if let Err(error) = self.runc(&["start", id.as_str()]).await {
+            let _ = self.runc(&["delete", "--force", id.as_str()]).await;
+            return Err(error.into());
+        }
+        let record = ContainerRecord {
+            pod_uid: uid.to_owned(),
+            name: container.name.clone(),
+            attempt,
+            id,
+            image,
+            started_at: Timestamp::now().to_string(),
+            init_pid,
+            shim_pid,
+        };
+        let record_json = serde_json::to_vec_pretty(&record).map_err(|e| RuntimeError::Shim(e.to_string()))?;
+        std::fs::write(state_dir.join(CONTAINER_RECORD), record_json).map_err(io_context("writing container.json"))?;
+        Ok(ContainerHandle { record, state_dir, shim: Some(Arc::new(pidfd)) })
+    }
+
+    /// Starts the shim detached from Berth and waits for its handshake.
+    async fn spawn_shim(&self, state_dir: &Path) -> Result<(i32, AsyncFd<OwnedFd>, i32), RuntimeError> {
+        let shim_log = std::fs::File::create(state_dir.join("shim.log")).map_err(io_context("creating shim.log"))?;
+        let mut child = tokio::process::Command::new(&self.config.shim_program)
+            .arg(shim::SHIM_ARG)
+            .arg(state_dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(shim_log))
+            .process_group(0)
+            .spawn()
+            .map_err(|e| RuntimeError::Shim(format!("cannot run {}: {e}", self.config.shim_program.display())))?;
+        let pid = child.id().and_then(|pid| i32::try_from(pid).ok()).and_then(Pid::from_raw);
+        let Some(pid) = pid else {
+            return Err(RuntimeError::Shim("the shim exited at once".to_owned()));
+        };
+        // Opened while we still hold the child, so the PID cannot have been reused.
+        let pidfd = pidfd_open(pid, PidfdFlags::empty()).map_err(|e| RuntimeError::Shim(format!("pidfd_open: {e}")))?;
+        let pidfd = AsyncFd::new(pidfd).map_err(|e| RuntimeError::Shim(format!("watching the shim: {e}")))?;
+        std::fs::write(state_dir.join(shim::SHIM_PID_FILE), pid.as_raw_nonzero().to_string())
+            .map_err(io_context("writing shim.pid"))?;
+        let Some(stdout) = child.stdout.take() else {
+            return Err(RuntimeError::Shim("no handshake pipe".to_owned()));
+        };
+        let mut line = String::new();
+        let read = tokio::time::timeout(CREATE_TIMEOUT, BufReader::new(stdout).read_line(&mut line)).await;
+        // Dropping the child handle leaves the shim running; tokio reaps it when it exits.
+        drop(child);
+        match read {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => return Err(RuntimeError::Shim(format!("reading the shim handshake: {error}"))),
+            Err(_) => return Err(RuntimeError::Shim("the shim did not create the container in time".to_owned())),
+        }
+        let line = line.trim();
+        match line.strip_prefix("ok ").and_then(|pid| pid.parse::<i32>().ok()) {
+            Some(init_pid) => Ok((pid.as_raw_nonzero().get(), pidfd, init_pid)),
+            None => {
+                let message = line.strip_prefix("error ").unwrap_or(line);
+                let message = if message.is_empty() { "the shim exited without a handshake" } else { message };
+                Err(RuntimeError::Shim(message.to_owned()))
+            }
+        }
+    }
+
+    fn container_mounts(
+        &self,
+        sandbox: &Sandbox,
+        container: &Container,
+        process: &ProcessSpec,
+        volumes: &PreparedVolumes,
+        state_dir: &Path,
+    ) -> Result<Vec<Mount>, RuntimeError> {
+        let sys_options: &[&str] =
+            if process.privileged { &["nosuid", "noexec", "nodev"] } else { &["nosuid", "noexec", "nodev", "ro"] };
+        let mut mounts = vec![
+            Mount::new("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"]),
+            Mount::new("/dev", "tmpfs", "tmpfs", &["nosuid", "strictatime", "mode=755", "size=65536k"]),
+            Mount::new("/dev/pts", "devpts", "devpts", &["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]),
+            Mount::new("/dev/shm", "tmpfs", "shm", &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]),
+            Mount::new("/dev/mqueue", "mqueue", "mqueue", &["nosuid", "noexec", "nodev"]),
+            Mount::new("/sys", "sysfs", "sysfs", sys_options),
+            Mount::new("/sys/fs/cgroup", "cgroup", "cgroup", &["nosuid", "noexec", "nodev", "relatime", "ro"]),
+        ];
+        mounts.extend(self.host_image.mounts());
+        let sandbox_dir = self.sandbox_dir(&sandbox.uid);
+        for file in ["hosts", "hostname", "resolv.conf"] {
+            mounts.push(Mount::bind(&format!("/etc/{file}"), &sandbox_dir.join(file).display().to_string(), false));
+        }
+        let termination_path = container.termination_message_path.clone().unwrap_or_else(|| "/dev/termination-log".to_owned());
+        mounts.push(Mount::bind(&termination_path, &state_dir.join(TERMINATION_LOG).display().to_string(), false));
+
+        let mut volume_mounts = Vec::new();
+        for mount in container.volume_mounts.iter().flatten() {
+            let volume = volumes.get(&mount.name).ok_or_else(|| RuntimeError::UnknownVolume(mount.name.clone()))?;
+            let lookup = |name: &str| process.env.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
+            let sub_path = match (&mount.sub_path, &mount.sub_path_expr) {
+                (Some(path), _) if !path.is_empty() => Some(path.clone()),
+                (_, Some(expr)) if !expr.is_empty() => Some(spec::expand(expr, lookup)),
+                _ => None,
+            };
+            let mut source = volume.host_path.clone();
+            if let Some(sub_path) = sub_path {
+                let relative = Path::new(&sub_path);
+                let safe = relative.components().all(|c| matches!(c, std::path::Component::Normal(_)));
+                if !safe {
+                    return Err(RuntimeError::BadSubPath(sub_path));
+                }
+                source = source.join(relative);
+                if std::fs::symlink_metadata(&source).is_err() && !volume.force_read_only {
+                    std::fs::create_dir_all(&source).map_err(io_context(format!("creating subPath {}", source.display())))?;
+                }
+            }
+            let read_only = mount.read_only.unwrap_or(false) || volume.force_read_only;
+            volume_mounts.push(Mount::bind(&mount.mount_path, &source.display().to_string(), read_only));
+        }
+        // Parents before children, whatever order the pod lists them in.
+        volume_mounts.sort_by_key(|m| Path::new(&m.destination).components().count());
+        mounts.extend(volume_mounts);
+        Ok(mounts)
+    }
+
+    fn oci_spec(&self, sandbox: &Sandbox, process: &ProcessSpec, mounts: Vec<Mount>, cgroups_path: &str) -> oci::Spec {
+        let sandbox_dir = self.sandbox_dir(&sandbox.uid);
+        let resources = &process.resources;
+        let memory = resources.memory_limit_bytes.map(|limit| oci::Memory { limit: Some(limit) });
+        let cpu = oci::Cpu {
+            shares: Some(crate::resources::cpu_shares(resources.cpu_request_millis)),
+            quota: resources.cpu_limit_millis.map(crate::resources::cpu_quota),
+            period: resources.cpu_limit_millis.map(|_| crate::resources::CPU_PERIOD_US),
+        };
+        let capabilities = oci::Capabilities {
+            bounding: process.capabilities.clone(),
+            effective: process.capabilities.clone(),
+            permitted: process.capabilities.clone(),
+        };
+        let (masked_paths, readonly_paths) = if process.privileged {
+            (Vec::new(), Vec::new())
+        } else {
+            (
+                [
+                    "/proc/acpi",
+                    "/proc/asound",
+                    "/proc/kcore",
+                    "/proc/keys",
+                    "/proc/latency_stats",
+                    "/proc/timer_list",
+                    "/proc/timer_stats",
+                    "/proc/sched_debug",
+                    "/proc/scsi",
+                    "/sys/firmware",
+                    "/sys/devices/virtual/powercap",
+                ]
+                .map(str::to_owned)
+                .to_vec(),
+                ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"].map(str::to_owned).to_vec(),
+            )
+        };
+        oci::Spec {
+            oci_version: "1.0.2".to_owned(),
+            process: oci::Process {
+                terminal: false,
+                user: oci::User { uid: process.uid, gid: process.gid, additional_gids: process.additional_gids.clone() },
+                args: process.argv.clone(),
+                env: process.env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+                cwd: process.cwd.clone(),
+                capabilities,
+                no_new_privileges: process.no_new_privileges,
+                oom_score_adj: Some(process.oom_score_adj),
+            },
+            root: oci::Root { path: "rootfs".to_owned(), readonly: process.read_only_root },
+            hostname: Some(sandbox.hostname.clone()),
+            mounts,
+            linux: oci::Linux {
+                namespaces: vec![
+                    Namespace::new("pid"),
+                    Namespace::new("mount"),
+                    Namespace::join("network", &sandbox.network.netns_path().display().to_string()),
+                    Namespace::join("uts", &sandbox_dir.join("uts").display().to_string()),
+                    Namespace::join("ipc", &sandbox_dir.join("ipc").display().to_string()),
+                ],
+                cgroups_path: cgroups_path.to_owned(),
+                resources: oci::Resources {
+                    devices: vec![oci::DeviceRule { allow: process.privileged, access: "rwm".to_owned() }],
+                    memory,
+                    cpu: Some(cpu),
+                },
+                masked_paths,
+                readonly_paths,
+            },
+        }
+    }
+
+    async fn runc(&self, args: &[&str]) -> Result<String, CommandError> {
+        let root = self.runc_root().display().to_string();
+        let mut full = vec!["--root", root.as_str()];
+        full.extend_from_slice(args);
+        command::run(&self.config.runc, &full, None).await
+    }
+
+    /// Sends `signal` (a name such as `TERM`) to the container's init process.
+    pub async fn signal_container(&self, handle: &ContainerHandle, signal: &str) -> Result<(), RuntimeError> {
+        match self.runc(&["kill", handle.record.id.as_str(), signal]).await {
+            Ok(_) => Ok(()),
+            // Already gone: the shim is recording its exit.
+            Err(_) if handle.exit_record().is_some() || !self.is_running(handle).await => Ok(()),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    async fn is_running(&self, handle: &ContainerHandle) -> bool {
+        match self.runc(&["state", handle.record.id.as_str()]).await {
+            Ok(state) => serde_json::from_str::<serde_json::Value>(&state)
+                .ok()
+                .and_then(|v| v.get("status").and_then(|s| s.as_str()).map(|s| s == "running" || s == "created"))
+                .unwrap_or(false),
+            Err(_) => false,
+        }
+    }
+
+    /// SIGTERM, then SIGKILL after `grace`; returns how the container ended.
+    pub async fn stop_container(&self, handle: &ContainerHandle, grace: Duration) -> ExitRecord {
+        if let Some(record) = handle.exit_record() {
+            return record;
+        }
+        if let Err(error) = self.signal_container(handle, "TERM").await {
+            tracing::warn!(%error, id = %handle.record.id, "cannot send SIGTERM");
+        }
+        if let Ok(record) = tokio::time::timeout(grace, handle.wait()).await {
+            return record;
+        }
+        if let Err(error) = self.signal_container(handle, "KILL").await {
+            tracing::warn!(%error, id = %handle.record.id, "cannot send SIGKILL");
+        }
+        match tokio::time::timeout(KILL_WAIT, handle.wait()).await {
+            Ok(record) => record,
+            Err(_) => {
+                tracing::error!(id = %handle.record.id, "container did not end after SIGKILL");
+                ExitRecord {
+                    exit_code: 137,
+                    signal: Some(9),
+                    oom_killed: false,
+                    finished_at: Timestamp::now().to_string(),
+                    error: Some("the container did not end after SIGKILL".to_owned()),
+                }
+            }
+        }
+    }
+
+    /// Runs `argv` inside the container (exec probes); kills the runc client on timeout.
+    pub async fn exec_sync(&self, handle: &ContainerHandle, argv: &[String], timeout: Duration) -> Result<ExecOutput, RuntimeError> {
+        let root = self.runc_root();
+        let child = tokio::process::Command::new(&self.config.runc)
+            .arg("--root")
+            .arg(&root)
+            .arg("exec")
+            .arg(&handle.record.id)
+            .args(argv)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| RuntimeError::Command(CommandError::Spawn { program: self.config.runc.display().to_string(), source: e }))?;
+        match tokio::time::timeout(timeout, child.wait_with_output()).await {
+            Ok(Ok(output)) => {
+                let mut combined = output.stdout;
+                combined.extend_from_slice(&output.stderr);
+                Ok(ExecOutput { exit_code: output.status.code().unwrap_or(-1), output: combined, timed_out: false })
+            }
+            Ok(Err(error)) => Err(io_context("running runc exec")(error)),
+            Err(_) => Ok(ExecOutput { exit_code: -1, output: Vec::new(), timed_out: true }),
+        }
+    }
+
+    /// Every container attempt of pod `uid` recorded on disk, running or ended, oldest
+    /// attempt first per name. Running ones are watched again (Berth restarted meanwhile).
+    pub async fn containers(&self, uid: &str) -> Vec<ContainerHandle> {
+        if check_uid(uid).is_err() {
+            return Vec::new();
+        }
+        let mut handles = Vec::new();
+        for entry in std::fs::read_dir(self.containers_dir(uid)).into_iter().flatten().flatten() {
+            let state_dir = entry.path();
+            let Some(record) = std::fs::read(state_dir.join(CONTAINER_RECORD))
+                .ok()
+                .and_then(|bytes| serde_json::from_slice::<ContainerRecord>(&bytes).ok())
+            else {
+                continue;
+            };
+            handles.push(self.adopt(record, state_dir).await);
+        }
+        handles.sort_by(|a, b| (&a.record.name, a.record.attempt).cmp(&(&b.record.name, b.record.attempt)));
+        handles
+    }
+
+    async fn adopt(&self, record: ContainerRecord, state_dir: PathBuf) -> ContainerHandle {
+        if shim::read_exit_record(&state_dir).is_some() {
+            return ContainerHandle { record, state_dir, shim: None };
+        }
+        if let Some(pidfd) = open_shim(&state_dir, record.shim_pid) {
+            // The exit record may have appeared between the check above and opening the
+            // pidfd; then the pidfd is simply readable at once.
+            return ContainerHandle { record, state_dir, shim: Some(Arc::new(pidfd)) };
+        }
+        if shim::read_exit_record(&state_dir).is_none() {
+            // The shim died without recording anything (killed): the container may still
+            // run unwatched. Stop it and record what we know.
+            tracing::warn!(id = %record.id, "container shim vanished; stopping the container");
+            let _ = self.runc(&["delete", "--force", record.id.as_str()]).await;
+            let lost = ExitRecord {
+                exit_code: 137,
+                signal: None,
+                oom_killed: false,
+                finished_at: Timestamp::now().to_string(),
+                error: Some("the container's shim ended without recording an exit status".to_owned()),
+            };
+            if let Ok(bytes) = serde_json::to_vec(&lost) {
+                let _ = std::fs::write(state_dir.join(shim::EXIT_FILE), bytes);
+            }
+        }
+        ContainerHandle { record, state_dir, shim: None }
+    }
+
+    /// Removes the on-disk state of an ended container attempt (its log stays).
+    pub async fn remove_container(&self, handle: &ContainerHandle) -> Result<(), RuntimeError> {
+        match tokio::fs::remove_dir_all(&handle.state_dir).await {
+            Ok(()) => Ok(()),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(error) => Err(io_context(format!("removing {}", handle.state_dir.display()))(error)),
+        }
+    }
+}
+
+/// A pidfd on the shim recorded in `state_dir`, if that process is still that shim.
+fn open_shim(state_dir: &Path, shim_pid: i32) -> Option<AsyncFd<OwnedFd>> {
+    let pid = Pid::from_raw(shim_pid)?;
+    let pidfd = pidfd_open(pid, PidfdFlags::empty()).ok()?;
+    // With the pidfd held the PID cannot be recycled, so this check is race-free.
+    let cmdline = std::fs::read(format!("/proc/{shim_pid}/cmdline")).ok()?;
+    let expected = state_dir.as_os_str().as_encoded_bytes();
+    let is_our_shim = cmdline.split(|b| *b == 0).any(|arg| arg == expected);
+    if !is_our_shim {
+        return None;
+    }
+    AsyncFd::new(pidfd).ok()
+}

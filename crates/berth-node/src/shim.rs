@@ -1,0 +1,358 @@
+//! The per-container shim: a small single-threaded process (the `berth` binary started with
+//! [`SHIM_ARG`]) that outlives Berth. It runs `runc create` as a child subreaper, so the
+//! container's init becomes its child; it copies the container's stdout/stderr into the CRI
+//! log file; when the container exits it records the exit status (and whether the memory
+//! cgroup OOM-killed it), deletes the runc container and exits itself.
+//!
+//! Berth talks to it through files in the container's state directory: `shim.json` (what to
+//! run), `shim.pid`, and `exit.json` (written atomically just before the shim exits), plus
+//! one handshake line on the shim's stdout once the container is created.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::jiff::Timestamp;
+use rustix::event::{PollFd, PollFlags, Timespec, poll};
+use rustix::process::{Pid, PidfdFlags, WaitId, WaitIdOptions, WaitOptions, pidfd_open, waitid, waitpid};
+use serde::{Deserialize, Serialize};
+
+use crate::crilog::{CriLogWriter, Stream};
+
+/// First argument that makes the `berth` binary act as a container shim.
+pub const SHIM_ARG: &str = "__berth-node-shim";
+
+pub const SHIM_CONFIG_FILE: &str = "shim.json";
+pub const SHIM_PID_FILE: &str = "shim.pid";
+pub const EXIT_FILE: &str = "exit.json";
+const INIT_PID_FILE: &str = "init.pid";
+const RUNC_LOG_FILE: &str = "runc.log";
+
+/// How long to keep copying output after the container's init exited: every writer is in
+/// its PID namespace and dies with it, so this only bounds a pathological case.
+const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(5);
+
+/// What the shim is asked to run, written by Berth as `shim.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ShimConfig {
+    pub runc: PathBuf,
+    pub runc_root: PathBuf,
+    pub container_id: String,
+    pub bundle: PathBuf,
+    pub log_path: PathBuf,
+    /// The cgroup file counting OOM kills (`memory.oom_control` on v1, `memory.events` on
+    /// v2), read once the container exits.
+    pub oom_counter: Option<PathBuf>,
+}
+
+/// How a container ended, written by the shim as `exit.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitRecord {
+    /// Exit status, or 128 + signal number for a killed process (as a shell reports it).
+    pub exit_code: i32,
+    pub signal: Option<i32>,
+    pub oom_killed: bool,
+    /// RFC 3339.
+    pub finished_at: String,
+    /// Set when the shim could not watch the container to its end.
+    pub error: Option<String>,
+}
+
+/// Entry point for the `berth` binary: call first thing in `main`. Returns if the process was
+/// not started as a shim; otherwise runs the shim and exits.
+pub fn run_if_requested() {
+    let mut args = std::env::args_os().skip(1);
+    if args.next().as_deref() != Some(std::ffi::OsStr::new(SHIM_ARG)) {
+        return;
+    }
+    let code = match args.next() {
+        Some(state_dir) => shim_main(Path::new(&state_dir)),
+        None => {
+            eprintln!("usage: {SHIM_ARG} <container-state-dir>");
+            2
+        }
+    };
+    std::process::exit(code);
+}
+
+/// Runs the shim for the container whose state is in `state_dir`; returns the process exit code.
+pub fn shim_main(state_dir: &Path) -> i32 {
+    let config: ShimConfig = match std::fs::read(state_dir.join(SHIM_CONFIG_FILE))
+        .map_err(|e| e.to_string())
+        .and_then(|bytes| serde_json::from_slice(&bytes).map_err(|e| e.to_string()))
+    {
+        Ok(config) => config,
+        Err(error) => {
+            handshake(&format!("error reading {SHIM_CONFIG_FILE}: {error}"));
+            return 1;
+        }
+    };
+    // Out of Berth's session and process group, so signals aimed at Berth miss it.
+    let _ = rustix::process::setsid();
+    // Orphans below us (the container's init once `runc create` exits) become our children,
+    // which is what lets us collect its exit status.
+    if let Err(error) = rustix::process::set_child_subreaper(Some(rustix::process::getpid())) {
+        handshake(&format!("error becoming a subreaper: {error}"));
+        return 1;
+    }
+    match create(&config, state_dir) {
+        Ok(created) => {
+            handshake(&format!("ok {}", created.pid.as_raw_nonzero()));
+            supervise(&config, state_dir, created);
+            0
+        }
+        Err(error) => {
+            handshake(&format!("error {error}"));
+            1
+        }
+    }
+}
+
+/// Writes the one handshake line Berth waits for, then detaches stdout from Berth.
+fn handshake(line: &str) {
+    let mut stdout = std::io::stdout();
+    let _ = writeln!(stdout, "{line}");
+    let _ = stdout.flush();
+    if let Ok(null) = File::options().write(true).open("/dev/null") {
+        let _ = rustix::stdio::dup2_stdout(&null);
+    }
+}
+
+struct Created {
+    pid: Pid,
+    pidfd: OwnedFd,
+    stdout: File,
+    stderr: File,
+}
+
+fn runc_command(config: &ShimConfig, state_dir: &Path) -> Command {
+    let mut command = Command::new(&config.runc);
+    command
+        .arg("--root")
+        .arg(&config.runc_root)
+        .arg("--log")
+        .arg(state_dir.join(RUNC_LOG_FILE))
+        .arg("--log-format")
+        .arg("json");
+    command
+}
+
+fn create(config: &ShimConfig, state_dir: &Path) -> Result<Created, String> {
+    let (stdout_read, stdout_write) =
+        rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+    let (stderr_read, stderr_write) =
+        rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+    let pid_file = state_dir.join(INIT_PID_FILE);
+    let status = {
+        // The command (and with it our copies of the write ends) is dropped right after, so
+        // the pipes reach end-of-file exactly when the container's processes are gone.
+        let mut command = runc_command(config, state_dir);
+        command
+            .arg("create")
+            .arg("--bundle")
+            .arg(&config.bundle)
+            .arg("--pid-file")
+            .arg(&pid_file)
+            .arg(&config.container_id)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(stdout_write))
+            .stderr(Stdio::from(stderr_write));
+        command.status().map_err(|e| format!("cannot run {}: {e}", config.runc.display()))?
+    };
+    let mut stdout = File::from(stdout_read);
+    let mut stderr = File::from(stderr_read);
+    if !status.success() {
+        // runc prints its error on the stderr it was given; nothing else writes there now.
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        let mut out = String::new();
+        let _ = stdout.read_to_string(&mut out);
+        let text = if text.trim().is_empty() { out } else { text };
+        return Err(format!("runc create failed ({status}): {}", text.trim()));
+    }
+    let pid = std::fs::read_to_string(&pid_file)
+        .ok()
+        .and_then(|text| text.trim().parse::<i32>().ok())
+        .and_then(Pid::from_raw)
+        .ok_or_else(|| format!("runc create left no usable pid in {}", pid_file.display()))?;
+    let pidfd = pidfd_open(pid, PidfdFlags::empty()).map_err(|e| format!("pidfd_open({pid:?}): {e}"))?;
+    Ok(Created { pid, pidfd, stdout, stderr })
+}
+
+fn supervise(config: &ShimConfig, state_dir: &Path, created: Created) {
+    let Created { pid: _, pidfd, stdout, stderr } = created;
+    let log_file = std::fs::create_dir_all(config.log_path.parent().unwrap_or(Path::new("/")))
+        .and_then(|()| File::options().create(true).append(true).open(&config.log_path));
+    let mut log = match log_file {
+        Ok(file) => Some(CriLogWriter::new(file)),
+        Err(error) => {
+            eprintln!("cannot open log file {}: {error}", config.log_path.display());
+            None
+        }
+    };
+    let mut streams: Vec<(Stream, Option<File>)> = vec![(Stream::Stdout, Some(stdout)), (Stream::Stderr, Some(stderr))];
+    let mut exit: Option<(i32, Option<i32>)> = None;
+    let mut drain_deadline: Option<Instant> = None;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let open_streams: Vec<usize> = (0..streams.len()).filter(|i| streams[*i].1.is_some()).collect();
+        if exit.is_some() && open_streams.is_empty() {
+            break;
+        }
+        if drain_deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+            break;
+        }
+        let mut fds: Vec<PollFd<'_>> = Vec::new();
+        for index in &open_streams {
+            if let Some(file) = &streams[*index].1 {
+                fds.push(PollFd::new(file, PollFlags::IN));
+            }
+        }
+        let watching_exit = exit.is_none();
+        if watching_exit {
+            fds.push(PollFd::new(&pidfd, PollFlags::IN));
+        }
+        let timeout = drain_deadline.map(|deadline| {
+            let left = deadline.saturating_duration_since(Instant::now());
+            Timespec { tv_sec: left.as_secs() as i64, tv_nsec: i64::from(left.subsec_nanos()) }
+        });
+        match poll(&mut fds, timeout.as_ref()) {
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(error) => {
+                eprintln!("poll: {error}");
+                break;
+            }
+        }
+        let ready: Vec<bool> = fds.iter().map(|fd| !fd.revents().is_empty()).collect();
+        drop(fds);
+        for (slot, index) in open_streams.iter().enumerate() {
+            if !ready[slot] {
+                continue;
+            }
+            let (stream, file) = &mut streams[*index];
+            let Some(reader) = file.as_mut() else { continue };
+            match reader.read(&mut buf) {
+                Ok(0) | Err(_) => {
+                    if let Some(log) = log.as_mut() {
+                        let _ = log.finish(*stream, Timestamp::now());
+                    }
+                    *file = None;
+                }
+                Ok(n) => {
+                    if let Some(log) = log.as_mut() {
+                        if let Err(error) = log.write(*stream, &buf[..n], Timestamp::now()) {
+                            eprintln!("writing log: {error}");
+                        }
+                    }
+                }
+            }
+        }
+        if watching_exit && ready.last().copied().unwrap_or(false) {
+            match waitid(WaitId::PidFd(pidfd.as_fd()), WaitIdOptions::EXITED | WaitIdOptions::NOHANG) {
+                Ok(Some(status)) => {
+                    exit = Some(match (status.exit_status(), status.terminating_signal()) {
+                        (_, Some(signal)) => (128 + signal, Some(signal)),
+                        (Some(code), None) => (code, None),
+                        (None, None) => (255, None),
+                    });
+                    drain_deadline = Some(Instant::now() + DRAIN_AFTER_EXIT);
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    eprintln!("waitid: {error}");
+                    exit = Some((255, None));
+                    drain_deadline = Some(Instant::now() + DRAIN_AFTER_EXIT);
+                }
+            }
+        }
+    }
+    // Collect any other orphan that was handed to us (nothing we care about).
+    while let Ok(Some(_)) = waitpid(None, WaitOptions::NOHANG) {}
+
+    let (exit_code, signal) = exit.unwrap_or((255, None));
+    let oom_killed = config.oom_counter.as_deref().is_some_and(oom_kills_recorded);
+    let delete = runc_command(config, state_dir)
+        .args(["delete", "--force", config.container_id.as_str()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    if !matches!(delete, Ok(status) if status.success()) {
+        eprintln!("runc delete {} failed: {delete:?}", config.container_id);
+    }
+    let record = ExitRecord {
+        exit_code,
+        signal,
+        oom_killed,
+        finished_at: Timestamp::now().to_string(),
+        error: exit.is_none().then(|| "the shim lost track of the container".to_owned()),
+    };
+    if let Err(error) = write_exit_record(state_dir, &record) {
+        eprintln!("cannot write {EXIT_FILE}: {error}");
+    }
+}
+
+/// Whether the cgroup's OOM-kill counter (`oom_kill N`) is above zero. Each container gets a
+/// fresh cgroup, so any kill is this container's.
+fn oom_kills_recorded(counter_file: &Path) -> bool {
+    std::fs::read_to_string(counter_file).is_ok_and(|text| {
+        text.lines().any(|line| {
+            line.strip_prefix("oom_kill ").and_then(|n| n.trim().parse::<u64>().ok()).is_some_and(|n| n > 0)
+        })
+    })
+}
+
+fn write_exit_record(state_dir: &Path, record: &ExitRecord) -> std::io::Result<()> {
+    let temporary = state_dir.join(format!("{EXIT_FILE}.tmp"));
+    let bytes = serde_json::to_vec(record).map_err(std::io::Error::other)?;
+    {
+        let mut file = File::create(&temporary)?;
+        file.write_all(&bytes)?;
+        file.sync_all()?;
+    }
+    std::fs::rename(&temporary, state_dir.join(EXIT_FILE))
+}
+
+/// Reads `exit.json` if the shim has written it.
+pub fn read_exit_record(state_dir: &Path) -> Option<ExitRecord> {
+    std::fs::read(state_dir.join(EXIT_FILE)).ok().and_then(|bytes| serde_json::from_slice(&bytes).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oom_counter_parsing() {
+        let dir = tempfile::tempdir().unwrap();
+        let v1 = dir.path().join("memory.oom_control");
+        std::fs::write(&v1, "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n").unwrap();
+        assert!(oom_kills_recorded(&v1));
+        std::fs::write(&v1, "oom_kill_disable 0\nunder_oom 0\noom_kill 0\n").unwrap();
+        assert!(!oom_kills_recorded(&v1));
+        let v2 = dir.path().join("memory.events");
+        std::fs::write(&v2, "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n").unwrap();
+        assert!(oom_kills_recorded(&v2));
+        assert!(!oom_kills_recorded(&dir.path().join("missing")));
+    }
+
+    #[test]
+    fn exit_records_round_trip_atomically() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(read_exit_record(dir.path()), None);
+        let record = ExitRecord {
+            exit_code: 137,
+            signal: Some(9),
+            oom_killed: true,
+            finished_at: "2024-01-01T00:00:00Z".into(),
+            error: None,
+        };
+        write_exit_record(dir.path(), &record).unwrap();
+        assert_eq!(read_exit_record(dir.path()), Some(record));
+        assert!(!dir.path().join("exit.json.tmp").exists());
+    }
+}

@@ -1,0 +1,63 @@
+//! The `berth` command: the one binary users run.
+
+mod server;
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "berth", version, about = "A self-hosted application platform that speaks the Kubernetes API")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the control plane (API server, controllers, node agent) in the foreground.
+    Server(ServerArgs),
+}
+
+#[derive(clap::Args)]
+pub struct ServerArgs {
+    /// Where Berth keeps its state [default: $XDG_DATA_HOME/berth or ~/.local/share/berth]
+    #[arg(long, env = "BERTH_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Address the Kubernetes API listens on.
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    listen: SocketAddr,
+    /// Do not run the built-in controllers (for testing them separately).
+    #[arg(long)]
+    no_controllers: bool,
+    /// Do not run the node agent: pods are stored but never run.
+    #[arg(long)]
+    no_node: bool,
+    /// Commit writes with synchronous=NORMAL: faster, but a power loss may lose the last writes.
+    #[arg(long)]
+    fast_commit: bool,
+}
+
+fn default_data_dir() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(x).join("berth");
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root"));
+    home.join(".local/share/berth")
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Server(args) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            runtime.block_on(server::run(args))
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! `berth server`: wires the store, the API server, the controllers and the node agent.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use berth_store::{Durability, SqliteStore, StoreOptions};
+use tokio_util::sync::CancellationToken;
+
+use crate::{ServerArgs, default_data_dir};
+
+pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
+    let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
+    std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+    let data_dir = data_dir.canonicalize().with_context(|| format!("resolving {}", data_dir.display()))?;
+
+    let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned(), "kubernetes".to_owned(),
+        "kubernetes.default".to_owned(), "kubernetes.default.svc".to_owned(), "kubernetes.default.svc.cluster.local".to_owned()];
+    let ip = args.listen.ip();
+    if !ip.is_unspecified() && !names.contains(&ip.to_string()) {
+        names.push(ip.to_string());
+    }
+    let pki = berth_apiserver::pki::ensure(&data_dir, &names).context("creating credentials")?;
+
+    let options = StoreOptions {
+        sync: if args.fast_commit { Durability::Normal } else { Durability::Full },
+        ..StoreOptions::default()
+    };
+    let store = SqliteStore::open(&data_dir.join("state.db"), options).context("opening the store")?;
+
+    let host = if ip.is_unspecified() { "127.0.0.1".to_owned() } else { ip.to_string() };
+    let host = if host.contains(':') { format!("[{host}]") } else { host };
+    let server_address = format!("{host}:{}", args.listen.port());
+    let url = format!("https://{server_address}");
+    let state = berth_apiserver::build_state(store, pki.admin_token.clone(), server_address.clone(), None)
+        .await
+        .context("starting the API")?;
+    let listener = berth_apiserver::bind(args.listen).await?;
+    let kubeconfig = berth_apiserver::pki::write_kubeconfig(&data_dir, &url, &pki)?;
+
+    let shutdown = CancellationToken::new();
+    let config = berth_apiserver::ServerConfig {
+        listen: args.listen,
+        cert_pem: pki.server_cert_pem.clone(),
+        key_pem: pki.server_key_pem.clone(),
+        token: pki.admin_token.clone(),
+        server_address,
+    };
+    let serve = {
+        let shutdown = shutdown.clone();
+        let state = Arc::clone(&state);
+        tokio::spawn(async move { berth_apiserver::serve(listener, &config, state, shutdown).await })
+    };
+    println!("berth: API serving at {url}; export KUBECONFIG={}", kubeconfig.display());
+
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    shutdown.cancel();
+    serve.await.context("server task")??;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        // Without signal handlers, run until killed.
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
