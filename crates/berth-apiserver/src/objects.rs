@@ -273,7 +273,9 @@ impl Objects {
         Ok(())
     }
 
-    /// Defaults, strict-field checks and validation shared by create and update.
+    /// Strict-field checks, defaults and validation shared by create and update, in
+    /// upstream's order: decode (unknown fields), defaults, validation. `prepare` runs
+    /// between decoding and defaulting (the create or update strategy).
     /// Returns warnings for `fieldValidation=Warn`.
     fn admit(
         &self,
@@ -281,13 +283,21 @@ impl Objects {
         obj: &mut Value,
         old: Option<&Value>,
         opts: &WriteOptions,
+        prepare: impl FnOnce(&mut Value),
     ) -> Result<Vec<String>, ApiError> {
         let name = meta_str(obj, "name").unwrap_or_default().to_owned();
         let mut warnings = Vec::new();
-        if opts.field_validation != FieldValidation::Ignore && !info.custom {
-            match validation::unknown_fields(&info.gvk, obj) {
-                Ok(unknown) if !unknown.is_empty() => {
-                    if opts.field_validation == FieldValidation::Strict {
+        if !info.custom {
+            // A body that does not decode as the kind is rejected whatever fieldValidation says.
+            let unknown = validation::unknown_fields(&info.gvk, obj).map_err(|e| {
+                ApiError::bad_request(format!(
+                    "{} in version {:?} cannot be handled as a {}: {}",
+                    info.gvk.kind, info.gvk.version, info.gvk.kind, e.message
+                ))
+            })?;
+            if !unknown.is_empty() {
+                match opts.field_validation {
+                    FieldValidation::Strict => {
                         let list: Vec<String> = unknown.iter().map(|f| format!("unknown field {f:?}")).collect();
                         return Err(ApiError::bad_request(format!(
                             "{} in version {:?} cannot be handled as a {}: strict decoding error: {}",
@@ -297,17 +307,12 @@ impl Objects {
                             list.join(", ")
                         )));
                     }
-                    warnings.extend(unknown.iter().map(|f| format!("unknown field {f:?}")));
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    return Err(ApiError::bad_request(format!(
-                        "{} in version {:?} cannot be handled as a {}: {}",
-                        info.gvk.kind, info.gvk.version, info.gvk.kind, e.message
-                    )));
+                    FieldValidation::Warn => warnings.extend(unknown.iter().map(|f| format!("unknown field {f:?}"))),
+                    FieldValidation::Ignore => {}
                 }
             }
         }
+        prepare(obj);
         defaults::apply(&info.gvk, obj);
         let errors = validation::validate(&info.gvk, obj, old);
         if !errors.is_empty() {
@@ -358,8 +363,8 @@ impl Objects {
         } else {
             meta_mut(&mut obj).remove("generation");
         }
-        self.prepare_for_create(info, &mut obj);
-        let warnings = self.admit(info, &mut obj, None, opts)?;
+        let gvk = info.gvk.clone();
+        let warnings = self.admit(info, &mut obj, None, opts, |o| defaults::prepare_for_create(&gvk, o))?;
         let name = meta_str(&obj, "name").unwrap_or_default().to_owned();
         let ns = meta_str(&obj, "namespace").map(str::to_owned);
         self.check_namespace(info, ns.as_deref(), &name).await?;
@@ -371,25 +376,6 @@ impl Objects {
         let kv = self.store.create(&key, encode(&obj)?).await.map_err(|e| store_err(info, &name, e))?;
         set_rv(&mut obj, kv.mod_revision);
         Ok((obj, warnings))
-    }
-
-    /// Status and other fields the server owns on create, per kind.
-    fn prepare_for_create(&self, info: &ResourceInfo, obj: &mut Value) {
-        let Some(o) = obj.as_object_mut() else { return };
-        match (info.gvk.group.as_str(), info.gvk.kind.as_str()) {
-            ("", "Pod") => {
-                let qos = qos_class(o.get("spec").unwrap_or(&Value::Null));
-                o.insert("status".into(), json!({"phase": "Pending", "qosClass": qos}));
-            }
-            ("", "Namespace") => {
-                o.insert("status".into(), json!({"phase": "Active"}));
-            }
-            ("", "Node") | ("", "PersistentVolumeClaim") | ("", "PersistentVolume") | ("", "Service") => {}
-            _ if info.has_status && !info.custom => {
-                o.remove("status");
-            }
-            _ => {}
-        }
     }
 
     /// Allocates cluster IPs and node ports for Services.
@@ -407,9 +393,8 @@ impl Objects {
                     .iter()
                     .filter_map(|s| s.pointer("/spec/clusterIP").and_then(Value::as_str).map(str::to_owned))
                     .collect();
-                let ip = allocate_cluster_ip(&used).ok_or_else(|| {
-                    ApiError::internal("failed to allocate a serviceIP: range is full".to_owned())
-                })?;
+                let ip = allocate_cluster_ip(&used)
+                    .ok_or_else(|| ApiError::internal("failed to allocate a serviceIP: range is full".to_owned()))?;
                 if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
                     spec.insert("clusterIP".into(), json!(ip));
                     spec.insert("clusterIPs".into(), json!([ip]));
@@ -582,7 +567,8 @@ impl Objects {
         let old_meta = old.get("metadata").cloned().unwrap_or_else(|| json!({}));
         {
             let meta = meta_mut(&mut obj);
-            for k in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "namespace", "name"]
+            for k in
+                ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "namespace", "name"]
             {
                 match old_meta.get(k) {
                     Some(v) => meta.insert(k.into(), v.clone()),
@@ -608,12 +594,18 @@ impl Objects {
                     &name,
                     vec![FieldError::forbidden(
                         "metadata.finalizers",
-                        &format!("no new finalizers can be added if the object is being deleted, found new finalizers {added:?}"),
+                        &format!(
+                            "no new finalizers can be added if the object is being deleted, found new finalizers {added:?}"
+                        ),
                     )],
                 ));
             }
         }
-        let warnings = if sub.is_none() { self.admit(info, &mut obj, Some(old), opts)? } else { Vec::new() };
+        let warnings = if sub.is_none() {
+            self.admit(info, &mut obj, Some(old), opts, |o| defaults::prepare_for_update(&info.gvk, o, old))?
+        } else {
+            Vec::new()
+        };
         let old_gen = old.pointer("/metadata/generation").and_then(Value::as_i64);
         if tracks_generation(&obj) {
             let generation = match old_gen {
@@ -756,10 +748,8 @@ impl Objects {
             if info.gvk.group.is_empty() && info.gvk.kind == "Pod" {
                 // A pod on a node terminates gracefully; the node deletes it when done.
                 let scheduled = old.pointer("/spec/nodeName").and_then(Value::as_str).is_some_and(|n| !n.is_empty());
-                let terminal = matches!(
-                    old.pointer("/status/phase").and_then(Value::as_str),
-                    Some("Succeeded") | Some("Failed")
-                );
+                let terminal =
+                    matches!(old.pointer("/status/phase").and_then(Value::as_str), Some("Succeeded") | Some("Failed"));
                 let grace = opts
                     .grace_period
                     .or_else(|| old.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64))
@@ -855,9 +845,11 @@ impl Objects {
         let svc = json!({"apiVersion": "v1", "kind": "Service",
             "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"component": "apiserver", "provider": "kubernetes"}},
             "spec": {"clusterIP": "10.96.0.1", "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": 6443}]}});
-        match self.create(&svc_info, Some("default"), svc, &opts).await {
+        match self.get(&svc_info, Some("default"), "kubernetes").await {
             Ok(_) => {}
-            Err(e) if e.reason == "AlreadyExists" => {}
+            Err(e) if e.code == 404 => {
+                self.create(&svc_info, Some("default"), svc, &opts).await?;
+            }
             Err(e) => return Err(e),
         }
         Ok(())
@@ -876,7 +868,9 @@ impl Objects {
         let singular =
             names.get("singular").and_then(Value::as_str).map(str::to_owned).unwrap_or_else(|| kind.to_lowercase());
         let strings = |v: Option<&Value>| -> Vec<String> {
-            v.and_then(Value::as_array).map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect()).unwrap_or_default()
+            v.and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect())
+                .unwrap_or_default()
         };
         let short_names = strings(names.get("shortNames"));
         let categories = strings(names.get("categories"));
@@ -956,44 +950,9 @@ fn encode(obj: &Value) -> Result<Bytes, ApiError> {
 }
 
 pub fn parse_rv(rv: &str) -> Result<Revision, ApiError> {
-    rv.parse::<Revision>()
-        .ok()
-        .filter(|r| *r >= 0)
-        .ok_or_else(|| ApiError::bad_request(format!("invalid resource version {rv:?}: must be a non-negative integer")))
-}
-
-/// Upstream's QoS classes: Guaranteed when every container has equal limits and requests
-/// for cpu and memory, BestEffort when none has any, Burstable otherwise.
-fn qos_class(spec: &Value) -> &'static str {
-    let containers: Vec<&Value> = ["containers", "initContainers"]
-        .iter()
-        .filter_map(|k| spec.get(*k).and_then(Value::as_array))
-        .flatten()
-        .collect();
-    let mut any = false;
-    let mut guaranteed = !containers.is_empty();
-    for c in containers {
-        let req = c.pointer("/resources/requests").and_then(Value::as_object);
-        let lim = c.pointer("/resources/limits").and_then(Value::as_object);
-        let has = |m: Option<&Map<String, Value>>, k: &str| m.is_some_and(|m| m.contains_key(k));
-        for r in ["cpu", "memory"] {
-            if has(req, r) || has(lim, r) {
-                any = true;
-            }
-            let l = lim.and_then(|m| m.get(r));
-            let q = req.and_then(|m| m.get(r)).or(l);
-            if l.is_none() || q != l {
-                guaranteed = false;
-            }
-        }
-    }
-    if !any {
-        "BestEffort"
-    } else if guaranteed {
-        "Guaranteed"
-    } else {
-        "Burstable"
-    }
+    rv.parse::<Revision>().ok().filter(|r| *r >= 0).ok_or_else(|| {
+        ApiError::bad_request(format!("invalid resource version {rv:?}: must be a non-negative integer"))
+    })
 }
 
 /// Service cluster IPs come from 10.96.0.0/12; 10.96.0.1 is the `kubernetes` Service's.

@@ -6,6 +6,7 @@
 
 mod pod;
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests;
 
 use std::sync::LazyLock;
@@ -54,7 +55,10 @@ fn builtin(group: &str, kind: &str, obj: &mut Value) {
         }
         ("", "Service") => service(obj),
         ("", "Namespace") => namespace(obj),
-        ("", "Secret") => default_str(obj, "type", "Opaque"),
+        ("", "Secret") => {
+            merge_string_data(obj);
+            default_str(obj, "type", "Opaque");
+        }
         ("", "Endpoints") => {
             for subset in list_mut(obj, "subsets") {
                 for port in list_mut(subset, "ports") {
@@ -143,6 +147,89 @@ pub fn prepare_for_create(gvk: &GroupVersionKind, obj: &mut Value) {
             generate_job_selector(obj);
         }
         _ => {}
+    }
+}
+
+/// Update-time changes of upstream's registry strategies (`PrepareForUpdate`), run before
+/// [`apply`] with the stored object: a Namespace's finalizers and status only change through
+/// their subresources, and a Service keeps its allocated cluster IPs and node ports when the
+/// new body leaves them out (as `kubectl replace` bodies do).
+pub fn prepare_for_update(gvk: &GroupVersionKind, obj: &mut Value, old: &Value) {
+    if !obj.is_object() {
+        return;
+    }
+    match (gvk.group.as_str(), gvk.kind.as_str()) {
+        ("", "Namespace") => {
+            if let Some(spec) = child(obj, "spec") {
+                match old.pointer("/spec/finalizers") {
+                    Some(f) => set(spec, "finalizers", f.clone()),
+                    None => {
+                        if let Some(map) = spec.as_object_mut() {
+                            map.remove("finalizers");
+                        }
+                    }
+                }
+            }
+            match old.get("status") {
+                Some(status) => set(obj, "status", status.clone()),
+                None => {
+                    if let Some(map) = obj.as_object_mut() {
+                        map.remove("status");
+                    }
+                }
+            }
+        }
+        ("", "Service") => keep_service_allocations(obj, old),
+        _ => {}
+    }
+}
+
+/// `patchAllocatedValues` of the service REST storage.
+fn keep_service_allocations(obj: &mut Value, old: &Value) {
+    let Some(old_spec) = old.get("spec") else { return };
+    let Some(spec) = child(obj, "spec") else { return };
+    let needs_cluster_ip = |s: &Value| str_at(s, "/type") != "ExternalName";
+    if needs_cluster_ip(old_spec) && needs_cluster_ip(spec) && str_at(spec, "/clusterIP").is_empty() {
+        for key in ["clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"] {
+            if let Some(v) = old_spec.get(key)
+                && spec.get(key).is_none_or(|n| n.is_null() || n.as_array().is_some_and(Vec::is_empty))
+            {
+                set(spec, key, v.clone());
+            }
+        }
+    }
+    let node_ports = |s: &Value| matches!(str_at(s, "/type"), "NodePort" | "LoadBalancer");
+    if node_ports(old_spec) && node_ports(spec) {
+        let protocol = |p: &Value| match str_at(p, "/protocol") {
+            "" => "TCP".to_owned(),
+            other => other.to_owned(),
+        };
+        let old_ports = list_at(old_spec, "/ports");
+        for port in list_mut(spec, "ports") {
+            if port.get("nodePort").and_then(Value::as_i64).unwrap_or(0) != 0 {
+                continue;
+            }
+            let same = old_ports.iter().find(|o| o.get("port") == port.get("port") && protocol(o) == protocol(port));
+            if let Some(node_port) = same.and_then(|o| o.get("nodePort")).cloned() {
+                set(port, "nodePort", node_port);
+            }
+        }
+    }
+}
+
+/// `stringData` is write-only: the v1 conversion merges it into `data`, overriding.
+fn merge_string_data(obj: &mut Value) {
+    use base64::Engine;
+    let Some(string_data) = obj.as_object_mut().and_then(|m| m.remove("stringData")) else { return };
+    let Some(entries) = string_data.as_object() else { return };
+    if entries.is_empty() {
+        return;
+    }
+    if let Some(data) = child(obj, "data").and_then(Value::as_object_mut) {
+        for (key, value) in entries {
+            let text = value.as_str().unwrap_or_default();
+            data.insert(key.clone(), json!(base64::engine::general_purpose::STANDARD.encode(text)));
+        }
     }
 }
 
@@ -258,10 +345,8 @@ fn service(obj: &mut Value) {
                 map.remove("sessionAffinityConfig");
             }
         }
-        "ClientIP" => {
-            if spec.pointer("/sessionAffinityConfig/clientIP/timeoutSeconds").is_none_or(Value::is_null) {
-                set(spec, "sessionAffinityConfig", json!({"clientIP": {"timeoutSeconds": 10800}}));
-            }
+        "ClientIP" if spec.pointer("/sessionAffinityConfig/clientIP/timeoutSeconds").is_none_or(Value::is_null) => {
+            set(spec, "sessionAffinityConfig", json!({"clientIP": {"timeoutSeconds": 10800}}));
         }
         _ => {}
     }
@@ -296,7 +381,8 @@ fn service(obj: &mut Value) {
         if list_at(spec, "/clusterIPs").is_empty() {
             set(spec, "clusterIPs", json!([cluster_ip]));
         }
-        let headless_selectorless = cluster_ip == "None" && spec.get("selector").is_none_or(|s| s.as_object().is_none_or(Map::is_empty));
+        let headless_selectorless =
+            cluster_ip == "None" && spec.get("selector").is_none_or(|s| s.as_object().is_none_or(Map::is_empty));
         let policy = if headless_selectorless { "RequireDualStack" } else { "SingleStack" };
         default_val(spec, "ipFamilyPolicy", json!(policy));
         if list_at(spec, "/ipFamilies").is_empty() {
@@ -304,11 +390,8 @@ fn service(obj: &mut Value) {
         }
     }
     if kind == "LoadBalancer" {
-        for ingress in obj
-            .pointer_mut("/status/loadBalancer/ingress")
-            .and_then(Value::as_array_mut)
-            .into_iter()
-            .flatten()
+        for ingress in
+            obj.pointer_mut("/status/loadBalancer/ingress").and_then(Value::as_array_mut).into_iter().flatten()
         {
             if !str_at(ingress, "/ip").is_empty() {
                 default_val(ingress, "ipMode", json!("VIP"));

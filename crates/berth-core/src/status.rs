@@ -23,11 +23,7 @@ impl FieldError {
             Value::String(s) => format!("{s:?}"),
             other => other.to_string(),
         };
-        Self {
-            reason: "FieldValueInvalid",
-            field: field.into(),
-            message: format!("Invalid value: {shown}: {detail}"),
-        }
+        Self { reason: "FieldValueInvalid", field: field.into(), message: format!("Invalid value: {shown}: {detail}") }
     }
 
     pub fn required(field: impl Into<String>, detail: &str) -> Self {
@@ -124,10 +120,8 @@ impl ApiError {
     pub fn invalid_kind(group: &str, kind: &str, qualified_kind: &str, name: &str, errors: Vec<FieldError>) -> Self {
         let rendered: Vec<String> = errors.iter().map(FieldError::render).collect();
         let summary = if rendered.len() == 1 { rendered[0].clone() } else { format!("[{}]", rendered.join(", ")) };
-        let causes: Vec<Value> = errors
-            .iter()
-            .map(|e| json!({"reason": e.reason, "message": e.message, "field": e.field}))
-            .collect();
+        let causes: Vec<Value> =
+            errors.iter().map(|e| json!({"reason": e.reason, "message": e.message, "field": e.field})).collect();
         Self::new(
             422,
             "Invalid",
@@ -145,7 +139,14 @@ impl ApiError {
     }
 
     pub fn unsupported_media_type(content_type: &str) -> Self {
-        Self::new(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf; got {content_type:?}"), None)
+        Self::new(
+            415,
+            "UnsupportedMediaType",
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf; got {content_type:?}"
+            ),
+            None,
+        )
     }
 
     pub fn method_not_allowed(message: impl Into<String>) -> Self {

@@ -7,6 +7,7 @@
 mod format;
 mod rows;
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests;
 
 use chrono::{DateTime, Utc};
@@ -25,8 +26,7 @@ pub struct Column {
 }
 
 const NAME_DOC: &str = "Name must be unique within a namespace.";
-const AGE_DOC: &str =
-    "CreationTimestamp is a timestamp representing the server time when this object was created.";
+const AGE_DOC: &str = "CreationTimestamp is a timestamp representing the server time when this object was created.";
 const CONTAINERS_DOC: &str = "Names of each container in the template.";
 const IMAGES_DOC: &str = "Images referenced by each container in the template.";
 
@@ -134,8 +134,16 @@ pub fn columns(gvk: &GroupVersionKind) -> Vec<Column> {
         Printer::Deployment => vec![
             name_col(),
             col("Ready", "string", "Number of the pod with ready state"),
-            col("Up-to-date", "string", "Total number of non-terminated pods targeted by this deployment that have the desired template spec."),
-            col("Available", "string", "Total number of available pods (ready for at least minReadySeconds) targeted by this deployment."),
+            col(
+                "Up-to-date",
+                "string",
+                "Total number of non-terminated pods targeted by this deployment that have the desired template spec.",
+            ),
+            col(
+                "Available",
+                "string",
+                "Total number of available pods (ready for at least minReadySeconds) targeted by this deployment.",
+            ),
             age_col(),
             wide("Containers", "string", CONTAINERS_DOC),
             wide("Images", "string", IMAGES_DOC),
@@ -161,11 +169,27 @@ pub fn columns(gvk: &GroupVersionKind) -> Vec<Column> {
         Printer::DaemonSet => vec![
             name_col(),
             col("Desired", "integer", "The total number of nodes that should be running the daemon pod."),
-            col("Current", "integer", "The number of nodes that are running at least 1 daemon pod and are supposed to run the daemon pod."),
-            col("Ready", "integer", "The number of nodes that should be running the daemon pod and have one or more of the daemon pod running and ready."),
+            col(
+                "Current",
+                "integer",
+                "The number of nodes that are running at least 1 daemon pod and are supposed to run the daemon pod.",
+            ),
+            col(
+                "Ready",
+                "integer",
+                "The number of nodes that should be running the daemon pod and have one or more of the daemon pod running and ready.",
+            ),
             col("Up-to-date", "integer", "The total number of nodes that are running updated daemon pod"),
-            col("Available", "integer", "The number of nodes that should be running the daemon pod and have one or more of the daemon pod running and available."),
-            col("Node Selector", "string", "NodeSelector is a selector which must be true for the pod to fit on a node."),
+            col(
+                "Available",
+                "integer",
+                "The number of nodes that should be running the daemon pod and have one or more of the daemon pod running and available.",
+            ),
+            col(
+                "Node Selector",
+                "string",
+                "NodeSelector is a selector which must be true for the pod to fit on a node.",
+            ),
             age_col(),
             wide("Containers", "string", CONTAINERS_DOC),
             wide("Images", "string", IMAGES_DOC),
@@ -197,10 +221,18 @@ pub fn columns(gvk: &GroupVersionKind) -> Vec<Column> {
             name_col(),
             col("Type", "string", "type determines how the Service is exposed."),
             col("Cluster-IP", "string", "clusterIP is the IP address of the service."),
-            col("External-IP", "string", "externalIPs is a list of IP addresses for which nodes in the cluster will also accept traffic for this service."),
+            col(
+                "External-IP",
+                "string",
+                "externalIPs is a list of IP addresses for which nodes in the cluster will also accept traffic for this service.",
+            ),
             col("Port(s)", "string", "The list of ports that are exposed by this service."),
             age_col(),
-            wide("Selector", "string", "Route service traffic to pods with label keys and values matching this selector."),
+            wide(
+                "Selector",
+                "string",
+                "Route service traffic to pods with label keys and values matching this selector.",
+            ),
         ],
         Printer::Endpoints => vec![
             name_col(),
@@ -225,7 +257,11 @@ pub fn columns(gvk: &GroupVersionKind) -> Vec<Column> {
         ],
         Printer::ServiceAccount => vec![
             name_col(),
-            col("Secrets", "string", "Secrets is a list of the secrets in the same namespace that pods running using this ServiceAccount are allowed to use."),
+            col(
+                "Secrets",
+                "string",
+                "Secrets is a list of the secrets in the same namespace that pods running using this ServiceAccount are allowed to use.",
+            ),
             age_col(),
         ],
         Printer::Namespace => vec![name_col(), col("Status", "string", "The status of the namespace"), age_col()],
@@ -239,14 +275,26 @@ pub fn columns(gvk: &GroupVersionKind) -> Vec<Column> {
             wide("External-IP", "string", "List of addresses reachable to the node."),
             wide("OS-Image", "string", "OS Image reported by the node from /etc/os-release."),
             wide("Kernel-Version", "string", "Kernel Version reported by the node from 'uname -r'."),
-            wide("Container-Runtime", "string", "ContainerRuntime Version reported by the node through runtime remote API."),
+            wide(
+                "Container-Runtime",
+                "string",
+                "ContainerRuntime Version reported by the node through runtime remote API.",
+            ),
         ],
         Printer::Event => vec![
             col("Last Seen", "string", "The time at which the most recent occurrence of this event was recorded."),
             col("Type", "string", "Type of this event (Normal, Warning), new types could be added in the future"),
-            col("Reason", "string", "This should be a short, machine understandable string that gives the reason for the transition into the object's current status."),
+            col(
+                "Reason",
+                "string",
+                "This should be a short, machine understandable string that gives the reason for the transition into the object's current status.",
+            ),
             col("Object", "string", "The object that this event is about."),
-            wide("Subobject", "string", "If referring to a piece of an object instead of an entire object, this string should contain a valid JSON/Go field access statement."),
+            wide(
+                "Subobject",
+                "string",
+                "If referring to a piece of an object instead of an entire object, this string should contain a valid JSON/Go field access statement.",
+            ),
             wide("Source", "string", "The component reporting this event."),
             col("Message", "string", "A human-readable description of the status of this operation."),
             wide("First Seen", "string", "The time at which the event was first recorded."),
@@ -256,7 +304,11 @@ pub fn columns(gvk: &GroupVersionKind) -> Vec<Column> {
         Printer::ResourceQuota => vec![
             name_col(),
             col("Request", "string", "Request represents a minimum amount of cpu/memory that a container may consume."),
-            col("Limit", "string", "Limits control the maximum amount of cpu/memory that a container may use independent of contention on the node."),
+            col(
+                "Limit",
+                "string",
+                "Limits control the maximum amount of cpu/memory that a container may use independent of contention on the node.",
+            ),
             age_col(),
         ],
         Printer::PersistentVolumeClaim => vec![
@@ -264,7 +316,11 @@ pub fn columns(gvk: &GroupVersionKind) -> Vec<Column> {
             col("Status", "string", "phase represents the current phase of PersistentVolumeClaim."),
             col("Volume", "string", "volumeName is the binding reference to the PersistentVolume backing this claim."),
             col("Capacity", "string", "capacity represents the actual resources of the underlying volume."),
-            col("Access Modes", "string", "accessModes contains the actual access modes the volume backing the PVC has."),
+            col(
+                "Access Modes",
+                "string",
+                "accessModes contains the actual access modes the volume backing the PVC has.",
+            ),
             col("StorageClass", "string", "StorageClass of the pvc"),
             col("VolumeAttributesClass", "string", "VolumeAttributesClass of the pvc"),
             age_col(),
@@ -274,18 +330,42 @@ pub fn columns(gvk: &GroupVersionKind) -> Vec<Column> {
             name_col(),
             col("Capacity", "string", "capacity is the description of the persistent volume's resources and capacity."),
             col("Access Modes", "string", "accessModes contains all ways the volume can be mounted."),
-            col("Reclaim Policy", "string", "persistentVolumeReclaimPolicy defines what happens to a persistent volume when released from its claim."),
-            col("Status", "string", "phase indicates if a volume is available, bound to a claim, or released by a claim."),
-            col("Claim", "string", "claimRef is part of a bi-directional binding between PersistentVolume and PersistentVolumeClaim."),
+            col(
+                "Reclaim Policy",
+                "string",
+                "persistentVolumeReclaimPolicy defines what happens to a persistent volume when released from its claim.",
+            ),
+            col(
+                "Status",
+                "string",
+                "phase indicates if a volume is available, bound to a claim, or released by a claim.",
+            ),
+            col(
+                "Claim",
+                "string",
+                "claimRef is part of a bi-directional binding between PersistentVolume and PersistentVolumeClaim.",
+            ),
             col("StorageClass", "string", "StorageClass of the pv"),
             col("VolumeAttributesClass", "string", "VolumeAttributesClass of the pv"),
-            col("Reason", "string", "reason is a brief CamelCase string that describes any failure and is meant for machine parsing and tidy display in the CLI."),
+            col(
+                "Reason",
+                "string",
+                "reason is a brief CamelCase string that describes any failure and is meant for machine parsing and tidy display in the CLI.",
+            ),
             age_col(),
-            wide("VolumeMode", "string", "volumeMode defines if a volume is intended to be used with a formatted filesystem or to remain in raw block state."),
+            wide(
+                "VolumeMode",
+                "string",
+                "volumeMode defines if a volume is intended to be used with a formatted filesystem or to remain in raw block state.",
+            ),
         ],
         Printer::Ingress => vec![
             name_col(),
-            col("Class", "string", "The name of the IngressClass resource that should be used for additional configuration"),
+            col(
+                "Class",
+                "string",
+                "The name of the IngressClass resource that should be used for additional configuration",
+            ),
             col("Hosts", "string", "Hosts that incoming requests are matched against before the ingress rule"),
             col("Address", "string", "Address is a list containing ingress points for the load-balancer"),
             col("Ports", "string", "Ports of TLS configurations that open"),
@@ -309,7 +389,11 @@ pub fn columns(gvk: &GroupVersionKind) -> Vec<Column> {
         ],
         Printer::RoleBinding => vec![
             name_col(),
-            col("Role", "string", "RoleRef can reference a Role in the current namespace or a ClusterRole in the global namespace."),
+            col(
+                "Role",
+                "string",
+                "RoleRef can reference a Role in the current namespace or a ClusterRole in the global namespace.",
+            ),
             age_col(),
             wide("Users", "string", "Users in the roleBinding"),
             wide("Groups", "string", "Groups in the roleBinding"),

@@ -108,7 +108,7 @@ pub struct SqliteStore {
 const HISTORY_PAGE: usize = 1000;
 /// Idle read-only connections kept for reuse.
 const MAX_IDLE_READERS: usize = 4;
-const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl SqliteStore {
     /// Opens (or creates) the store at `path`. Blocking: it runs SQLite setup on the

@@ -19,7 +19,7 @@ use bytes::Bytes;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::oneshot;
 
-use crate::sqlite::{META_COMPACTED, META_REVISION, StoreOptions};
+use crate::sqlite::{BUSY_TIMEOUT, META_COMPACTED, META_REVISION, StoreOptions};
 use crate::watch::Hub;
 use crate::{Error, Event, EventKind, KeyValue, Result, Revision};
 
@@ -30,6 +30,8 @@ const COMPACT_CHUNK: i64 = 5000;
 /// Compaction starts on its own once this many revisions (or `history`, if larger) are
 /// compactable, so a write burst cannot grow the file until the next timer tick.
 const MIN_COMPACT_BACKLOG: i64 = 1000;
+/// How long a checkpoint may wait for readers to move to the newest snapshot.
+const CHECKPOINT_BUSY_TIMEOUT: Duration = Duration::from_millis(200);
 
 pub(crate) enum WriteOp {
     Create { key: String, value: Bytes },
@@ -267,12 +269,20 @@ impl Writer {
             return;
         }
         self.last_checkpoint = Instant::now();
-        // Busy (a reader holds an old snapshot) is not an error: the next round retries.
-        match self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
-            Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
-        }) {
+        // TRUNCATE waits (through the busy handler) for readers on older snapshots; do not
+        // let a slow reader hold up writes for the full busy timeout. Busy is not an error:
+        // the next round retries.
+        let checkpoint = self.conn.busy_timeout(CHECKPOINT_BUSY_TIMEOUT).and_then(|()| {
+            self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
+                Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
+            })
+        });
+        match checkpoint {
             Ok((busy, wal_pages, copied)) => tracing::debug!(busy, wal_pages, copied, "wal checkpoint"),
             Err(err) => tracing::warn!(error = %err, "wal checkpoint failed"),
+        }
+        if let Err(err) = self.conn.busy_timeout(BUSY_TIMEOUT) {
+            tracing::warn!(error = %err, "cannot restore busy timeout");
         }
     }
 }

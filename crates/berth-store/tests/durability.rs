@@ -6,6 +6,7 @@
 //! SIGKILLs it mid-stream, reopens the database and checks every acknowledged write.
 
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -66,7 +67,8 @@ async fn acknowledged_writes_survive_kill_9() {
     }
     // SIGKILL mid-stream: writes are in flight and groups are being committed.
     child.kill().unwrap();
-    child.wait().unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.signal(), Some(9), "the child must die from SIGKILL, not exit: {status}");
     // Lines already in the pipe were acknowledged before the kill too.
     for line in lines {
         if let Some(ack) = line.unwrap().strip_prefix(ACK) {
@@ -80,6 +82,7 @@ async fn acknowledged_writes_survive_kill_9() {
         let integrity: String = conn.query_row("PRAGMA integrity_check", [], |row| row.get(0)).unwrap();
         assert_eq!(integrity, "ok");
     }
+    assert!(acknowledged.len() >= ACKS_BEFORE_KILL);
     let store = SqliteStore::open(&path, StoreOptions::default()).unwrap();
     let mut highest = 0;
     for ack in &acknowledged {

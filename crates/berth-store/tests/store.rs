@@ -319,6 +319,8 @@ async fn concurrent_writers_get_distinct_revisions() {
                 for i in 0..40 {
                     let key = format!("/c/{writer}/{i}");
                     let kv = store.create(&key, b(&key)).await.unwrap();
+                    // Read-your-writes: an acknowledged write is visible to the next read.
+                    assert_eq!(store.get(&key).await.unwrap(), Some(kv.clone()));
                     written.push((key, kv.mod_revision));
                 }
                 // All writers also fight over one key with CAS; losers must see Conflict.

@@ -13,8 +13,15 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
     let data_dir = data_dir.canonicalize().with_context(|| format!("resolving {}", data_dir.display()))?;
 
-    let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned(), "kubernetes".to_owned(),
-        "kubernetes.default".to_owned(), "kubernetes.default.svc".to_owned(), "kubernetes.default.svc.cluster.local".to_owned()];
+    let mut names = vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+        "kubernetes".to_owned(),
+        "kubernetes.default".to_owned(),
+        "kubernetes.default.svc".to_owned(),
+        "kubernetes.default.svc.cluster.local".to_owned(),
+    ];
     let ip = args.listen.ip();
     if !ip.is_unspecified() && !names.contains(&ip.to_string()) {
         names.push(ip.to_string());
@@ -25,7 +32,11 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         sync: if args.fast_commit { Durability::Normal } else { Durability::Full },
         ..StoreOptions::default()
     };
-    let store = SqliteStore::open(&data_dir.join("state.db"), options).context("opening the store")?;
+    let db = data_dir.join("state.db");
+    let store = tokio::task::spawn_blocking(move || SqliteStore::open(&db, options))
+        .await
+        .context("opening the store")?
+        .context("opening the store")?;
 
     let host = if ip.is_unspecified() { "127.0.0.1".to_owned() } else { ip.to_string() };
     let host = if host.contains(':') { format!("[{host}]") } else { host };

@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value, json};
 
-use super::{canonical_quantity, child, default_nonzero, default_str, default_val, existing, list_mut, resource_list, set};
+use super::{
+    canonical_quantity, child, default_nonzero, default_str, default_val, existing, list_mut, resource_list, set,
+};
 use crate::validation::json::{list_at, map_at, str_at};
 use crate::validation::{Quantity, parse_quantity};
 
@@ -36,8 +38,7 @@ pub(super) fn pod_only(spec: &mut Value) {
             for c in list_mut(spec, list) {
                 for port in list_mut(c, "ports") {
                     if let Some(container_port) = port.get("containerPort").cloned() {
-                        let host_port_unset =
-                            port.get("hostPort").is_none_or(|h| h.is_null() || h.as_i64() == Some(0));
+                        let host_port_unset = port.get("hostPort").is_none_or(|h| h.is_null() || h.as_i64() == Some(0));
                         if host_port_unset {
                             set(port, "hostPort", container_port);
                         }
@@ -70,7 +71,8 @@ pub(super) fn pod_spec(spec: &mut Value) {
 
 fn container(c: &mut Value) {
     if c.get("imagePullPolicy").and_then(Value::as_str).is_none_or(str::is_empty) {
-        let policy = if image_tag(str_at(c, "/image")).as_deref() == Some("latest") { "Always" } else { "IfNotPresent" };
+        let policy =
+            if image_tag(str_at(c, "/image")).as_deref() == Some("latest") { "Always" } else { "IfNotPresent" };
         set(c, "imagePullPolicy", json!(policy));
     }
     default_str(c, "terminationMessagePath", "/dev/termination-log");

@@ -61,7 +61,10 @@ fn pod_defaults_match_upstream() {
     assert_eq!(c["terminationMessagePolicy"], "File");
     assert_eq!(c["ports"][0]["protocol"], "TCP");
     assert_eq!(c["env"][0]["valueFrom"]["fieldRef"]["apiVersion"], "v1");
-    assert_eq!(c["resources"], json!({"limits": {"cpu": "500m", "memory": "1Gi"}, "requests": {"cpu": "500m", "memory": "1Gi"}}));
+    assert_eq!(
+        c["resources"],
+        json!({"limits": {"cpu": "500m", "memory": "1Gi"}, "requests": {"cpu": "500m", "memory": "1Gi"}})
+    );
     assert_eq!(
         c["livenessProbe"],
         json!({"httpGet": {"port": 80, "path": "/", "scheme": "HTTP"},
@@ -122,7 +125,8 @@ fn image_pull_policy_follows_the_tag() {
 
 #[test]
 fn pod_create_sets_pending_status_and_qos() {
-    let best_effort = created("", "Pod", json!({"metadata": {"name": "a"}, "spec": {"containers": [{"name": "c", "image": "i"}]}}));
+    let best_effort =
+        created("", "Pod", json!({"metadata": {"name": "a"}, "spec": {"containers": [{"name": "c", "image": "i"}]}}));
     assert_eq!(best_effort["status"], json!({"phase": "Pending", "qosClass": "BestEffort"}));
     let guaranteed = created(
         "",
@@ -152,7 +156,10 @@ fn deployment_defaults() {
     );
     let spec = &d["spec"];
     assert_eq!(spec["replicas"], 1);
-    assert_eq!(spec["strategy"], json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}}));
+    assert_eq!(
+        spec["strategy"],
+        json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}})
+    );
     assert_eq!(spec["revisionHistoryLimit"], 10);
     assert_eq!(spec["progressDeadlineSeconds"], 600);
     assert_eq!(spec["template"]["metadata"], json!({"labels": {"app": "web"}}));
@@ -175,7 +182,11 @@ fn deployment_defaults() {
 
 #[test]
 fn replicaset_statefulset_daemonset_defaults() {
-    let rs = defaulted("apps", "ReplicaSet", json!({"metadata": {"name": "r"}, "spec": {"template": {"spec": {"containers": []}}}}));
+    let rs = defaulted(
+        "apps",
+        "ReplicaSet",
+        json!({"metadata": {"name": "r"}, "spec": {"template": {"spec": {"containers": []}}}}),
+    );
     assert_eq!(rs["spec"]["replicas"], 1);
 
     let sts = defaulted(
@@ -196,11 +207,22 @@ fn replicaset_statefulset_daemonset_defaults() {
     assert_eq!(claim["spec"]["resources"]["requests"]["storage"], "1Gi");
     assert_eq!(claim["status"], json!({"phase": "Pending"}));
 
-    let on_delete = defaulted("apps", "StatefulSet", json!({"metadata": {"name": "x"}, "spec": {"updateStrategy": {"type": "OnDelete"}}}));
+    let on_delete = defaulted(
+        "apps",
+        "StatefulSet",
+        json!({"metadata": {"name": "x"}, "spec": {"updateStrategy": {"type": "OnDelete"}}}),
+    );
     assert_eq!(on_delete["spec"]["updateStrategy"], json!({"type": "OnDelete"}));
 
-    let ds = defaulted("apps", "DaemonSet", json!({"metadata": {"name": "d"}, "spec": {"template": {"spec": {"containers": []}}}}));
-    assert_eq!(ds["spec"]["updateStrategy"], json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}}));
+    let ds = defaulted(
+        "apps",
+        "DaemonSet",
+        json!({"metadata": {"name": "d"}, "spec": {"template": {"spec": {"containers": []}}}}),
+    );
+    assert_eq!(
+        ds["spec"]["updateStrategy"],
+        json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}})
+    );
     assert_eq!(ds["spec"]["revisionHistoryLimit"], 10);
 }
 
@@ -223,8 +245,12 @@ fn job_and_cronjob_defaults() {
     assert_eq!(spec["template"]["spec"]["restartPolicy"], "Never");
     assert_eq!(job["metadata"]["labels"], json!({"app": "pi"}));
 
-    let parallel = defaulted("batch", "Job", json!({"metadata": {"name": "p"}, "spec": {"parallelism": 3, "backoffLimitPerIndex": 1,
-        "podFailurePolicy": {"rules": [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}]}}}));
+    let parallel = defaulted(
+        "batch",
+        "Job",
+        json!({"metadata": {"name": "p"}, "spec": {"parallelism": 3, "backoffLimitPerIndex": 1,
+        "podFailurePolicy": {"rules": [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}]}}}),
+    );
     assert!(parallel["spec"].get("completions").is_none());
     assert_eq!(parallel["spec"]["backoffLimit"], 2147483647);
     assert_eq!(parallel["spec"]["podReplacementPolicy"], "Failed");
@@ -274,7 +300,11 @@ fn service_defaults() {
     assert!(spec.get("ipFamilyPolicy").is_none(), "no IP families before a cluster IP is allocated");
     assert!(spec.get("ipFamilies").is_none());
 
-    let allocated = defaulted("", "Service", json!({"metadata": {"name": "web"}, "spec": {"clusterIP": "10.43.0.10", "ports": [{"port": 80}]}}));
+    let allocated = defaulted(
+        "",
+        "Service",
+        json!({"metadata": {"name": "web"}, "spec": {"clusterIP": "10.43.0.10", "ports": [{"port": 80}]}}),
+    );
     assert_eq!(allocated["spec"]["clusterIPs"], json!(["10.43.0.10"]));
     assert_eq!(allocated["spec"]["ipFamilyPolicy"], "SingleStack");
     assert_eq!(allocated["spec"]["ipFamilies"], json!(["IPv4"]));
@@ -295,9 +325,16 @@ fn service_defaults() {
     assert_eq!(lb["status"]["loadBalancer"]["ingress"][0]["ipMode"], "VIP");
     assert!(lb["status"]["loadBalancer"]["ingress"][1].get("ipMode").is_none());
 
-    let external = defaulted("", "Service", json!({"metadata": {"name": "e"}, "spec": {"type": "ExternalName", "externalName": "db.example.com"}}));
+    let external = defaulted(
+        "",
+        "Service",
+        json!({"metadata": {"name": "e"}, "spec": {"type": "ExternalName", "externalName": "db.example.com"}}),
+    );
     assert!(external["spec"].get("internalTrafficPolicy").is_none());
-    assert_eq!(created("", "Service", json!({"metadata": {"name": "s"}, "spec": {}}))["status"], json!({"loadBalancer": {}}));
+    assert_eq!(
+        created("", "Service", json!({"metadata": {"name": "s"}, "spec": {}}))["status"],
+        json!({"loadBalancer": {}})
+    );
 }
 
 #[test]
@@ -307,19 +344,34 @@ fn core_object_defaults() {
     assert_eq!(ns["spec"], json!({"finalizers": ["kubernetes"]}));
     assert_eq!(ns["status"], json!({"phase": "Active"}));
     // On update the finalizer is not brought back once the namespace controller removed it.
-    let updated = defaulted("", "Namespace", json!({"metadata": {"name": "demo"}, "spec": {}, "status": {"phase": "Terminating"}}));
+    let updated = defaulted(
+        "",
+        "Namespace",
+        json!({"metadata": {"name": "demo"}, "spec": {}, "status": {"phase": "Terminating"}}),
+    );
     assert_eq!(updated["spec"], json!({}));
     assert_eq!(updated["status"]["phase"], "Terminating");
 
     assert_eq!(defaulted("", "Secret", json!({"metadata": {"name": "s"}}))["type"], "Opaque");
-    assert_eq!(defaulted("", "Secret", json!({"metadata": {"name": "s"}, "type": "kubernetes.io/tls"}))["type"], "kubernetes.io/tls");
+    assert_eq!(
+        defaulted("", "Secret", json!({"metadata": {"name": "s"}, "type": "kubernetes.io/tls"}))["type"],
+        "kubernetes.io/tls"
+    );
 
-    let pvc = defaulted("", "PersistentVolumeClaim", json!({"metadata": {"name": "d"}, "spec": {"resources": {"requests": {"storage": "1000M"}}}}));
+    let pvc = defaulted(
+        "",
+        "PersistentVolumeClaim",
+        json!({"metadata": {"name": "d"}, "spec": {"resources": {"requests": {"storage": "1000M"}}}}),
+    );
     assert_eq!(pvc["spec"]["volumeMode"], "Filesystem");
     assert_eq!(pvc["spec"]["resources"]["requests"]["storage"], "1G");
     assert_eq!(pvc["status"]["phase"], "Pending");
 
-    let pv = defaulted("", "PersistentVolume", json!({"metadata": {"name": "pv"}, "spec": {"capacity": {"storage": "5Gi"}, "hostPath": {"path": "/d"}}}));
+    let pv = defaulted(
+        "",
+        "PersistentVolume",
+        json!({"metadata": {"name": "pv"}, "spec": {"capacity": {"storage": "5Gi"}, "hostPath": {"path": "/d"}}}),
+    );
     assert_eq!(pv["spec"]["persistentVolumeReclaimPolicy"], "Retain");
     assert_eq!(pv["spec"]["volumeMode"], "Filesystem");
     assert_eq!(pv["spec"]["hostPath"]["type"], "");
@@ -328,7 +380,11 @@ fn core_object_defaults() {
     let ep = defaulted("", "Endpoints", json!({"metadata": {"name": "e"}, "subsets": [{"ports": [{"port": 80}]}]}));
     assert_eq!(ep["subsets"][0]["ports"][0]["protocol"], "TCP");
 
-    let node = defaulted("", "Node", json!({"metadata": {"name": "n"}, "status": {"capacity": {"cpu": 2, "memory": "24Gi", "pods": "110"}}}));
+    let node = defaulted(
+        "",
+        "Node",
+        json!({"metadata": {"name": "n"}, "status": {"capacity": {"cpu": 2, "memory": "24Gi", "pods": "110"}}}),
+    );
     assert_eq!(node["status"]["capacity"]["cpu"], "2");
     assert_eq!(node["status"]["allocatable"], json!({"cpu": "2", "memory": "24Gi", "pods": "110"}));
 
@@ -340,7 +396,11 @@ fn core_object_defaults() {
     assert_eq!(lr["spec"]["limits"][0]["default"], json!({"cpu": "2"}));
     assert_eq!(lr["spec"]["limits"][0]["defaultRequest"], json!({"cpu": "2", "memory": "64Mi"}));
 
-    let quota = defaulted("", "ResourceQuota", json!({"metadata": {"name": "q"}, "spec": {"hard": {"cpu": "1000m", "pods": 10}}}));
+    let quota = defaulted(
+        "",
+        "ResourceQuota",
+        json!({"metadata": {"name": "q"}, "spec": {"hard": {"cpu": "1000m", "pods": 10}}}),
+    );
     assert_eq!(quota["spec"]["hard"], json!({"cpu": "1", "pods": "10"}));
 }
 
@@ -353,7 +413,11 @@ fn networking_rbac_discovery_and_crd_defaults() {
     );
     assert_eq!(np["spec"]["policyTypes"], json!(["Ingress", "Egress"]));
     assert_eq!(np["spec"]["ingress"][0]["ports"][0]["protocol"], "TCP");
-    let np = defaulted("networking.k8s.io", "NetworkPolicy", json!({"metadata": {"name": "n"}, "spec": {"podSelector": {}}}));
+    let np = defaulted(
+        "networking.k8s.io",
+        "NetworkPolicy",
+        json!({"metadata": {"name": "n"}, "spec": {"podSelector": {}}}),
+    );
     assert_eq!(np["spec"]["policyTypes"], json!(["Ingress"]));
 
     let class = defaulted(
@@ -363,7 +427,11 @@ fn networking_rbac_discovery_and_crd_defaults() {
     );
     assert_eq!(class["spec"]["parameters"]["scope"], "Cluster");
 
-    let slice = defaulted("discovery.k8s.io", "EndpointSlice", json!({"metadata": {"name": "s"}, "addressType": "IPv4", "ports": [{"port": 80}]}));
+    let slice = defaulted(
+        "discovery.k8s.io",
+        "EndpointSlice",
+        json!({"metadata": {"name": "s"}, "addressType": "IPv4", "ports": [{"port": 80}]}),
+    );
     assert_eq!(slice["ports"][0], json!({"port": 80, "name": "", "protocol": "TCP"}));
 
     let rb = defaulted(
@@ -405,4 +473,43 @@ fn defaulting_is_idempotent() {
     apply(&gvk, &mut twice);
     assert_eq!(once, twice);
     assert_eq!(once["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["cpu"], "250m");
+}
+
+#[test]
+fn secret_string_data_is_merged_into_data() {
+    let secret = defaulted(
+        "",
+        "Secret",
+        json!({"metadata": {"name": "s"}, "data": {"a": "b2xk", "keep": "eA=="}, "stringData": {"a": "new", "b": "hello"}}),
+    );
+    assert_eq!(secret["data"], json!({"a": "bmV3", "keep": "eA==", "b": "aGVsbG8="}));
+    assert!(secret.get("stringData").is_none());
+    assert_eq!(secret["type"], "Opaque");
+}
+
+#[test]
+fn updates_keep_server_owned_values() {
+    let ns_gvk = GroupVersionKind::new("", "v1", "Namespace");
+    let stored = created("", "Namespace", json!({"metadata": {"name": "demo"}}));
+    let mut replaced = json!({"metadata": {"name": "demo", "labels": {"team": "a"}}});
+    prepare_for_update(&ns_gvk, &mut replaced, &stored);
+    apply(&ns_gvk, &mut replaced);
+    assert_eq!(replaced["spec"], json!({"finalizers": ["kubernetes"]}));
+    assert_eq!(replaced["status"], json!({"phase": "Active"}));
+
+    let svc_gvk = GroupVersionKind::new("", "v1", "Service");
+    let stored = defaulted(
+        "",
+        "Service",
+        json!({"metadata": {"name": "np"}, "spec": {"type": "NodePort", "clusterIP": "10.43.0.7", "ports": [{"port": 80, "nodePort": 30080}]}}),
+    );
+    let mut replaced =
+        json!({"metadata": {"name": "np"}, "spec": {"type": "NodePort", "ports": [{"port": 80}, {"port": 81}]}});
+    prepare_for_update(&svc_gvk, &mut replaced, &stored);
+    apply(&svc_gvk, &mut replaced);
+    assert_eq!(replaced["spec"]["clusterIP"], "10.43.0.7");
+    assert_eq!(replaced["spec"]["clusterIPs"], json!(["10.43.0.7"]));
+    assert_eq!(replaced["spec"]["ipFamilies"], json!(["IPv4"]));
+    assert_eq!(replaced["spec"]["ports"][0]["nodePort"], 30080);
+    assert!(replaced["spec"]["ports"][1].get("nodePort").is_none());
 }

@@ -59,19 +59,15 @@ impl Printing<'_> {
     pub(super) fn pod(&self) -> Vec<Value> {
         let o = self.obj;
         let init_specs = list_at(o, "/spec/initContainers");
-        let restartable =
-            |c: &Value| c.get("restartPolicy").and_then(Value::as_str) == Some("Always");
-        let restartable_named =
-            |name: &str| init_specs.iter().any(|c| str_at(c, "/name") == name && restartable(c));
+        let restartable = |c: &Value| c.get("restartPolicy").and_then(Value::as_str) == Some("Always");
+        let restartable_named = |name: &str| init_specs.iter().any(|c| str_at(c, "/name") == name && restartable(c));
         let total = list_at(o, "/spec/containers").len() + init_specs.iter().filter(|c| restartable(c)).count();
         let conditions = list_at(o, "/status/conditions");
 
         let phase = str_at(o, "/status/phase");
         let status_reason = str_at(o, "/status/reason");
         let mut reason = if status_reason.is_empty() { phase.to_owned() } else { status_reason.to_owned() };
-        if conditions
-            .iter()
-            .any(|c| str_at(c, "/type") == "PodScheduled" && str_at(c, "/reason") == "SchedulingGated")
+        if conditions.iter().any(|c| str_at(c, "/type") == "PodScheduled" && str_at(c, "/reason") == "SchedulingGated")
         {
             reason = "SchedulingGated".to_owned();
         }
@@ -175,10 +171,7 @@ impl Printing<'_> {
         let readiness_gates = if gates.is_empty() {
             "<none>".to_owned()
         } else {
-            let passing = gates
-                .iter()
-                .filter(|g| condition_true(conditions, str_at(g, "/conditionType")))
-                .count();
+            let passing = gates.iter().filter(|g| condition_true(conditions, str_at(g, "/conditionType"))).count();
             format!("{passing}/{}", gates.len())
         };
         vec![
@@ -495,7 +488,8 @@ impl Printing<'_> {
                 }
             }
         }
-        let roles = if roles.is_empty() { "<none>".to_owned() } else { roles.into_iter().collect::<Vec<_>>().join(",") };
+        let roles =
+            if roles.is_empty() { "<none>".to_owned() } else { roles.into_iter().collect::<Vec<_>>().join(",") };
         let address = |kind: &str| {
             list_at(o, "/status/addresses")
                 .iter()

@@ -86,7 +86,8 @@ fn pod_columns_and_running_row() {
 #[test]
 fn pod_status_variants() {
     let status = |pod: Value| row("", "Pod", pod)[2].clone();
-    let pending = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "a"}]}, "status": {"phase": "Pending"}});
+    let pending =
+        json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "a"}]}, "status": {"phase": "Pending"}});
     assert_eq!(status(pending), json!("Pending"));
 
     let init = json!({
@@ -320,7 +321,8 @@ fn service_rows() {
         "spec": {"type": "NodePort", "clusterIPs": ["10.43.0.11"], "ports": [{"port": 80, "nodePort": 30080, "protocol": "TCP"}]}
     });
     assert_eq!(row("", "Service", node_port)[4], json!("80:30080/TCP"));
-    let lb_pending = json!({"metadata": {"name": "lb"}, "spec": {"type": "LoadBalancer", "clusterIPs": ["10.43.0.12"]}});
+    let lb_pending =
+        json!({"metadata": {"name": "lb"}, "spec": {"type": "LoadBalancer", "clusterIPs": ["10.43.0.12"]}});
     let r = row("", "Service", lb_pending);
     assert_eq!(r[3], json!("<pending>"));
     assert_eq!(r[4], json!("<none>"));
@@ -361,7 +363,8 @@ fn endpoints_and_slices() {
 fn config_secret_serviceaccount_namespace_rows() {
     let cm = json!({"metadata": {"name": "cfg"}, "data": {"a": "1", "b": "2"}, "binaryData": {"c": "AA=="}});
     assert_eq!(row("", "ConfigMap", cm)[1], json!(3));
-    let secret = json!({"metadata": {"name": "s"}, "type": "kubernetes.io/tls", "data": {"tls.crt": "", "tls.key": ""}});
+    let secret =
+        json!({"metadata": {"name": "s"}, "type": "kubernetes.io/tls", "data": {"tls.crt": "", "tls.key": ""}});
     assert_eq!(row("", "Secret", secret)[1..3], [json!("kubernetes.io/tls"), json!(2)]);
     let sa = json!({"metadata": {"name": "default"}});
     assert_eq!(row("", "ServiceAccount", sa)[1], json!(0));
@@ -395,7 +398,8 @@ fn node_row() {
             json!("<unknown>")
         ]
     );
-    let not_ready = json!({"metadata": {"name": "n"}, "status": {"conditions": [{"type": "Ready", "status": "Unknown"}]}});
+    let not_ready =
+        json!({"metadata": {"name": "n"}, "status": {"conditions": [{"type": "Ready", "status": "Unknown"}]}});
     assert_eq!(row("", "Node", not_ready)[1..3], [json!("NotReady"), json!("<none>")]);
 }
 
@@ -498,7 +502,12 @@ fn networking_rows() {
     });
     assert_eq!(
         row("networking.k8s.io", "Ingress", ing)[1..5],
-        [json!("berth"), json!("a.example.com,b.example.com,c.example.com + 2 more..."), json!("192.168.1.5"), json!("80, 443")]
+        [
+            json!("berth"),
+            json!("a.example.com,b.example.com,c.example.com + 2 more..."),
+            json!("192.168.1.5"),
+            json!("80, 443")
+        ]
     );
     let bare = json!({"metadata": {"name": "b"}, "spec": {"defaultBackend": {}}});
     assert_eq!(row("networking.k8s.io", "Ingress", bare)[1..5], [json!("<none>"), json!("*"), json!(""), json!("80")]);

@@ -36,7 +36,11 @@ fn positive_int_or_percent(v: Option<&Value>, path: &str, errs: &mut Errors) {
             }
         }
         Some(Value::Number(n)) if n.as_i64().is_some_and(|n| n < 0) => {
-            errs.push(FieldError::invalid(path, &Value::from(n.as_i64().unwrap_or(0)), "must be greater than or equal to 0"));
+            errs.push(FieldError::invalid(
+                path,
+                &Value::from(n.as_i64().unwrap_or(0)),
+                "must be greater than or equal to 0",
+            ));
         }
         _ => {}
     }
@@ -61,7 +65,9 @@ fn workload_template(spec: &Value, kind: &str, errs: &mut Errors) {
     pod::template(tpl, "spec.template", errs);
     match str_at(tpl, "/spec/restartPolicy") {
         "Always" | "" => {}
-        other => errs.push(FieldError::not_supported("spec.template.spec.restartPolicy", &Value::from(other), &["Always"])),
+        other => {
+            errs.push(FieldError::not_supported("spec.template.spec.restartPolicy", &Value::from(other), &["Always"]))
+        }
     }
     if tpl.pointer("/spec/activeDeadlineSeconds").is_some_and(|v| !v.is_null()) {
         errs.push(FieldError::forbidden(
@@ -86,7 +92,11 @@ fn selector_and_template_labels(spec: &Value, empty_name: &str, errs: &mut Error
     };
     label_selector(sel, "spec.selector", errs);
     if selector_is_empty(sel) {
-        errs.push(invalid_shown("spec.selector", &go_label_selector(Some(sel)), &format!("empty selector is invalid for {empty_name}")));
+        errs.push(invalid_shown(
+            "spec.selector",
+            &go_label_selector(Some(sel)),
+            &format!("empty selector is invalid for {empty_name}"),
+        ));
     } else if selector_matches(sel, template_labels) == Some(false) {
         errs.push(invalid_shown(
             "spec.template.metadata.labels",
@@ -112,7 +122,8 @@ pub(crate) fn deployment(obj: &Value, old: Option<&Value>, errs: &mut Errors) {
             }
         }
         "RollingUpdate" => match strategy.get("rollingUpdate").filter(|r| r.is_object()) {
-            None => errs.push(FieldError::required("spec.strategy.rollingUpdate", "this should be defaulted and never be nil")),
+            None => errs
+                .push(FieldError::required("spec.strategy.rollingUpdate", "this should be defaulted and never be nil")),
             Some(rolling) => {
                 let path = "spec.strategy.rollingUpdate";
                 let (unavailable, surge) = (rolling.get("maxUnavailable"), rolling.get("maxSurge"));
@@ -128,7 +139,9 @@ pub(crate) fn deployment(obj: &Value, old: Option<&Value>, errs: &mut Errors) {
                 not_more_than_100_percent(unavailable, &format!("{path}.maxUnavailable"), errs);
             }
         },
-        other => errs.push(FieldError::not_supported("spec.strategy", &Value::from(other), &["Recreate", "RollingUpdate"])),
+        other => {
+            errs.push(FieldError::not_supported("spec.strategy", &Value::from(other), &["Recreate", "RollingUpdate"]))
+        }
     }
     nonnegative(spec, "minReadySeconds", "spec", errs);
     nonnegative(spec, "revisionHistoryLimit", "spec", errs);
@@ -136,7 +149,11 @@ pub(crate) fn deployment(obj: &Value, old: Option<&Value>, errs: &mut Errors) {
         nonnegative(spec, "progressDeadlineSeconds", "spec", errs);
         let min_ready = spec.get("minReadySeconds").and_then(Value::as_i64).unwrap_or(0);
         if deadline <= min_ready {
-            errs.push(FieldError::invalid("spec.progressDeadlineSeconds", &Value::from(deadline), "must be greater than minReadySeconds"));
+            errs.push(FieldError::invalid(
+                "spec.progressDeadlineSeconds",
+                &Value::from(deadline),
+                "must be greater than minReadySeconds",
+            ));
         }
     }
     if let Some(old) = old {
@@ -173,7 +190,11 @@ pub(crate) fn stateful_set(obj: &Value, old: Option<&Value>, errs: &mut Errors) 
         "" => errs.push(FieldError::required("spec.updateStrategy", "")),
         "OnDelete" => {
             if let Some(r) = rolling {
-                errs.push(FieldError::invalid("spec.updateStrategy.rollingUpdate", r, "only allowed for updateStrategy 'RollingUpdate'"));
+                errs.push(FieldError::invalid(
+                    "spec.updateStrategy.rollingUpdate",
+                    r,
+                    "only allowed for updateStrategy 'RollingUpdate'",
+                ));
             }
         }
         "RollingUpdate" => {
@@ -250,13 +271,21 @@ pub(crate) fn daemon_set(obj: &Value, old: Option<&Value>, errs: &mut Errors) {
     if let Some(sel) = sel
         && selector_is_empty(sel)
     {
-        errs.push(invalid_shown("spec.selector", &go_label_selector(Some(sel)), "empty selector is invalid for daemonset"));
+        errs.push(invalid_shown(
+            "spec.selector",
+            &go_label_selector(Some(sel)),
+            "empty selector is invalid for daemonset",
+        ));
     }
     if let Some(tpl) = spec.get("template").filter(|t| t.is_object()) {
         pod::template(tpl, "spec.template", errs);
         match str_at(tpl, "/spec/restartPolicy") {
             "Always" | "" => {}
-            other => errs.push(FieldError::not_supported("spec.template.spec.restartPolicy", &Value::from(other), &["Always"])),
+            other => errs.push(FieldError::not_supported(
+                "spec.template.spec.restartPolicy",
+                &Value::from(other),
+                &["Always"],
+            )),
         }
         if let Some(ads) = tpl.pointer("/spec/activeDeadlineSeconds").filter(|v| !v.is_null()) {
             errs.push(FieldError::invalid(
@@ -288,14 +317,17 @@ pub(crate) fn daemon_set(obj: &Value, old: Option<&Value>, errs: &mut Errors) {
                         &go_int_or_string(surge),
                         "may not be set when maxUnavailable is non-zero",
                     )),
-                    (false, false) => {
-                        errs.push(FieldError::required(format!("{path}.maxUnavailable"), "cannot be 0 when maxSurge is 0"))
-                    }
+                    (false, false) => errs
+                        .push(FieldError::required(format!("{path}.maxUnavailable"), "cannot be 0 when maxSurge is 0")),
                     _ => {}
                 }
             }
         },
-        other => errs.push(FieldError::not_supported("spec.updateStrategy", &Value::from(other), &["RollingUpdate", "OnDelete"])),
+        other => errs.push(FieldError::not_supported(
+            "spec.updateStrategy",
+            &Value::from(other),
+            &["RollingUpdate", "OnDelete"],
+        )),
     }
     if let Some(old) = old {
         immutable_selector(obj, old, errs);

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use super::names::{
-    dns1035_label, dns1123_label, dns1123_subdomain, go_label_selector, go_string_map, invalid_shown, label_value,
-    path_segment_name, qualified_name, too_long,
+    dns1035_label, dns1123_label, dns1123_subdomain, go_label_selector, invalid_shown, label_value, path_segment_name,
+    qualified_name, too_long,
 };
 use super::{Errors, child};
 use crate::selector::LabelSelector;
@@ -76,7 +76,11 @@ pub(crate) fn object_meta(obj: &Value, namespaced: Option<bool>, rule: NameRule,
         }
     }
     if meta.get("generation").and_then(Value::as_i64).is_some_and(|g| g < 0) {
-        errs.push(FieldError::invalid("metadata.generation", &meta["generation"], "must be greater than or equal to 0"));
+        errs.push(FieldError::invalid(
+            "metadata.generation",
+            &meta["generation"],
+            "must be greater than or equal to 0",
+        ));
     }
     labels(meta.get("labels"), "metadata.labels", errs);
     annotations(meta.get("annotations"), "metadata.annotations", errs);
@@ -199,7 +203,11 @@ pub(crate) fn label_selector(sel: &Value, path: &str, errs: &mut Errors) {
                         ));
                     }
                 }
-                other => errs.push(FieldError::invalid(child(&p, "operator"), &Value::from(other), "not a valid selector operator")),
+                other => errs.push(FieldError::invalid(
+                    child(&p, "operator"),
+                    &Value::from(other),
+                    "not a valid selector operator",
+                )),
             }
             let key = str_at(e, "/key");
             for msg in qualified_name(key) {
@@ -224,28 +232,6 @@ pub(crate) fn selector_matches(sel: &Value, labels: Option<&Value>) -> Option<bo
 pub(crate) fn selector_is_empty(sel: &Value) -> bool {
     sel.get("matchLabels").and_then(Value::as_object).is_none_or(|m| m.is_empty())
         && sel.get("matchExpressions").and_then(Value::as_array).is_none_or(|a| a.is_empty())
-}
-
-/// The workload check shared by Deployments, ReplicaSets, StatefulSets, DaemonSets and Jobs:
-/// a non-empty selector that selects the template's labels.
-pub(crate) fn workload_selector(spec: &Value, kind: &str, errs: &mut Errors) {
-    let Some(sel) = spec.get("selector").filter(|s| s.is_object()) else {
-        errs.push(FieldError::required("spec.selector", ""));
-        return;
-    };
-    label_selector(sel, "spec.selector", errs);
-    if selector_is_empty(sel) {
-        errs.push(invalid_shown("spec.selector", &go_label_selector(Some(sel)), &format!("empty selector is invalid for {kind}")));
-        return;
-    }
-    let template_labels = spec.pointer("/template/metadata/labels");
-    if selector_matches(sel, template_labels) == Some(false) {
-        errs.push(invalid_shown(
-            "spec.template.metadata.labels",
-            &go_string_map(template_labels),
-            "`selector` does not match template `labels`",
-        ));
-    }
 }
 
 /// `ValidateImmutableField` for a label selector.

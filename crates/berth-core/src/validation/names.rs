@@ -13,7 +13,8 @@ const LABEL_VALUE_MAX: usize = 63;
 const DNS1123_LABEL_FMT: &str = "[a-z0-9]([-a-z0-9]*[a-z0-9])?";
 const DNS1123_SUBDOMAIN_FMT: &str = "[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*";
 const QUALIFIED_NAME_FMT: &str = "([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]";
-const QUALIFIED_NAME_ERR: &str = "must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character";
+const QUALIFIED_NAME_ERR: &str =
+    "must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character";
 
 pub(crate) fn max_len_error(n: usize) -> String {
     format!("must be no more than {n} characters")
@@ -208,7 +209,10 @@ pub(crate) fn env_var_name(s: &str) -> Vec<String> {
     if printable {
         Vec::new()
     } else {
-        vec!["a valid environment variable name must consist only of printable ASCII characters other than '='".to_owned()]
+        vec![
+            "a valid environment variable name must consist only of printable ASCII characters other than '='"
+                .to_owned(),
+        ]
     }
 }
 
@@ -241,7 +245,11 @@ pub(crate) fn percent(s: &str) -> Vec<String> {
     if ok {
         Vec::new()
     } else {
-        vec![regex_error("a valid percent string must be a numeric string followed by an ending '%'", "[0-9]+%", &["1%", "93%"])]
+        vec![regex_error(
+            "a valid percent string must be a numeric string followed by an ending '%'",
+            "[0-9]+%",
+            &["1%", "93%"],
+        )]
     }
 }
 
@@ -258,7 +266,11 @@ pub(crate) fn ip(s: &str) -> Vec<String> {
 
 /// `field.Invalid` with the value already rendered as Go would print it.
 pub(crate) fn invalid_shown(field: impl Into<String>, shown: &str, detail: &str) -> FieldError {
-    FieldError { reason: "FieldValueInvalid", field: field.into(), message: format!("Invalid value: {shown}: {detail}") }
+    FieldError {
+        reason: "FieldValueInvalid",
+        field: field.into(),
+        message: format!("Invalid value: {shown}: {detail}"),
+    }
 }
 
 /// `field.NotFound`.
@@ -333,6 +345,7 @@ pub(crate) fn go_label_selector(v: Option<&Value>) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -340,11 +353,15 @@ mod tests {
     fn dns_messages_match_upstream() {
         assert_eq!(
             dns1123_subdomain("Web"),
-            ["a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"]
+            [
+                "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"
+            ]
         );
         assert_eq!(
             dns1123_label("my_name"),
-            ["a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')"]
+            [
+                "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')"
+            ]
         );
         assert_eq!(dns1123_label("a.b"), ["must not contain dots"]);
         assert_eq!(dns1123_label(&"a".repeat(64)), ["must be no more than 63 characters"]);
@@ -360,7 +377,12 @@ mod tests {
         assert_eq!(qualified_name("/x"), ["prefix part must be non-empty"]);
         assert_eq!(qualified_name("a/b/c").len(), 1);
         assert!(qualified_name("Bad_/x").iter().all(|m| m.starts_with("prefix part")));
-        assert_eq!(qualified_name("-x")[0].split(" (").next(), Some("name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character"));
+        assert_eq!(
+            qualified_name("-x")[0].split(" (").next(),
+            Some(
+                "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character"
+            )
+        );
         assert!(label_value("").is_empty());
         assert!(label_value("v1.2_3-x").is_empty());
         assert_eq!(label_value("bad value").len(), 1);

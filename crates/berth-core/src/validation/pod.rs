@@ -8,8 +8,7 @@ use serde_json::{Map, Value};
 use super::json::{has, list_at, map_at, str_at};
 use super::meta::{annotations, labels};
 use super::names::{
-    dns1123_label, dns1123_subdomain, env_var_name, go_value, invalid_shown, not_found, port_name, port_num,
-    qualified_name,
+    dns1123_label, dns1123_subdomain, env_var_name, go_value, not_found, port_name, port_num, qualified_name,
 };
 use super::{Errors, child, parse_quantity};
 use crate::status::FieldError;
@@ -195,7 +194,9 @@ pub(crate) fn protocol(p: &Value, path: &str, errs: &mut Errors) {
     match str_at(p, "/protocol") {
         "TCP" | "UDP" | "SCTP" => {}
         "" => errs.push(FieldError::required(child(path, "protocol"), "")),
-        other => errs.push(FieldError::not_supported(child(path, "protocol"), &Value::from(other), &["SCTP", "TCP", "UDP"])),
+        other => {
+            errs.push(FieldError::not_supported(child(path, "protocol"), &Value::from(other), &["SCTP", "TCP", "UDP"]))
+        }
     }
 }
 
@@ -215,7 +216,11 @@ fn env(c: &Value, path: &str, errs: &mut Errors) {
         let sources = ["fieldRef", "resourceFieldRef", "configMapKeyRef", "secretKeyRef"];
         let set: Vec<&str> = sources.iter().copied().filter(|s| has(from, &format!("/{s}"))).collect();
         if set.len() > 1 {
-            errs.push(FieldError::invalid(&fpath, &Value::from(""), "may not have more than one field specified at a time"));
+            errs.push(FieldError::invalid(
+                &fpath,
+                &Value::from(""),
+                "may not have more than one field specified at a time",
+            ));
         }
         if !str_at(e, "/value").is_empty() && !set.is_empty() {
             errs.push(FieldError::invalid(&fpath, &Value::from(""), "may not be specified when `value` is not empty"));
@@ -278,7 +283,11 @@ fn probe_fields(p: &Value, path: &str, single_success: bool, errs: &mut Errors) 
         }
     }
     if let Some(n) = p.get("terminationGracePeriodSeconds").and_then(Value::as_i64).filter(|n| *n <= 0) {
-        errs.push(FieldError::invalid(child(path, "terminationGracePeriodSeconds"), &Value::from(n), "must be greater than 0"));
+        errs.push(FieldError::invalid(
+            child(path, "terminationGracePeriodSeconds"),
+            &Value::from(n),
+            "must be greater than 0",
+        ));
     }
     if single_success && let Some(n) = p.get("successThreshold").and_then(Value::as_i64).filter(|n| *n != 1) {
         errs.push(FieldError::invalid(child(path, "successThreshold"), &Value::from(n), "must be 1"));
@@ -287,7 +296,8 @@ fn probe_fields(p: &Value, path: &str, single_success: bool, errs: &mut Errors) 
 
 /// `validateHandler`: exactly one action.
 fn handler(h: &Value, path: &str, lifecycle: bool, errs: &mut Errors) {
-    let kinds: &[&str] = if lifecycle { &["exec", "httpGet", "tcpSocket", "sleep"] } else { &["exec", "httpGet", "tcpSocket", "grpc"] };
+    let kinds: &[&str] =
+        if lifecycle { &["exec", "httpGet", "tcpSocket", "sleep"] } else { &["exec", "httpGet", "tcpSocket", "grpc"] };
     let mut count = 0;
     for kind in kinds {
         let Some(action) = h.get(*kind).filter(|a| a.is_object()) else { continue };
@@ -298,10 +308,8 @@ fn handler(h: &Value, path: &str, lifecycle: bool, errs: &mut Errors) {
         }
         count += 1;
         match *kind {
-            "exec" => {
-                if list_at(action, "/command").is_empty() {
-                    errs.push(FieldError::required(child(&apath, "command"), ""));
-                }
+            "exec" if list_at(action, "/command").is_empty() => {
+                errs.push(FieldError::required(child(&apath, "command"), ""));
             }
             "httpGet" => {
                 if str_at(action, "/path").is_empty() {
@@ -310,7 +318,11 @@ fn handler(h: &Value, path: &str, lifecycle: bool, errs: &mut Errors) {
                 port_num_or_name(action.get("port"), &child(&apath, "port"), errs);
                 match str_at(action, "/scheme") {
                     "HTTP" | "HTTPS" => {}
-                    other => errs.push(FieldError::not_supported(child(&apath, "scheme"), &Value::from(other), &["HTTP", "HTTPS"])),
+                    other => errs.push(FieldError::not_supported(
+                        child(&apath, "scheme"),
+                        &Value::from(other),
+                        &["HTTP", "HTTPS"],
+                    )),
                 }
             }
             "tcpSocket" => port_num_or_name(action.get("port"), &child(&apath, "port"), errs),
@@ -389,7 +401,11 @@ fn tolerations(spec: &Value, path: &str, errs: &mut Errors) {
                     ));
                 }
             }
-            other => errs.push(FieldError::not_supported(child(&tpath, "operator"), &Value::from(other), &["Equal", "Exists"])),
+            other => errs.push(FieldError::not_supported(
+                child(&tpath, "operator"),
+                &Value::from(other),
+                &["Equal", "Exists"],
+            )),
         }
         match str_at(t, "/effect") {
             "" | "NoSchedule" | "PreferNoSchedule" | "NoExecute" => {}
@@ -404,11 +420,38 @@ fn tolerations(spec: &Value, path: &str, errs: &mut Errors) {
 
 // ---- volumes ----------------------------------------------------------------------------
 
+// In the order upstream's `validateVolumeSource` checks them: the second one set is reported.
 const VOLUME_SOURCES: &[&str] = &[
-    "hostPath", "emptyDir", "gcePersistentDisk", "awsElasticBlockStore", "gitRepo", "secret", "nfs", "iscsi",
-    "glusterfs", "persistentVolumeClaim", "rbd", "flexVolume", "cinder", "cephfs", "flocker", "downwardAPI", "fc",
-    "azureFile", "configMap", "vsphereVolume", "quobyte", "azureDisk", "photonPersistentDisk", "projected",
-    "portworxVolume", "scaleIO", "storageos", "csi", "ephemeral", "image",
+    "emptyDir",
+    "hostPath",
+    "gitRepo",
+    "gcePersistentDisk",
+    "awsElasticBlockStore",
+    "secret",
+    "nfs",
+    "iscsi",
+    "glusterfs",
+    "persistentVolumeClaim",
+    "rbd",
+    "flexVolume",
+    "cinder",
+    "cephfs",
+    "flocker",
+    "downwardAPI",
+    "fc",
+    "azureFile",
+    "configMap",
+    "vsphereVolume",
+    "quobyte",
+    "azureDisk",
+    "photonPersistentDisk",
+    "projected",
+    "portworxVolume",
+    "scaleIO",
+    "storageos",
+    "csi",
+    "ephemeral",
+    "image",
 ];
 
 /// `ValidateVolumes`; returns the volume names for mount checks.
@@ -489,7 +532,11 @@ fn volume_source(v: &Value, path: &str, errs: &mut Errors) {
             if item_path.is_empty() {
                 errs.push(FieldError::required(child(&ipath, "path"), ""));
             } else if item_path.starts_with('/') {
-                errs.push(FieldError::invalid(child(&ipath, "path"), &Value::from(item_path), "must be a relative path"));
+                errs.push(FieldError::invalid(
+                    child(&ipath, "path"),
+                    &Value::from(item_path),
+                    "must be a relative path",
+                ));
             } else if item_path.split('/').any(|p| p == "..") {
                 errs.push(FieldError::invalid(child(&ipath, "path"), &Value::from(item_path), "must not contain '..'"));
             }
@@ -523,8 +570,15 @@ fn overcommit_allowed(name: &str) -> bool {
 }
 
 const INTEGER_RESOURCES: [&str; 9] = [
-    "pods", "services", "replicationcontrollers", "resourcequotas", "secrets", "configmaps",
-    "persistentvolumeclaims", "services.nodeports", "services.loadbalancers",
+    "pods",
+    "services",
+    "replicationcontrollers",
+    "resourcequotas",
+    "secrets",
+    "configmaps",
+    "persistentvolumeclaims",
+    "services.nodeports",
+    "services.loadbalancers",
 ];
 
 fn is_integer_resource(name: &str) -> bool {
@@ -533,12 +587,7 @@ fn is_integer_resource(name: &str) -> bool {
 
 /// Checks one quantity: it parses, is not negative and, for integer resources, is whole.
 /// Returns the parsed quantity for further comparisons.
-pub(crate) fn quantity_value(
-    resource: &str,
-    value: &Value,
-    path: &str,
-    errs: &mut Errors,
-) -> Option<super::Quantity> {
+pub(crate) fn quantity_value(resource: &str, value: &Value, path: &str, errs: &mut Errors) -> Option<super::Quantity> {
     let text = match value {
         Value::String(s) => s.clone(),
         Value::Number(n) => n.to_string(),
@@ -638,7 +687,8 @@ pub(crate) fn pod_update(obj: &Value, old: &Value, errs: &mut Errors) {
     let Some(m) = munged.as_object_mut() else { return };
     // Start from the new spec and put back every field that may not change.
     for list in ["containers", "initContainers"] {
-        if let (Some(Value::Array(new_list)), Some(old_list)) = (m.get_mut(list), old_spec.get(list).and_then(Value::as_array))
+        if let (Some(Value::Array(new_list)), Some(old_list)) =
+            (m.get_mut(list), old_spec.get(list).and_then(Value::as_array))
             && new_list.len() == old_list.len()
         {
             for (n, o) in new_list.iter_mut().zip(old_list) {
@@ -704,14 +754,5 @@ fn changed_fields(old: &Value, new: &Value) -> Vec<String> {
 pub(crate) fn pod_create(obj: &Value, errs: &mut Errors) {
     if !list_at(obj, "/spec/ephemeralContainers").is_empty() {
         errs.push(FieldError::forbidden("spec.ephemeralContainers", "cannot be set on create"));
-    }
-}
-
-/// `spec.template` renders as the object itself in immutability errors.
-pub(crate) fn immutable_template(obj: &Value, old: &Value, path: &str, errs: &mut Errors) {
-    let ptr = format!("/{}", path.replace('.', "/"));
-    let (new_tpl, old_tpl) = (obj.pointer(&ptr), old.pointer(&ptr));
-    if new_tpl != old_tpl {
-        errs.push(invalid_shown(path, &new_tpl.map_or("null".to_owned(), Value::to_string), "field is immutable"));
     }
 }

@@ -362,6 +362,7 @@ fn scaled_round_up(unscaled: i128, exponent: i32, target: i32) -> i128 {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
