@@ -106,9 +106,9 @@ impl Expectations {
         inner.creates.retain(|uid, (_, t)| !cached.contains(uid.as_str()) && now.duration_since(*t) < TTL);
         let creates = inner.creates.values().filter(|(o, _)| o == owner).count();
         // A delete settles once the cache no longer lists the pod as live.
-        inner.deletes.retain(|uid, (o, t)| {
-            now.duration_since(*t) < TTL && (o != owner || cached.contains(uid.as_str()))
-        });
+        inner
+            .deletes
+            .retain(|uid, (o, t)| now.duration_since(*t) < TTL && (o != owner || cached.contains(uid.as_str())));
         let deletes = inner.deletes.iter().filter(|(_, (o, _))| o == owner).map(|(u, _)| u.clone()).collect();
         Pending { creates, deletes }
     }
@@ -122,6 +122,7 @@ impl Expectations {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

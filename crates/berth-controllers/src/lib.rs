@@ -2,15 +2,18 @@
 //! Kubernetes API with kube-rs, so they behave the same against `berth server` or any cluster.
 //!
 //! [`run`] starts them all: the ReplicaSet and Deployment controllers, the garbage collector and
-//! the namespace controller.
+//! the namespace controller. Each kind is watched once and the cache shared between controllers.
 
+pub mod deployment;
 pub mod expectations;
+pub mod gc;
+pub mod namespace;
 pub mod replicaset;
 pub mod runtime;
 pub mod util;
 
-use k8s_openapi::api::apps::v1::ReplicaSet;
-use k8s_openapi::api::core::v1::{Pod, ResourceQuota};
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::{Namespace, Pod, ResourceQuota};
 use kube::{Api, Client};
 
 use util::informer::Informer;
@@ -18,7 +21,7 @@ use util::informer::Informer;
 /// Why the controllers stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// A controller loop ended, which only happens when its watch queue closes.
+    /// A controller loop or watch ended, which only happens when its work queue closes.
     #[error("controller {0} stopped")]
     Stopped(&'static str),
 }
@@ -27,14 +30,24 @@ pub enum Error {
 pub async fn run(client: Client) -> Result<(), Error> {
     let mut pods = Informer::new(Api::<Pod>::all(client.clone()));
     let mut replica_sets = Informer::new(Api::<ReplicaSet>::all(client.clone()));
+    let mut deployments = Informer::new(Api::<Deployment>::all(client.clone()));
     let mut quotas = Informer::new(Api::<ResourceQuota>::all(client.clone()));
+    let mut namespaces = Informer::new(Api::<Namespace>::all(client.clone()));
 
     let replicaset = replicaset::controller(client.clone(), &mut pods, &mut replica_sets, &mut quotas);
+    let deployment = deployment::controller(client.clone(), &mut deployments, &mut replica_sets, &mut pods);
+    let namespace = namespace::controller(client.clone(), &mut namespaces);
+    let garbage_collector = gc::run(client);
 
     tokio::select! {
-        _ = pods.run() => Err(Error::Stopped("pod informer")),
-        _ = replica_sets.run() => Err(Error::Stopped("replicaset informer")),
-        _ = quotas.run() => Err(Error::Stopped("resourcequota informer")),
+        _ = pods.run() => Err(Error::Stopped("pod watch")),
+        _ = replica_sets.run() => Err(Error::Stopped("replicaset watch")),
+        _ = deployments.run() => Err(Error::Stopped("deployment watch")),
+        _ = quotas.run() => Err(Error::Stopped("resourcequota watch")),
+        _ = namespaces.run() => Err(Error::Stopped("namespace watch")),
         _ = replicaset => Err(Error::Stopped("replicaset")),
+        _ = deployment => Err(Error::Stopped("deployment")),
+        _ = namespace => Err(Error::Stopped("namespace")),
+        _ = garbage_collector => Err(Error::Stopped("garbage collector")),
     }
 }

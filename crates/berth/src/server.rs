@@ -61,10 +61,23 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         let state = Arc::clone(&state);
         tokio::spawn(async move { berth_apiserver::serve(listener, &config, state, shutdown).await })
     };
+    // Controllers reach the API as any client would: over HTTPS with the kubeconfig.
+    let client = api_client(&kubeconfig).await?;
+    let controllers = (!args.no_controllers).then(|| {
+        let client = client.clone();
+        tokio::spawn(async move {
+            if let Err(e) = berth_controllers::run(client).await {
+                tracing::error!(error = %e, "controllers stopped");
+            }
+        })
+    });
     println!("berth: API serving at {url}; export KUBECONFIG={}", kubeconfig.display());
 
     wait_for_signal().await;
     tracing::info!("shutting down");
+    if let Some(c) = controllers {
+        c.abort();
+    }
     shutdown.cancel();
     serve.await.context("server task")??;
     Ok(())
@@ -81,4 +94,12 @@ async fn wait_for_signal() {
         _ = term.recv() => {}
         _ = int.recv() => {}
     }
+}
+
+async fn api_client(kubeconfig: &std::path::Path) -> anyhow::Result<kube::Client> {
+    let kc = kube::config::Kubeconfig::read_from(kubeconfig).context("reading the kubeconfig")?;
+    let config = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+        .await
+        .context("loading the kubeconfig")?;
+    kube::Client::try_from(config).context("building the API client")
 }

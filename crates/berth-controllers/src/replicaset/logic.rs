@@ -125,7 +125,7 @@ pub fn pod_from_template(rs: &ReplicaSet) -> Pod {
     let tmeta = template.metadata.unwrap_or_default();
     let rs_name = meta::name(&rs.metadata);
     // Pod names must be DNS subdomains; with no room for the random suffix use the bare name.
-    let prefix = if rs_name.len() + 1 <= 253 - 5 { format!("{rs_name}-") } else { rs_name.to_string() };
+    let prefix = if rs_name.len() < 253 - 5 { format!("{rs_name}-") } else { rs_name.to_string() };
     Pod {
         metadata: ObjectMeta {
             generate_name: Some(prefix),
@@ -149,7 +149,12 @@ pub struct ManageError {
 }
 
 /// The ReplicaSet status for the given owned active pods (upstream `calculateStatus`).
-pub fn calculate_status(rs: &ReplicaSet, owned: &[&Pod], manage_error: Option<&ManageError>, now: Timestamp) -> ReplicaSetStatus {
+pub fn calculate_status(
+    rs: &ReplicaSet,
+    owned: &[&Pod],
+    manage_error: Option<&ManageError>,
+    now: Timestamp,
+) -> ReplicaSetStatus {
     let mut status = rs.status.clone().unwrap_or_default();
     let template_labels: BTreeMap<String, String> = rs
         .spec
@@ -216,6 +221,7 @@ pub fn requeue_for_availability(rs: &ReplicaSet, owned: &[&Pod], now: Timestamp)
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::util::pods::tests::{pod, ts};

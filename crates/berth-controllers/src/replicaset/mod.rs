@@ -163,8 +163,7 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context>) -> Result<Outcome, Er
         .unwrap_or(None)
         .unwrap_or(Selector::Nothing);
 
-    let candidates: Vec<Arc<Pod>> =
-        ctx.pods.state_filter(|p| meta::namespace(&p.metadata) == ns && pods::is_active(p));
+    let candidates: Vec<Arc<Pod>> = ctx.pods.state_filter(|p| meta::namespace(&p.metadata) == ns && pods::is_active(p));
     let owned = claim_pods(&ctx, &rs, &rs_uid, deleting, &selector, candidates).await?;
 
     let pending = ctx.expectations.pending(&key, owned.iter().map(|p| meta::uid(&p.metadata)));
@@ -240,10 +239,10 @@ async fn claim_pods(
                 if !adoption_checked {
                     // Re-read the ReplicaSet so a stale cache never adopts for a deleted owner.
                     let rs_api: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), ns);
-                    let fresh = rs_api
-                        .get_opt(meta::name(&rs.metadata))
-                        .await
-                        .map_err(api_err(format!("checking replica set {} before adoption", meta::key(&rs.metadata))))?;
+                    let fresh = rs_api.get_opt(meta::name(&rs.metadata)).await.map_err(api_err(format!(
+                        "checking replica set {} before adoption",
+                        meta::key(&rs.metadata)
+                    )))?;
                     match fresh {
                         Some(f) if meta::uid(&f.metadata) == rs_uid && f.metadata.deletion_timestamp.is_none() => {}
                         _ => return Ok(owned),

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use futures::StreamExt;
 use kube::Api;
 use kube::Resource;
+use kube::runtime::WatchStreamExt;
 use kube::runtime::reflector::{self, Store, store::Writer};
 use kube::runtime::watcher;
-use kube::runtime::WatchStreamExt;
 use serde::de::DeserializeOwned;
 
 type Handler<K> = Arc<dyn Fn(&watcher::Event<K>) + Send + Sync>;

@@ -71,10 +71,8 @@ pub fn is_conflict(err: &kube::Error) -> bool {
 pub fn is_namespace_terminating(err: &kube::Error) -> bool {
     match err {
         kube::Error::Api(s) => {
-            let by_cause = s
-                .details
-                .as_ref()
-                .is_some_and(|d| d.causes.iter().any(|c| c.reason == "NamespaceTerminating"));
+            let by_cause =
+                s.details.as_ref().is_some_and(|d| d.causes.iter().any(|c| c.reason == "NamespaceTerminating"));
             by_cause || (s.code == 403 && s.message.contains("because it is being terminated"))
         }
         _ => false,
@@ -90,6 +88,7 @@ pub fn error_message(err: &kube::Error) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use k8s_openapi::api::apps::v1::ReplicaSet;

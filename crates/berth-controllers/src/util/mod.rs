@@ -2,6 +2,7 @@
 //! informers (watch-fed caches that fan events out to controllers) and per-object retry back-off.
 
 pub mod backoff;
+pub mod discovery;
 pub mod events;
 pub mod informer;
 pub mod meta;
@@ -9,3 +10,4 @@ pub mod pods;
 pub mod selector;
 pub mod semantic;
 pub mod time;
+pub mod workqueue;

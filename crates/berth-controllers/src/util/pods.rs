@@ -164,6 +164,7 @@ pub fn pods_to_delete<'a>(pods: &[&'a Pod], related: &[&Pod], count: usize) -> V
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 pub(crate) mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::{ContainerStatus, PodSpec, PodStatus};
@@ -231,10 +232,7 @@ pub(crate) mod tests {
         let ready_new = pod("ready-new", "n1", "Running", Some(50), 40);
         let ready_old = pod("ready-old", "n1", "Running", Some(10), 5);
         let all = [&ready_old, &ready_new, &running_not_ready, &pending, &unscheduled];
-        assert_eq!(
-            names(pods_to_delete(&all, &all, 4)),
-            ["unscheduled", "pending", "running-not-ready", "ready-new"]
-        );
+        assert_eq!(names(pods_to_delete(&all, &all, 4)), ["unscheduled", "pending", "running-not-ready", "ready-new"]);
         assert_eq!(names(pods_to_delete(&all, &all, 9)).len(), 5);
     }
 

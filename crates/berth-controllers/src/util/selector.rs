@@ -107,7 +107,8 @@ fn parse_requirement(expr: &LabelSelectorRequirement) -> Result<Requirement, Err
 /// Whether a selector has no requirements at all (upstream rejects such Deployments).
 pub fn is_empty_selector(selector: Option<&LabelSelector>) -> bool {
     selector.is_some_and(|s| {
-        s.match_labels.as_ref().is_none_or(|m| m.is_empty()) && s.match_expressions.as_ref().is_none_or(|e| e.is_empty())
+        s.match_labels.as_ref().is_none_or(|m| m.is_empty())
+            && s.match_expressions.as_ref().is_none_or(|e| e.is_empty())
     })
 }
 
@@ -119,6 +120,7 @@ pub fn with_label(selector: Option<&LabelSelector>, key: &str, value: &str) -> L
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

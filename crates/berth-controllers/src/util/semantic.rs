@@ -43,6 +43,7 @@ pub fn status_equal<T: Serialize>(a: &T, b: &T) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec};

@@ -23,9 +23,5 @@ pub fn add_seconds(t: Timestamp, seconds: i64) -> Timestamp {
 /// How long from `now` until `deadline`, or zero if it has passed.
 pub fn until(now: Timestamp, deadline: Timestamp) -> std::time::Duration {
     let delta = deadline.duration_since(now);
-    if delta.is_negative() {
-        std::time::Duration::ZERO
-    } else {
-        delta.unsigned_abs()
-    }
+    if delta.is_negative() { std::time::Duration::ZERO } else { delta.unsigned_abs() }
 }
