@@ -42,7 +42,10 @@ pub async fn established(state: &Shared, crd: &Value) {
             obj["status"] = json!({"acceptedNames": names, "storedVersions": storage, "conditions": []});
             for ty in ["NamesAccepted", "Established"] {
                 let reason = if ty == "Established" { "InitialNamesAccepted" } else { "NoConflicts" };
-                set_condition(&mut obj, json!({"type": ty, "status": "True", "reason": reason, "message": "", "lastTransitionTime": now}));
+                set_condition(
+                    &mut obj,
+                    json!({"type": ty, "status": "True", "reason": reason, "message": "", "lastTransitionTime": now}),
+                );
             }
             Ok(obj)
         })
@@ -53,16 +56,21 @@ pub async fn established(state: &Shared, crd: &Value) {
 }
 
 /// Deletes a CRD together with every object of its kind.
-pub async fn delete(state: &Shared, info: &ResourceInfo, name: &str, opts: &DeleteOptions) -> Result<Response, ApiError> {
+pub async fn delete(
+    state: &Shared,
+    info: &ResourceInfo,
+    name: &str,
+    opts: &DeleteOptions,
+) -> Result<Response, ApiError> {
     let crd = state.objects.get(info, None, name).await?;
     let group = crd.pointer("/spec/group").and_then(Value::as_str).unwrap_or_default().to_owned();
     let plural = crd.pointer("/spec/names/plural").and_then(Value::as_str).unwrap_or_default().to_owned();
     let versions: Vec<String> = state.objects.registry().versions(&group);
-    if let Some(v) = versions.first() {
-        if let Some(cr_info) = state.objects.lookup(&group, v, &plural) {
-            let del = DeleteOptions { propagation: Some("Background".into()), ..DeleteOptions::default() };
-            state.objects.delete_collection(&cr_info, None, &ListOptions::default(), &del).await?;
-        }
+    if let Some(v) = versions.first()
+        && let Some(cr_info) = state.objects.lookup(&group, v, &plural)
+    {
+        let del = DeleteOptions { propagation: Some("Background".into()), ..DeleteOptions::default() };
+        state.objects.delete_collection(&cr_info, None, &ListOptions::default(), &del).await?;
     }
     let deleted = state.objects.delete(info, None, name, opts).await?;
     state.objects.unregister_crd(&crd);
@@ -71,7 +79,9 @@ pub async fn delete(state: &Shared, info: &ResourceInfo, name: &str, opts: &Dele
 
 /// Registers every stored CRD (at start-up).
 pub async fn load_all(state: &Shared) -> Result<(), ApiError> {
-    let Some(info) = state.objects.lookup("apiextensions.k8s.io", "v1", "customresourcedefinitions") else { return Ok(()) };
+    let Some(info) = state.objects.lookup("apiextensions.k8s.io", "v1", "customresourcedefinitions") else {
+        return Ok(());
+    };
     let page = state.objects.list(&info, None, &ListOptions::default()).await?;
     for crd in &page.items {
         state.objects.register_crd(crd);

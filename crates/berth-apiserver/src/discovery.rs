@@ -11,7 +11,10 @@ pub const AGGREGATED_V2: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=
 pub fn wants_aggregated(accept: &str) -> bool {
     accept.split(',').any(|part| {
         let p = part.replace(' ', "");
-        p.contains("g=apidiscovery.k8s.io") && p.contains("v=v2") && !p.contains("v=v2beta1") && p.contains("as=APIGroupDiscoveryList")
+        p.contains("g=apidiscovery.k8s.io")
+            && p.contains("v=v2")
+            && !p.contains("v=v2beta1")
+            && p.contains("as=APIGroupDiscoveryList")
     })
 }
 

@@ -40,7 +40,9 @@ pub struct Query(Vec<(String, String)>);
 
 impl Query {
     pub fn parse(q: Option<&str>) -> Self {
-        Self(form_urlencoded::parse(q.unwrap_or("").as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect())
+        Self(
+            form_urlencoded::parse(q.unwrap_or("").as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect(),
+        )
     }
 
     pub fn get(&self, key: &str) -> Option<&str> {
@@ -135,8 +137,7 @@ pub async fn handle(State(state): State<Shared>, req: Request) -> Response {
         Target::OpenApiV3(rest) => match discovery::openapi_v3_for(&registry, &rest) {
             Some(doc) => {
                 let mut resp = json_response(StatusCode::OK, &doc);
-                resp.headers_mut()
-                    .insert(header::CACHE_CONTROL, HeaderValue::from_static("public, immutable"));
+                resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, immutable"));
                 resp
             }
             None => error_response(&ApiError::route_not_found(&path)),
@@ -170,7 +171,9 @@ pub fn write_options(q: &Query) -> Result<WriteOptions, ApiError> {
     let dry_run = match q.all("dryRun").as_slice() {
         [] => false,
         [v] if v == "All" => true,
-        other => return Err(ApiError::bad_request(format!("unsupported dryRun value {other:?}: only All is supported"))),
+        other => {
+            return Err(ApiError::bad_request(format!("unsupported dryRun value {other:?}: only All is supported")));
+        }
     };
     let field_validation = match q.get("fieldValidation") {
         None | Some("") | Some("Warn") => FieldValidation::Warn,
@@ -188,14 +191,12 @@ pub fn write_options(q: &Query) -> Result<WriteOptions, ApiError> {
 pub fn list_options(info: &ResourceInfo, q: &Query) -> Result<ListOptions, ApiError> {
     let labels = LabelSelector::parse(q.get("labelSelector").unwrap_or(""))
         .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?;
-    let fields = FieldSelector::parse(q.get("fieldSelector").unwrap_or(""))
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let fields =
+        FieldSelector::parse(q.get("fieldSelector").unwrap_or("")).map_err(|e| ApiError::bad_request(e.to_string()))?;
     for f in fields.fields() {
         let ok = f == "metadata.name" || f == "metadata.namespace" || supported_fields(&info.gvk.kind).contains(&f);
         if !ok {
-            return Err(ApiError::bad_request(format!(
-                "field label not supported: {f}"
-            )));
+            return Err(ApiError::bad_request(format!("field label not supported: {f}")));
         }
     }
     let limit = match q.get("limit") {
@@ -226,10 +227,11 @@ fn decode_continue(token: &str) -> Result<String, ApiError> {
 
 async fn read_body(state: &AppState, req: Request) -> Result<(HeaderMap, bytes::Bytes), ApiError> {
     let headers = req.headers().clone();
-    if let Some(len) = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok()) {
-        if len > state.max_body_bytes {
-            return Err(ApiError::request_entity_too_large(state.max_body_bytes));
-        }
+    if let Some(len) =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok())
+        && len > state.max_body_bytes
+    {
+        return Err(ApiError::request_entity_too_large(state.max_body_bytes));
     }
     let bytes = axum::body::to_bytes(req.into_body(), state.max_body_bytes)
         .await
@@ -249,8 +251,9 @@ fn content_type(headers: &HeaderMap) -> String {
 pub fn decode_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
     let ct = content_type(headers);
     match ct.as_str() {
-        "" | "application/json" | "*/*" => serde_json::from_slice(body)
-            .map_err(|e| ApiError::bad_request(format!("error decoding JSON body: {e}"))),
+        "" | "application/json" | "*/*" => {
+            serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding JSON body: {e}")))
+        }
         "application/yaml" | "application/x-yaml" | "text/yaml" => decode_yaml(body),
         "application/vnd.kubernetes.protobuf" => crate::protobuf::decode(body),
         other => Err(ApiError::unsupported_media_type(other)),
@@ -295,13 +298,20 @@ async fn resource(
     match (method, rp.name.clone()) {
         (Method::GET, Some(name)) if watching => {
             let mut opts = list_options(&info, &q)?;
-            opts.fields = FieldSelector::parse(&format!("metadata.name={name}")).map_err(|e| ApiError::bad_request(e.to_string()))?;
+            opts.fields = FieldSelector::parse(&format!("metadata.name={name}"))
+                .map_err(|e| ApiError::bad_request(e.to_string()))?;
             watch::serve(state, &info, ns.as_deref(), opts, &q, table).await
         }
         (Method::GET, Some(name)) => {
             let obj = objects.get(&info, ns.as_deref(), &name).await?;
             if table {
-                return Ok(table_response(&table::table(&info, std::slice::from_ref(&obj), meta_str(&obj, "resourceVersion").unwrap_or(""), None, include_object(&q))));
+                return Ok(table_response(&table::table(
+                    &info,
+                    std::slice::from_ref(&obj),
+                    meta_str(&obj, "resourceVersion").unwrap_or(""),
+                    None,
+                    include_object(&q),
+                )));
             }
             Ok(json_response(StatusCode::OK, &obj))
         }
@@ -391,7 +401,9 @@ async fn resource(
                 &json!({"kind": format!("{}List", info.gvk.kind), "apiVersion": info.gvk.api_version(), "metadata": {}, "items": deleted}),
             ))
         }
-        (m, _) => Err(ApiError::method_not_allowed(format!("the server does not allow this method on the requested resource ({m})"))),
+        (m, _) => Err(ApiError::method_not_allowed(format!(
+            "the server does not allow this method on the requested resource ({m})"
+        ))),
     }
 }
 
@@ -421,26 +433,25 @@ pub fn delete_options(headers: &HeaderMap, body: &[u8], q: &Query) -> Result<Del
         opts.grace_period = b.get("gracePeriodSeconds").and_then(Value::as_i64);
         opts.precondition_uid = b.pointer("/preconditions/uid").and_then(Value::as_str).map(str::to_owned);
         opts.precondition_rv = b.pointer("/preconditions/resourceVersion").and_then(Value::as_str).map(str::to_owned);
-        opts.dry_run = b
-            .get("dryRun")
-            .and_then(Value::as_array)
-            .is_some_and(|a| a.iter().any(|v| v.as_str() == Some("All")));
+        opts.dry_run =
+            b.get("dryRun").and_then(Value::as_array).is_some_and(|a| a.iter().any(|v| v.as_str() == Some("All")));
     }
     if let Some(p) = q.get("propagationPolicy") {
         opts.propagation = Some(p.to_owned());
     }
     if let Some(g) = q.get("gracePeriodSeconds") {
-        opts.grace_period = Some(g.parse().map_err(|_| ApiError::bad_request(format!("invalid gracePeriodSeconds {g:?}")))?);
+        opts.grace_period =
+            Some(g.parse().map_err(|_| ApiError::bad_request(format!("invalid gracePeriodSeconds {g:?}")))?);
     }
     if q.all("dryRun").iter().any(|v| v == "All") {
         opts.dry_run = true;
     }
-    if let Some(p) = &opts.propagation {
-        if !matches!(p.as_str(), "Background" | "Foreground" | "Orphan") {
-            return Err(ApiError::bad_request(format!(
-                "propagationPolicy: Unsupported value: {p:?}: supported values: \"Foreground\", \"Background\", \"Orphan\""
-            )));
-        }
+    if let Some(p) = &opts.propagation
+        && !matches!(p.as_str(), "Background" | "Foreground" | "Orphan")
+    {
+        return Err(ApiError::bad_request(format!(
+            "propagationPolicy: Unsupported value: {p:?}: supported values: \"Foreground\", \"Background\", \"Orphan\""
+        )));
     }
     Ok(opts)
 }

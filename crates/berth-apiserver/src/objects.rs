@@ -93,10 +93,10 @@ pub fn meta_str<'a>(obj: &'a Value, field: &str) -> Option<&'a str> {
 }
 
 fn meta_mut(obj: &mut Value) -> &mut Map<String, Value> {
-    if !obj.get("metadata").is_some_and(Value::is_object) {
-        if let Some(o) = obj.as_object_mut() {
-            o.insert("metadata".into(), json!({}));
-        }
+    if !obj.get("metadata").is_some_and(Value::is_object)
+        && let Some(o) = obj.as_object_mut()
+    {
+        o.insert("metadata".into(), json!({}));
     }
     match obj.get_mut("metadata").and_then(Value::as_object_mut) {
         Some(m) => m,
@@ -197,10 +197,10 @@ impl Objects {
                 .await
                 .map_err(|e| store_err(info, "", e))?;
             for kv in &page.items {
-                if let Some(n) = &only_name {
-                    if !kv.key.ends_with(&format!("/{n}")) {
-                        continue;
-                    }
+                if let Some(n) = &only_name
+                    && !kv.key.ends_with(&format!("/{n}"))
+                {
+                    continue;
                 }
                 let obj = self.decode(info, kv)?;
                 if opts.labels.matches_object(&obj) && opts.fields.matches_object(&obj) {
@@ -347,11 +347,9 @@ impl Objects {
             meta.remove("namespace");
         }
         let has_name = meta.get("name").and_then(Value::as_str).is_some_and(|n| !n.is_empty());
-        if !has_name {
-            if let Some(prefix) = meta.get("generateName").and_then(Value::as_str).filter(|p| !p.is_empty()) {
-                let name = format!("{prefix}{}", generate_suffix());
-                meta.insert("name".into(), json!(name));
-            }
+        if !has_name && let Some(prefix) = meta.get("generateName").and_then(Value::as_str).filter(|p| !p.is_empty()) {
+            let name = format!("{prefix}{}", generate_suffix());
+            meta.insert("name".into(), json!(name));
         }
         meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
         meta.insert("creationTimestamp".into(), json!(now_rfc3339()));
@@ -471,21 +469,21 @@ impl Objects {
         opts: &WriteOptions,
     ) -> Result<(Value, Vec<String>), ApiError> {
         self.check_type(info, &mut obj)?;
-        if let Some(body_name) = meta_str(&obj, "name") {
-            if body_name != name {
-                return Err(ApiError::bad_request(format!(
-                    "the name of the object ({body_name}) does not match the name on the URL ({name})"
-                )));
-            }
+        if let Some(body_name) = meta_str(&obj, "name")
+            && body_name != name
+        {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({body_name}) does not match the name on the URL ({name})"
+            )));
         }
-        if info.namespaced() {
-            if let (Some(body_ns), Some(url_ns)) = (meta_str(&obj, "namespace"), ns) {
-                if !body_ns.is_empty() && body_ns != url_ns {
-                    return Err(ApiError::bad_request(
-                        "the namespace of the provided object does not match the namespace sent on the request",
-                    ));
-                }
-            }
+        if info.namespaced()
+            && let (Some(body_ns), Some(url_ns)) = (meta_str(&obj, "namespace"), ns)
+            && !body_ns.is_empty()
+            && body_ns != url_ns
+        {
+            return Err(ApiError::bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request",
+            ));
         }
         let expected = match meta_str(&obj, "resourceVersion") {
             Some(rv) if !rv.is_empty() => Some(parse_rv(rv)?),
@@ -501,7 +499,7 @@ impl Objects {
         }
         let old = self.decode(info, &old_kv)?;
         let (new, warnings) = self.prepare_update(info, &old, obj, sub, opts)?;
-        self.write_update(info, ns, name, &old, new, old_kv.mod_revision, opts.dry_run).await.map(|v| (v, warnings))
+        self.write_update(info, &old, new, old_kv.mod_revision, opts.dry_run).await.map(|v| (v, warnings))
     }
 
     /// Builds the object an update stores from the old one and the request body.
@@ -514,17 +512,18 @@ impl Objects {
         opts: &WriteOptions,
     ) -> Result<(Value, Vec<String>), ApiError> {
         let name = meta_str(old, "name").unwrap_or_default().to_owned();
-        if let Some(uid) = meta_str(&obj, "uid") {
-            if !uid.is_empty() && Some(uid) != meta_str(old, "uid") {
-                return Err(ApiError::conflict_with(
-                    info,
-                    &name,
-                    &format!(
-                        "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
-                        meta_str(old, "uid").unwrap_or_default()
-                    ),
-                ));
-            }
+        if let Some(uid) = meta_str(&obj, "uid")
+            && !uid.is_empty()
+            && Some(uid) != meta_str(old, "uid")
+        {
+            return Err(ApiError::conflict_with(
+                info,
+                &name,
+                &format!(
+                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                    meta_str(old, "uid").unwrap_or_default()
+                ),
+            ));
         }
         match sub {
             Some("status") => {
@@ -553,13 +552,14 @@ impl Objects {
             }
             None => {
                 // The main resource does not change status for kinds with a status subresource.
-                if info.has_status && !(info.gvk.group.is_empty() && info.gvk.kind == "Namespace") {
-                    if let Some(o) = obj.as_object_mut() {
-                        match old.get("status") {
-                            Some(s) => o.insert("status".into(), s.clone()),
-                            None => o.remove("status"),
-                        };
-                    }
+                if info.has_status
+                    && !(info.gvk.group.is_empty() && info.gvk.kind == "Namespace")
+                    && let Some(o) = obj.as_object_mut()
+                {
+                    match old.get("status") {
+                        Some(s) => o.insert("status".into(), s.clone()),
+                        None => o.remove("status"),
+                    };
                 }
             }
         }
@@ -575,10 +575,11 @@ impl Objects {
                     None => meta.remove(k),
                 };
             }
-            if old_meta.get("generateName").is_some() && meta.get("generateName").is_none() {
-                if let Some(g) = old_meta.get("generateName") {
-                    meta.insert("generateName".into(), g.clone());
-                }
+            if old_meta.get("generateName").is_some()
+                && meta.get("generateName").is_none()
+                && let Some(g) = old_meta.get("generateName")
+            {
+                meta.insert("generateName".into(), g.clone());
             }
             meta.remove("resourceVersion");
             meta.remove("managedFields");
@@ -623,14 +624,13 @@ impl Objects {
     pub async fn write_update(
         &self,
         info: &ResourceInfo,
-        ns: Option<&str>,
-        name: &str,
         old: &Value,
         mut new: Value,
         old_rev: Revision,
         dry_run: bool,
     ) -> Result<Value, ApiError> {
-        let key = info.key(ns, name);
+        let name = meta_str(old, "name").unwrap_or_default();
+        let key = info.key(meta_str(old, "namespace"), name);
         let deleting = new.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null());
         if deleting && finalizers(&new).is_empty() && !namespace_holds(info, &new) {
             if dry_run {
@@ -677,13 +677,13 @@ impl Objects {
             let mut candidate = mutate(&old)?;
             self.check_type(info, &mut candidate)?;
             // A resourceVersion in the patch is a precondition.
-            if let Some(rv) = meta_str(&candidate, "resourceVersion").filter(|rv| !rv.is_empty()) {
-                if parse_rv(rv)? != old_kv.mod_revision {
-                    return Err(ApiError::conflict(info, name));
-                }
+            if let Some(rv) = meta_str(&candidate, "resourceVersion").filter(|rv| !rv.is_empty())
+                && parse_rv(rv)? != old_kv.mod_revision
+            {
+                return Err(ApiError::conflict(info, name));
             }
             let (new, warnings) = self.prepare_update(info, &old, candidate, sub, opts)?;
-            match self.write_update(info, ns, name, &old, new, old_kv.mod_revision, opts.dry_run).await {
+            match self.write_update(info, &old, new, old_kv.mod_revision, opts.dry_run).await {
                 Err(e) if e.reason == "Conflict" && e.code == 409 => continue,
                 other => return other.map(|v| (v, warnings)),
             }
@@ -704,29 +704,29 @@ impl Objects {
                 return Err(ApiError::not_found(info, name));
             };
             let old = self.decode(info, &kv)?;
-            if let Some(uid) = &opts.precondition_uid {
-                if Some(uid.as_str()) != meta_str(&old, "uid") {
-                    return Err(ApiError::conflict_with(
-                        info,
-                        name,
-                        &format!(
-                            "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
-                            meta_str(&old, "uid").unwrap_or_default()
-                        ),
-                    ));
-                }
+            if let Some(uid) = &opts.precondition_uid
+                && Some(uid.as_str()) != meta_str(&old, "uid")
+            {
+                return Err(ApiError::conflict_with(
+                    info,
+                    name,
+                    &format!(
+                        "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                        meta_str(&old, "uid").unwrap_or_default()
+                    ),
+                ));
             }
-            if let Some(rv) = &opts.precondition_rv {
-                if parse_rv(rv)? != kv.mod_revision {
-                    return Err(ApiError::conflict_with(
-                        info,
-                        name,
-                        &format!(
-                            "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
-                            kv.mod_revision
-                        ),
-                    ));
-                }
+            if let Some(rv) = &opts.precondition_rv
+                && parse_rv(rv)? != kv.mod_revision
+            {
+                return Err(ApiError::conflict_with(
+                    info,
+                    name,
+                    &format!(
+                        "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+                        kv.mod_revision
+                    ),
+                ));
             }
             let mut new = old.clone();
             strip_rv(&mut new);
@@ -786,7 +786,7 @@ impl Objects {
                 if opts.dry_run {
                     return Ok(new);
                 }
-                match self.write_update(info, ns, name, &old, new, kv.mod_revision, false).await {
+                match self.write_update(info, &old, new, kv.mod_revision, false).await {
                     Err(e) if e.code == 409 && e.reason == "Conflict" => continue,
                     other => return other,
                 }

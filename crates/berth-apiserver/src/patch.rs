@@ -34,11 +34,21 @@ pub fn patch_type(headers: &HeaderMap) -> Result<PatchType, ApiError> {
 }
 
 fn invalid_patch(info: &ResourceInfo, name: &str, detail: String) -> ApiError {
-    ApiError::invalid(info, name, vec![FieldError { reason: "FieldValueInvalid", field: "patch".into(), message: detail }])
+    ApiError::invalid(
+        info,
+        name,
+        vec![FieldError { reason: "FieldValueInvalid", field: "patch".into(), message: detail }],
+    )
 }
 
 /// Applies a patch of the body's type to `old`.
-pub fn apply_patch(info: &ResourceInfo, name: &str, pt: PatchType, old: &Value, patch: &Value) -> Result<Value, ApiError> {
+pub fn apply_patch(
+    info: &ResourceInfo,
+    name: &str,
+    pt: PatchType,
+    old: &Value,
+    patch: &Value,
+) -> Result<Value, ApiError> {
     match pt {
         PatchType::Json => {
             let ops: json_patch::Patch = serde_json::from_value(patch.clone())
@@ -84,7 +94,9 @@ pub async fn patch(
     opts: &WriteOptions,
 ) -> Result<(Value, Vec<String>, bool), ApiError> {
     let pt = patch_type(headers)?;
-    if pt == PatchType::Strategic && (info.custom || !berth_patch::supports_strategic(&info.gvk.api_version(), &info.gvk.kind)) {
+    if pt == PatchType::Strategic
+        && (info.custom || !berth_patch::supports_strategic(&info.gvk.api_version(), &info.gvk.kind))
+    {
         return Err(ApiError::unsupported_media_type("application/strategic-merge-patch+json"));
     }
     let patch_doc: Value = if pt == PatchType::Apply {

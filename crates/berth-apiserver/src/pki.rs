@@ -59,7 +59,8 @@ fn ca_params() -> Result<CertificateParams, Error> {
 /// Writes `contents` to `path` with mode 0600, atomically (temp file + rename).
 fn write_private(path: &Path, contents: &str) -> Result<(), Error> {
     let tmp = path.with_extension("tmp");
-    let mut f = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(io_err(&tmp))?;
+    let mut f =
+        fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(io_err(&tmp))?;
     f.write_all(contents.as_bytes()).map_err(io_err(&tmp))?;
     f.sync_all().map_err(io_err(&tmp))?;
     fs::rename(&tmp, path).map_err(io_err(path))
@@ -95,25 +96,25 @@ pub fn ensure(dir: &Path, names: &[String]) -> Result<Pki, Error> {
     let (key_path, cert_path, names_path) =
         (pki_dir.join("apiserver.key"), pki_dir.join("apiserver.crt"), pki_dir.join("apiserver.names"));
     let wanted_names = names.join("\n");
-    let (server_key_pem, server_cert_pem) =
-        match (read_opt(&key_path)?, read_opt(&cert_path)?, read_opt(&names_path)?) {
-            (Some(key), Some(cert), Some(n)) if n == wanted_names => (key, cert),
-            _ => {
-                let issuer = Issuer::new(ca_params()?, &ca_key);
-                let key = KeyPair::generate()?;
-                let mut params = CertificateParams::new(names.to_vec())?;
-                params.distinguished_name.push(DnType::CommonName, "berth-apiserver");
-                params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-                params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
-                params.not_before = rcgen::date_time_ymd(2024, 1, 1);
-                params.not_after = rcgen::date_time_ymd(2124, 1, 1);
-                let cert = params.signed_by(&key, &issuer)?.pem();
-                write_private(&key_path, &key.serialize_pem())?;
-                write_private(&cert_path, &cert)?;
-                write_private(&names_path, &wanted_names)?;
-                (key.serialize_pem(), cert)
-            }
-        };
+    let (server_key_pem, server_cert_pem) = match (read_opt(&key_path)?, read_opt(&cert_path)?, read_opt(&names_path)?)
+    {
+        (Some(key), Some(cert), Some(n)) if n == wanted_names => (key, cert),
+        _ => {
+            let issuer = Issuer::new(ca_params()?, &ca_key);
+            let key = KeyPair::generate()?;
+            let mut params = CertificateParams::new(names.to_vec())?;
+            params.distinguished_name.push(DnType::CommonName, "berth-apiserver");
+            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+            params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+            params.not_before = rcgen::date_time_ymd(2024, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2124, 1, 1);
+            let cert = params.signed_by(&key, &issuer)?.pem();
+            write_private(&key_path, &key.serialize_pem())?;
+            write_private(&cert_path, &cert)?;
+            write_private(&names_path, &wanted_names)?;
+            (key.serialize_pem(), cert)
+        }
+    };
 
     let token_path = pki_dir.join("admin.token");
     let admin_token = match read_opt(&token_path)? {

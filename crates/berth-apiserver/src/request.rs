@@ -132,13 +132,22 @@ mod tests {
     fn paths() {
         let r = res("/apis/apps/v1/namespaces/default/deployments/web/scale");
         assert_eq!(
-            (r.group.as_str(), r.namespace.as_deref(), r.resource.as_str(), r.name.as_deref(), r.subresource.as_deref()),
+            (
+                r.group.as_str(),
+                r.namespace.as_deref(),
+                r.resource.as_str(),
+                r.name.as_deref(),
+                r.subresource.as_deref()
+            ),
             ("apps", Some("default"), "deployments", Some("web"), Some("scale"))
         );
         let r = res("/api/v1/namespaces/demo");
         assert_eq!((r.resource.as_str(), r.name.as_deref(), r.namespace), ("namespaces", Some("demo"), None));
         let r = res("/api/v1/namespaces/demo/finalize");
-        assert_eq!((r.resource.as_str(), r.name.as_deref(), r.subresource.as_deref()), ("namespaces", Some("demo"), Some("finalize")));
+        assert_eq!(
+            (r.resource.as_str(), r.name.as_deref(), r.subresource.as_deref()),
+            ("namespaces", Some("demo"), Some("finalize"))
+        );
         let r = res("/api/v1/pods");
         assert_eq!((r.resource.as_str(), r.namespace), ("pods", None));
         let r = res("/api/v1/namespaces/default/pods");

@@ -44,7 +44,9 @@ pub async fn handle(
     let objects = &state.objects;
     let not_found = || ApiError::route_not_found(req.uri().path());
     match (sub, &method) {
-        ("status", &Method::GET) if info.has_status => Ok(json_response(StatusCode::OK, &objects.get(info, ns, name).await?)),
+        ("status", &Method::GET) if info.has_status => {
+            Ok(json_response(StatusCode::OK, &objects.get(info, ns, name).await?))
+        }
         ("status", &Method::PUT) if info.has_status => {
             let opts = write_options(&q)?;
             let (headers, body) = read(state, req).await?;
@@ -55,7 +57,8 @@ pub async fn handle(
         ("status", &Method::PATCH) if info.has_status => {
             let opts = write_options(&q)?;
             let (headers, body) = read(state, req).await?;
-            let (v, _, _) = crate::patch::patch(state, info, ns, name, Some("status"), &headers, &body, &q, &opts).await?;
+            let (v, _, _) =
+                crate::patch::patch(state, info, ns, name, Some("status"), &headers, &body, &q, &opts).await?;
             Ok(json_response(StatusCode::OK, &v))
         }
         ("scale", _) if info.has_scale => scale(state, info, ns, name, method, q, req).await,
@@ -170,7 +173,10 @@ fn log_options(pod: &Value, q: &Query) -> Result<LogOptions, ApiError> {
         }
     };
     let num = |k: &str| -> Result<Option<i64>, ApiError> {
-        q.get(k).filter(|v| !v.is_empty()).map(|v| v.parse::<i64>().map_err(|_| ApiError::bad_request(format!("invalid {k} {v:?}")))).transpose()
+        q.get(k)
+            .filter(|v| !v.is_empty())
+            .map(|v| v.parse::<i64>().map_err(|_| ApiError::bad_request(format!("invalid {k} {v:?}"))))
+            .transpose()
     };
     Ok(LogOptions {
         container,
@@ -248,7 +254,8 @@ async fn scale(
             let doc: Value = if pt == crate::patch::PatchType::Apply {
                 crate::handlers::decode_yaml(&body)?
             } else {
-                serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("error decoding patch body: {e}")))?
+                serde_json::from_slice(&body)
+                    .map_err(|e| ApiError::bad_request(format!("error decoding patch body: {e}")))?
             };
             (doc, Some(pt))
         }
@@ -273,10 +280,11 @@ async fn scale(
                 None => new_scale_doc.clone(),
                 Some(pt) => crate::patch::apply_patch(&scale_info, name, pt, &current, &new_scale_doc)?,
             };
-            if let Some(rv) = new_scale.pointer("/metadata/resourceVersion").and_then(Value::as_str) {
-                if !rv.is_empty() && Some(rv) != meta_str(old, "resourceVersion") {
-                    return Err(ApiError::conflict(info, name));
-                }
+            if let Some(rv) = new_scale.pointer("/metadata/resourceVersion").and_then(Value::as_str)
+                && !rv.is_empty()
+                && Some(rv) != meta_str(old, "resourceVersion")
+            {
+                return Err(ApiError::conflict(info, name));
             }
             let replicas = new_scale.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(0);
             if replicas < 0 {

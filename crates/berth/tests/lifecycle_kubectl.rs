@@ -56,7 +56,10 @@ fn cascading_deletion_background_foreground_orphan() {
     let rs = s.json(&["get", "rs", "-l", "app=or"]);
     let items = rs["items"].as_array().expect("items");
     assert_eq!(items.len(), 1, "orphaned replicaset kept");
-    assert!(items[0]["metadata"].get("ownerReferences").is_none_or(|r| r.as_array().is_some_and(Vec::is_empty)), "owner reference stripped");
+    assert!(
+        items[0]["metadata"].get("ownerReferences").is_none_or(|r| r.as_array().is_some_and(Vec::is_empty)),
+        "owner reference stripped"
+    );
     assert_eq!(count(&s, &["pods", "-l", "app=or"]), 2, "orphaned pods kept");
 }
 
