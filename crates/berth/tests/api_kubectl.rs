@@ -248,7 +248,7 @@ fn get_outputs_selectors_and_columns() {
 fn watch_sees_changes_from_another_kubectl() {
     let s = Server::api_only();
     let mut watcher = s
-        .kubectl_cmd(&["get", "configmaps", "-w", "-o", "name"])
+        .kubectl_cmd(&["get", "pods", "-w"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -261,16 +261,22 @@ fn watch_sees_changes_from_another_kubectl() {
             let _ = tx.send(line);
         }
     });
-    // Wait until the watch is established: create objects until one shows up.
-    let mut seen = Vec::new();
-    let got = wait_for("watch to print a created configmap", Duration::from_secs(30), || {
-        let name = format!("w{}", seen.len());
-        s.ok(&["create", "configmap", &name]);
-        seen.push(name);
-        rx.recv_timeout(Duration::from_millis(500)).ok()
+    // The watch may start after the first pods exist: keep creating until one is printed.
+    let mut created = 0;
+    let line = wait_for("watch to print a pod another kubectl created", Duration::from_secs(30), || {
+        s.ok(&["run", &format!("p{created}"), "--image=busybox", "--restart=Never"]);
+        created += 1;
+        rx.recv_timeout(Duration::from_millis(500)).ok().filter(|l| l.starts_with('p'))
     });
-    assert!(got.starts_with("configmap/w"), "{got}");
-    s.ok(&["label", "configmap", "w0", "changed=yes"]);
+    // Printed as a table row: NAME READY STATUS RESTARTS AGE.
+    let cells: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(cells.get(1..3), Some(&["0/1", "Pending"][..]), "{line}");
+    // A later change shows up too.
+    s.ok(&["label", "pod", "p0", "changed=yes"]);
+    let changed = wait_for("the label change", Duration::from_secs(10), || {
+        rx.recv_timeout(Duration::from_millis(500)).ok().filter(|l| l.starts_with("p0 "))
+    });
+    assert!(changed.contains("Pending"), "{changed}");
     let _ = watcher.kill();
     let _ = watcher.wait();
 }
@@ -451,5 +457,42 @@ fn bad_input_is_rejected_clearly_and_stores_nothing() {
     assert!(err.contains("BadRequest") || err.contains("invalid resource version"), "{err}");
     // Hostile names in the URL never reach the store.
     let err = s.fails(&["get", "--raw", "/api/v1/namespaces/default/configmaps/..%2F..%2Fetc"]);
+    assert!(err.contains("NotFound") || err.contains("not found"), "{err}");
+}
+
+#[test]
+fn custom_resources_are_served_from_their_definitions() {
+    let s = Server::api_only();
+    let crd = r#"apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: widgets.example.com
+spec:
+  group: example.com
+  scope: Namespaced
+  names: {plural: widgets, singular: widget, kind: Widget, shortNames: [wd]}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    subresources: {status: {}}
+    schema:
+      openAPIV3Schema:
+        type: object
+        x-kubernetes-preserve-unknown-fields: true
+"#;
+    s.ok_stdin(&["apply", "-f", "-"], crd);
+    s.ok(&["wait", "--for=condition=Established", "crd/widgets.example.com", "--timeout=20s"]);
+    let w = "apiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: w1\nspec:\n  size: 1\n";
+    assert!(s.ok_stdin(&["apply", "-f", "-"], w).contains("widget.example.com/w1 created"));
+    assert!(s.ok_stdin(&["apply", "-f", "-"], &w.replace("size: 1", "size: 2")).contains("configured"));
+    assert_eq!(s.json(&["get", "wd", "w1"])["spec"]["size"], 2);
+    s.ok(&["patch", "widget", "w1", "--type=merge", "-p", r#"{"spec":{"color":"red"}}"#]);
+    let obj = s.json(&["get", "widgets", "w1"]);
+    assert_eq!((obj["spec"]["size"].as_i64(), obj["spec"]["color"].as_str()), (Some(2), Some("red")));
+    assert_eq!(obj["metadata"]["generation"], 3);
+    // Deleting the definition removes its objects and its API.
+    s.ok(&["delete", "crd", "widgets.example.com"]);
+    let err = s.fails(&["get", "--raw", "/apis/example.com/v1/namespaces/default/widgets"]);
     assert!(err.contains("NotFound") || err.contains("not found"), "{err}");
 }
