@@ -496,3 +496,35 @@ spec:
     let err = s.fails(&["get", "--raw", "/apis/example.com/v1/namespaces/default/widgets"]);
     assert!(err.contains("NotFound") || err.contains("not found"), "{err}");
 }
+
+#[test]
+fn kubectl_create_generators_send_protobuf_and_are_stored_right() {
+    let s = Server::api_only();
+    s.ok(&["create", "namespace", "gen"]);
+    s.ok(&["create", "-n", "gen", "configmap", "cm", "--from-literal=a=1", "--from-literal=b=2"]);
+    s.ok(&["create", "-n", "gen", "secret", "generic", "sec", "--from-literal=password=hunter2"]);
+    s.ok(&["create", "-n", "gen", "deployment", "web", "--image=nginx:1.25", "--replicas=2", "--port=80"]);
+    s.ok(&["create", "-n", "gen", "job", "once", "--image=busybox", "--", "echo", "hi"]);
+    s.ok(&["create", "-n", "gen", "cronjob", "tick", "--image=busybox", "--schedule=*/1 * * * *", "--", "date"]);
+    s.ok(&["create", "-n", "gen", "service", "clusterip", "svc", "--tcp=80:8080"]);
+    s.ok(&["create", "-n", "gen", "serviceaccount", "robot"]);
+
+    assert_eq!(s.json(&["get", "ns", "gen"])["status"]["phase"], "Active");
+    let cm = s.json(&["get", "-n", "gen", "cm", "cm"]);
+    assert_eq!(cm["data"], serde_json::json!({"a": "1", "b": "2"}));
+    let sec = s.json(&["get", "-n", "gen", "secret", "sec"]);
+    assert_eq!((sec["type"].as_str(), sec["data"]["password"].as_str()), (Some("Opaque"), Some("aHVudGVyMg==")));
+    let d = s.json(&["get", "-n", "gen", "deploy", "web"]);
+    assert_eq!(d["spec"]["replicas"], 2);
+    assert_eq!(d["spec"]["template"]["spec"]["containers"][0]["image"], "nginx:1.25");
+    assert_eq!(d["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"], 80);
+    assert_eq!(d["spec"]["selector"]["matchLabels"]["app"], "web");
+    let j = s.json(&["get", "-n", "gen", "job", "once"]);
+    assert_eq!(j["spec"]["template"]["spec"]["containers"][0]["command"], serde_json::json!(["echo", "hi"]));
+    assert_eq!(j["spec"]["template"]["spec"]["restartPolicy"], "Never");
+    let cj = s.json(&["get", "-n", "gen", "cronjob", "tick"]);
+    assert_eq!(cj["spec"]["schedule"], "*/1 * * * *");
+    let svc = s.json(&["get", "-n", "gen", "svc", "svc"]);
+    assert_eq!((svc["spec"]["ports"][0]["port"].as_i64(), svc["spec"]["ports"][0]["targetPort"].as_i64()), (Some(80), Some(8080)));
+    assert!(s.json(&["get", "-n", "gen", "sa", "robot"])["metadata"]["uid"].is_string());
+}
