@@ -19,7 +19,8 @@ impl CgroupMounts {
     pub fn detect() -> CgroupMounts {
         let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
         Self::parse(&text, |v2| {
-            std::fs::read_to_string(v2.join("cgroup.controllers")).is_ok_and(|c| c.split_whitespace().any(|c| c == "memory"))
+            std::fs::read_to_string(v2.join("cgroup.controllers"))
+                .is_ok_and(|c| c.split_whitespace().any(|c| c == "memory"))
         })
     }
 
@@ -86,6 +87,7 @@ fn remove_tree(dir: &Path) {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

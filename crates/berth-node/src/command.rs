@@ -30,7 +30,11 @@ impl CommandError {
 }
 
 /// Runs `program args…`, feeding `stdin` if given, and returns its stdout.
-pub async fn run<S: AsRef<OsStr>>(program: impl AsRef<OsStr>, args: &[S], stdin: Option<&str>) -> Result<String, CommandError> {
+pub async fn run<S: AsRef<OsStr>>(
+    program: impl AsRef<OsStr>,
+    args: &[S],
+    stdin: Option<&str>,
+) -> Result<String, CommandError> {
     let program = program.as_ref();
     let describe = || {
         let mut text = program.to_string_lossy().into_owned();

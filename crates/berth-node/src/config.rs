@@ -22,6 +22,8 @@ pub struct NodeConfig {
     pub shim_program: PathBuf,
     /// Overrides of what the node advertises; `None` means measured from the machine.
     pub capacity: CapacityOverrides,
+    /// The node's `InternalIP` (and pods' `hostIP`); detected from the default route if unset.
+    pub host_ip: Option<std::net::IpAddr>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -63,6 +65,7 @@ impl NodeConfig {
             cgroup_parent: "/berth".to_owned(),
             shim_program: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe")),
             capacity: CapacityOverrides::default(),
+            host_ip: None,
         }
     }
 }
@@ -137,6 +140,7 @@ impl FromStr for Ipv4Cidr {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

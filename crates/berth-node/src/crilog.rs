@@ -213,6 +213,7 @@ pub fn read_log(path: &Path, options: &LogOptions) -> io::Result<Vec<u8>> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -258,7 +259,8 @@ mod tests {
             writer.write(Stream::Stdout, b"\nshort\n", now).unwrap();
         }
         let raw = std::fs::read(&path).unwrap();
-        let records: Vec<_> = raw.split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(|l| parse_record(l).unwrap()).collect();
+        let records: Vec<_> =
+            raw.split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(|l| parse_record(l).unwrap()).collect();
         assert_eq!(records.iter().map(|r| r.partial).collect::<Vec<_>>(), vec![true, true, false, false]);
         assert!(records.iter().all(|r| r.content.len() <= MAX_LINE));
 
@@ -267,7 +269,8 @@ mod tests {
         expected.extend_from_slice(b"\nshort\n");
         assert_eq!(rendered, expected);
 
-        let tail = read_log(&path, &LogOptions { tail_lines: Some(1), timestamps: true, ..Default::default() }).unwrap();
+        let tail =
+            read_log(&path, &LogOptions { tail_lines: Some(1), timestamps: true, ..Default::default() }).unwrap();
         assert_eq!(tail, b"2024-05-01T10:20:30Z short\n");
     }
 

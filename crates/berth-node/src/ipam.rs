@@ -121,6 +121,7 @@ impl Ipam {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -9,6 +9,7 @@
 //!
 //! See docs/node.md for the design.
 
+pub mod agent;
 pub mod cgroups;
 pub mod command;
 pub mod config;
@@ -24,6 +25,7 @@ pub mod shim;
 pub mod spec;
 pub mod volumes;
 
+pub use agent::{AgentError, run, run_until};
 pub use config::{CapacityOverrides, Ipv4Cidr, NetworkConfig, NodeConfig};
 pub use crilog::{LogOptions, log_files, log_path, read_log};
 pub use runtime::{ContainerHandle, Runtime, RuntimeError};

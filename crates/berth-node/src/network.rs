@@ -77,31 +77,68 @@ pub async fn setup_host(config: &NetworkConfig) -> Result<(), NetworkError> {
         tracing::warn!("iptables not found: pods can reach each other and the host, but not beyond it");
         return Ok(());
     }
-    let cidr_text = cidr.to_string();
-    // With br_netfilter loaded, bridged pod-to-pod traffic crosses FORWARD: let it through
-    // even when the policy there is DROP (as Docker sets it).
-    let mut rules: Vec<(&str, &str, Vec<&str>)> = vec![
-        ("filter", "FORWARD", vec!["-i", bridge, "-j", "ACCEPT"]),
-        ("filter", "FORWARD", vec!["-o", bridge, "-j", "ACCEPT"]),
-    ];
-    if config.masquerade {
-        rules.push(("nat", "POSTROUTING", vec!["-s", &cidr_text, "!", "-d", &cidr_text, "-j", "MASQUERADE"]));
-    }
-    for (table, chain, spec) in rules {
-        let mut rule = spec.clone();
-        rule.extend(["-m", "comment", "--comment", RULE_COMMENT]);
-        let with = |action: &'static str| {
-            let mut args = vec!["-w", "-t", table, action, chain];
-            args.extend(rule.iter().copied());
-            args
-        };
-        if command::run(IPTABLES, &with("-C"), None).await.is_err() {
-            if let Err(error) = command::run(IPTABLES, &with("-A"), None).await {
-                tracing::warn!(%error, "cannot install iptables rule; pods may not reach outside the host");
-            }
+    for rule in iptables_rules(config) {
+        if command::run(IPTABLES, &rule.args("-C"), None).await.is_err()
+            && let Err(error) = command::run(IPTABLES, &rule.args("-A"), None).await
+        {
+            tracing::warn!(%error, "cannot install iptables rule; pods may not reach outside the host");
         }
     }
     Ok(())
+}
+
+/// Removes the bridge and the iptables rules [`setup_host`] installed (pods must be gone).
+pub async fn remove_host(config: &NetworkConfig) {
+    if command::available(Path::new(IPTABLES)) {
+        for rule in iptables_rules(config) {
+            // -D removes one copy; repeat while the rule is there.
+            while command::run(IPTABLES, &rule.args("-C"), None).await.is_ok() {
+                if command::run(IPTABLES, &rule.args("-D"), None).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    if Path::new("/sys/class/net").join(&config.bridge).exists()
+        && let Err(error) = command::run(IP, &["link", "del", config.bridge.as_str()], None).await
+    {
+        tracing::warn!(%error, bridge = %config.bridge, "cannot delete the pod bridge");
+    }
+}
+
+struct IptablesRule {
+    table: &'static str,
+    chain: &'static str,
+    spec: Vec<String>,
+}
+
+impl IptablesRule {
+    fn args(&self, action: &str) -> Vec<String> {
+        let mut args: Vec<String> = ["-w", "-t", self.table, action, self.chain].map(str::to_owned).to_vec();
+        args.extend(self.spec.iter().cloned());
+        args.extend(["-m", "comment", "--comment", RULE_COMMENT].map(str::to_owned));
+        args
+    }
+}
+
+fn iptables_rules(config: &NetworkConfig) -> Vec<IptablesRule> {
+    let owned = |items: &[&str]| items.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    let bridge = config.bridge.as_str();
+    let cidr = config.pod_cidr.to_string();
+    // With br_netfilter loaded, bridged pod-to-pod traffic crosses FORWARD: let it through
+    // even when the policy there is DROP (as Docker sets it).
+    let mut rules = vec![
+        IptablesRule { table: "filter", chain: "FORWARD", spec: owned(&["-i", bridge, "-j", "ACCEPT"]) },
+        IptablesRule { table: "filter", chain: "FORWARD", spec: owned(&["-o", bridge, "-j", "ACCEPT"]) },
+    ];
+    if config.masquerade {
+        rules.push(IptablesRule {
+            table: "nat",
+            chain: "POSTROUTING",
+            spec: owned(&["-s", &cidr, "!", "-d", &cidr, "-j", "MASQUERADE"]),
+        });
+    }
+    rules
 }
 
 /// Creates the pod's network namespace with `lo` up and `eth0` addressed in the pod CIDR,
@@ -145,19 +182,20 @@ async fn configure(config: &NetworkConfig, info: &PodNetworkInfo) -> Result<(), 
 /// Removes the pod's namespace and veth. Best effort: what is already gone is fine.
 pub async fn detach_pod(info: &PodNetworkInfo) {
     // Deleting the veth from the host side removes its peer in the pod.
-    if Path::new("/sys/class/net").join(&info.host_veth).exists() {
-        if let Err(error) = command::run(IP, &["link", "del", info.host_veth.as_str()], None).await {
-            tracing::warn!(%error, veth = %info.host_veth, "cannot delete pod veth");
-        }
+    if Path::new("/sys/class/net").join(&info.host_veth).exists()
+        && let Err(error) = command::run(IP, &["link", "del", info.host_veth.as_str()], None).await
+    {
+        tracing::warn!(%error, veth = %info.host_veth, "cannot delete pod veth");
     }
-    if info.netns_path().exists() {
-        if let Err(error) = command::run(IP, &["netns", "del", info.netns.as_str()], None).await {
-            tracing::warn!(%error, netns = %info.netns, "cannot delete pod network namespace");
-        }
+    if info.netns_path().exists()
+        && let Err(error) = command::run(IP, &["netns", "del", info.netns.as_str()], None).await
+    {
+        tracing::warn!(%error, netns = %info.netns, "cannot delete pod network namespace");
     }
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

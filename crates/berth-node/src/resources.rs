@@ -12,7 +12,8 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 /// `value * 10^scale` (or `* 2^scale` when `binary`) as an exact integer ratio.
 fn parse(text: &str) -> Option<(i128, i32, u32)> {
     let text = text.trim();
-    let number_end = text.find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-')).unwrap_or(text.len());
+    let number_end =
+        text.find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-')).unwrap_or(text.len());
     let (number, suffix) = text.split_at(number_end);
     let (negative, number) = match number.strip_prefix('-') {
         Some(rest) => (true, rest),
@@ -198,6 +199,7 @@ pub fn cpu_quota(limit_millis: i64) -> i64 {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -226,13 +228,20 @@ mod tests {
         };
         Container {
             name: "c".into(),
-            resources: Some(ResourceRequirements { limits: map(limits), requests: map(requests), ..Default::default() }),
+            resources: Some(ResourceRequirements {
+                limits: map(limits),
+                requests: map(requests),
+                ..Default::default()
+            }),
             ..Default::default()
         }
     }
 
     fn pod(containers: Vec<Container>) -> Pod {
-        Pod { spec: Some(k8s_openapi::api::core::v1::PodSpec { containers, ..Default::default() }), ..Default::default() }
+        Pod {
+            spec: Some(k8s_openapi::api::core::v1::PodSpec { containers, ..Default::default() }),
+            ..Default::default()
+        }
     }
 
     #[test]

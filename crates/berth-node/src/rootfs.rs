@@ -23,8 +23,13 @@ pub struct RootfsError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum TopLevel {
     /// Merged-/usr systems: `/bin -> usr/bin` is recreated as the same symlink.
-    Symlink { name: String, target: PathBuf },
-    BindReadOnly { name: String },
+    Symlink {
+        name: String,
+        target: PathBuf,
+    },
+    BindReadOnly {
+        name: String,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -162,6 +167,7 @@ fn collect_skeleton(host_dir: &Path, relative: &Path, depth: usize, exclude: &Pa
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

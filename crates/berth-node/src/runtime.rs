@@ -166,6 +166,16 @@ const TERMINATION_LOG: &str = "termination-log";
 const CONTAINER_RECORD: &str = "container.json";
 const SANDBOX_FILE: &str = "sandbox.json";
 
+/// The pod-level inputs of a container start.
+#[derive(Debug, Clone, Copy)]
+pub struct PodRun<'a> {
+    pub sandbox: &'a Sandbox,
+    pub pod: &'a Pod,
+    pub inputs: &'a PodInputs,
+    pub volumes: &'a PreparedVolumes,
+    pub placement: &'a PodPlacement,
+}
+
 /// Output of a command run inside a container.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExecOutput {
@@ -180,6 +190,47 @@ pub struct Runtime {
     host_image: HostImage,
     cgroups: CgroupMounts,
     host_resolv_conf: String,
+    limits: HostLimits,
+}
+
+/// What Berth itself may hand to containers; it may run with less than full root (inside a
+/// user namespace or a VM sandbox without CAP_SYS_RESOURCE, as on the test machines).
+#[derive(Debug, Clone, Copy)]
+struct HostLimits {
+    /// Bounding capability set (bit n = capability n).
+    capabilities: u64,
+    /// Lowest `oom_score_adj` settable: Berth's own unless it holds CAP_SYS_RESOURCE.
+    min_oom_score_adj: i32,
+}
+
+const CAP_SYS_RESOURCE: u32 = 24;
+
+impl HostLimits {
+    fn detect() -> HostLimits {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let mask = |field: &str| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix(field))
+                .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+                .unwrap_or(u64::MAX)
+        };
+        let capabilities = mask("CapBnd:");
+        let effective = mask("CapEff:");
+        let own_score = std::fs::read_to_string("/proc/self/oom_score_adj")
+            .ok()
+            .and_then(|text| text.trim().parse::<i32>().ok())
+            .unwrap_or(0);
+        let min_oom_score_adj = if effective & (1 << CAP_SYS_RESOURCE) != 0 { -1000 } else { own_score };
+        HostLimits { capabilities, min_oom_score_adj }
+    }
+
+    fn capability_available(&self, name: &str) -> bool {
+        spec::ALL_CAPABILITIES
+            .iter()
+            .position(|known| *known == name)
+            .is_none_or(|bit| bit >= 64 || self.capabilities & (1 << bit) != 0)
+    }
 }
 
 fn check_uid(uid: &str) -> Result<(), RuntimeError> {
@@ -194,7 +245,9 @@ impl Runtime {
         if euid != 0 {
             return Err(RuntimeError::NotRoot(euid));
         }
-        for (program, package) in [(config.runc.as_path(), "runc"), (Path::new("ip"), "iproute2"), (Path::new("unshare"), "util-linux")] {
+        for (program, package) in
+            [(config.runc.as_path(), "runc"), (Path::new("ip"), "iproute2"), (Path::new("unshare"), "util-linux")]
+        {
             if !command::available(program) {
                 return Err(RuntimeError::MissingTool { program: program.display().to_string(), package });
             }
@@ -207,7 +260,14 @@ impl Runtime {
         network::setup_host(&config.network).await?;
         let host_image = HostImage::from_host(&config.data_dir);
         let host_resolv_conf = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-        Ok(Runtime { config, ipam, host_image, cgroups: CgroupMounts::detect(), host_resolv_conf })
+        let limits = HostLimits::detect();
+        if limits.min_oom_score_adj > -1000 {
+            tracing::info!(
+                min = limits.min_oom_score_adj,
+                "no CAP_SYS_RESOURCE: container oom_score_adj is kept at or above Berth's own"
+            );
+        }
+        Ok(Runtime { config, ipam, host_image, cgroups: CgroupMounts::detect(), host_resolv_conf, limits })
     }
 
     pub fn config(&self) -> &NodeConfig {
@@ -294,7 +354,13 @@ impl Runtime {
         }
     }
 
-    async fn build_sandbox(&self, pod: &Pod, uid: &str, ip: std::net::Ipv4Addr, dir: &Path) -> Result<Sandbox, RuntimeError> {
+    async fn build_sandbox(
+        &self,
+        pod: &Pod,
+        uid: &str,
+        ip: std::net::Ipv4Addr,
+        dir: &Path,
+    ) -> Result<Sandbox, RuntimeError> {
         let network = network::attach_pod(&self.config.network, uid, ip).await?;
         let hostname = sandbox::pod_hostname(pod);
         let write = |name: &str, text: String| {
@@ -339,10 +405,10 @@ impl Runtime {
             host_veth: network::host_veth_name(uid),
         });
         network::detach_pod(&info).await;
-        if let Ok(Some(ip)) = self.ipam.find(uid) {
-            if let Err(error) = self.ipam.release(ip, uid) {
-                tracing::warn!(%error, uid, "cannot release pod IP");
-            }
+        if let Ok(Some(ip)) = self.ipam.find(uid)
+            && let Err(error) = self.ipam.release(ip, uid)
+        {
+            tracing::warn!(%error, uid, "cannot release pod IP");
         }
         for name in ["uts", "ipc"] {
             // Fails harmlessly when nothing is mounted there.
@@ -375,14 +441,11 @@ impl Runtime {
     /// Creates and starts attempt `attempt` of `container`; returns once it runs.
     pub async fn start_container(
         &self,
-        sandbox: &Sandbox,
-        pod: &Pod,
+        pod_run: &PodRun<'_>,
         container: &Container,
         attempt: u32,
-        inputs: &PodInputs,
-        volumes: &PreparedVolumes,
-        placement: &PodPlacement,
     ) -> Result<ContainerHandle, RuntimeError> {
+        let PodRun { sandbox, pod, inputs, volumes, placement } = *pod_run;
         let uid = sandbox.uid.as_str();
         check_uid(uid)?;
         let image = container.image.clone().unwrap_or_default();
@@ -395,7 +458,9 @@ impl Runtime {
         if state_dir.exists() {
             // Left over from a start that did not finish (Berth stopped half-way).
             let _ = self.runc(&["delete", "--force", id.as_str()]).await;
-            tokio::fs::remove_dir_all(&state_dir).await.map_err(io_context(format!("removing {}", state_dir.display())))?;
+            tokio::fs::remove_dir_all(&state_dir)
+                .await
+                .map_err(io_context(format!("removing {}", state_dir.display())))?;
         }
         tokio::fs::create_dir_all(&state_dir).await.map_err(io_context(format!("creating {}", state_dir.display())))?;
         self.host_image.prepare_rootfs(&state_dir.join("rootfs"))?;
@@ -457,7 +522,7 @@ impl Runtime {
         };
         // Opened while we still hold the child, so the PID cannot have been reused.
         let pidfd = pidfd_open(pid, PidfdFlags::empty()).map_err(|e| RuntimeError::Shim(format!("pidfd_open: {e}")))?;
-        let pidfd = AsyncFd::new(pidfd).map_err(|e| RuntimeError::Shim(format!("watching the shim: {e}")))?;
+        let pidfd = watch_fd(pidfd).map_err(|e| RuntimeError::Shim(format!("watching the shim: {e}")))?;
         std::fs::write(state_dir.join(shim::SHIM_PID_FILE), pid.as_raw_nonzero().to_string())
             .map_err(io_context("writing shim.pid"))?;
         let Some(stdout) = child.stdout.take() else {
@@ -496,7 +561,12 @@ impl Runtime {
         let mut mounts = vec![
             Mount::new("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"]),
             Mount::new("/dev", "tmpfs", "tmpfs", &["nosuid", "strictatime", "mode=755", "size=65536k"]),
-            Mount::new("/dev/pts", "devpts", "devpts", &["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]),
+            Mount::new(
+                "/dev/pts",
+                "devpts",
+                "devpts",
+                &["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"],
+            ),
             Mount::new("/dev/shm", "tmpfs", "shm", &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]),
             Mount::new("/dev/mqueue", "mqueue", "mqueue", &["nosuid", "noexec", "nodev"]),
             Mount::new("/sys", "sysfs", "sysfs", sys_options),
@@ -507,7 +577,8 @@ impl Runtime {
         for file in ["hosts", "hostname", "resolv.conf"] {
             mounts.push(Mount::bind(&format!("/etc/{file}"), &sandbox_dir.join(file).display().to_string(), false));
         }
-        let termination_path = container.termination_message_path.clone().unwrap_or_else(|| "/dev/termination-log".to_owned());
+        let termination_path =
+            container.termination_message_path.clone().unwrap_or_else(|| "/dev/termination-log".to_owned());
         mounts.push(Mount::bind(&termination_path, &state_dir.join(TERMINATION_LOG).display().to_string(), false));
 
         let mut volume_mounts = Vec::new();
@@ -528,7 +599,8 @@ impl Runtime {
                 }
                 source = source.join(relative);
                 if std::fs::symlink_metadata(&source).is_err() && !volume.force_read_only {
-                    std::fs::create_dir_all(&source).map_err(io_context(format!("creating subPath {}", source.display())))?;
+                    std::fs::create_dir_all(&source)
+                        .map_err(io_context(format!("creating subPath {}", source.display())))?;
                 }
             }
             let read_only = mount.read_only.unwrap_or(false) || volume.force_read_only;
@@ -549,11 +621,12 @@ impl Runtime {
             quota: resources.cpu_limit_millis.map(crate::resources::cpu_quota),
             period: resources.cpu_limit_millis.map(|_| crate::resources::CPU_PERIOD_US),
         };
-        let capabilities = oci::Capabilities {
-            bounding: process.capabilities.clone(),
-            effective: process.capabilities.clone(),
-            permitted: process.capabilities.clone(),
-        };
+        // A capability Berth lacks cannot be given (runc would fail); privileged pods get
+        // everything Berth has.
+        let granted: Vec<String> =
+            process.capabilities.iter().filter(|cap| self.limits.capability_available(cap)).cloned().collect();
+        let capabilities =
+            oci::Capabilities { bounding: granted.clone(), effective: granted.clone(), permitted: granted };
         let (masked_paths, readonly_paths) = if process.privileged {
             (Vec::new(), Vec::new())
         } else {
@@ -580,13 +653,17 @@ impl Runtime {
             oci_version: "1.0.2".to_owned(),
             process: oci::Process {
                 terminal: false,
-                user: oci::User { uid: process.uid, gid: process.gid, additional_gids: process.additional_gids.clone() },
+                user: oci::User {
+                    uid: process.uid,
+                    gid: process.gid,
+                    additional_gids: process.additional_gids.clone(),
+                },
                 args: process.argv.clone(),
                 env: process.env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
                 cwd: process.cwd.clone(),
                 capabilities,
                 no_new_privileges: process.no_new_privileges,
-                oom_score_adj: Some(process.oom_score_adj),
+                oom_score_adj: Some(process.oom_score_adj.max(self.limits.min_oom_score_adj)),
             },
             root: oci::Root { path: "rootfs".to_owned(), readonly: process.read_only_root },
             hostname: Some(sandbox.hostname.clone()),
@@ -668,7 +745,12 @@ impl Runtime {
     }
 
     /// Runs `argv` inside the container (exec probes); kills the runc client on timeout.
-    pub async fn exec_sync(&self, handle: &ContainerHandle, argv: &[String], timeout: Duration) -> Result<ExecOutput, RuntimeError> {
+    pub async fn exec_sync(
+        &self,
+        handle: &ContainerHandle,
+        argv: &[String],
+        timeout: Duration,
+    ) -> Result<ExecOutput, RuntimeError> {
         let root = self.runc_root();
         let child = tokio::process::Command::new(&self.config.runc)
             .arg("--root")
@@ -681,7 +763,12 @@ impl Runtime {
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
-            .map_err(|e| RuntimeError::Command(CommandError::Spawn { program: self.config.runc.display().to_string(), source: e }))?;
+            .map_err(|e| {
+                RuntimeError::Command(CommandError::Spawn {
+                    program: self.config.runc.display().to_string(),
+                    source: e,
+                })
+            })?;
         match tokio::time::timeout(timeout, child.wait_with_output()).await {
             Ok(Ok(output)) => {
                 let mut combined = output.stdout;
@@ -742,6 +829,23 @@ impl Runtime {
         ContainerHandle { record, state_dir, shim: None }
     }
 
+    /// Forgets attempts of container `name` older than `keep_from`: their bundles and logs.
+    /// Kubelet likewise keeps only the current and the previous attempt.
+    pub async fn prune_attempts(&self, uid: &str, name: &str, keep_from: u32) {
+        if check_uid(uid).is_err() {
+            return;
+        }
+        for attempt in 0..keep_from {
+            let dir = self.container_dir(uid, name, attempt);
+            if tokio::fs::metadata(&dir).await.is_ok() {
+                if let Err(error) = tokio::fs::remove_dir_all(&dir).await {
+                    tracing::warn!(%error, dir = %dir.display(), "cannot remove old container attempt");
+                }
+            }
+            let _ = tokio::fs::remove_file(self.log_path(uid, name, attempt)).await;
+        }
+    }
+
     /// Removes the on-disk state of an ended container attempt (its log stays).
     pub async fn remove_container(&self, handle: &ContainerHandle) -> Result<(), RuntimeError> {
         match tokio::fs::remove_dir_all(&handle.state_dir).await {
@@ -763,5 +867,13 @@ fn open_shim(state_dir: &Path, shim_pid: i32) -> Option<AsyncFd<OwnedFd>> {
     if !is_our_shim {
         return None;
     }
-    AsyncFd::new(pidfd).ok()
+    watch_fd(pidfd).ok()
+}
+
+/// Registers a pidfd with tokio's reactor.
+#[allow(deprecated)]
+fn watch_fd(fd: OwnedFd) -> std::io::Result<AsyncFd<OwnedFd>> {
+    // `AsyncFd::new` is deprecated because a borrowed descriptor could be closed while
+    // registered; here the `AsyncFd` owns the `OwnedFd`, so nothing else can close it.
+    AsyncFd::new(fd)
 }

@@ -133,6 +133,7 @@ fn dedup(items: &mut Vec<String>) {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::{HostAlias, PodDNSConfig, PodSpec};
@@ -154,7 +155,10 @@ mod tests {
         let with_subdomain = hosts_file(
             &pod(PodSpec {
                 subdomain: Some("db".into()),
-                host_aliases: Some(vec![HostAlias { ip: "1.2.3.4".into(), hostnames: Some(vec!["a".into(), "b".into()]) }]),
+                host_aliases: Some(vec![HostAlias {
+                    ip: "1.2.3.4".into(),
+                    hostnames: Some(vec!["a".into(), "b".into()]),
+                }]),
                 ..Default::default()
             }),
             Ipv4Addr::new(10, 88, 0, 9),

@@ -243,10 +243,10 @@ fn supervise(config: &ShimConfig, state_dir: &Path, created: Created) {
                     *file = None;
                 }
                 Ok(n) => {
-                    if let Some(log) = log.as_mut() {
-                        if let Err(error) = log.write(*stream, &buf[..n], Timestamp::now()) {
-                            eprintln!("writing log: {error}");
-                        }
+                    if let Some(log) = log.as_mut()
+                        && let Err(error) = log.write(*stream, &buf[..n], Timestamp::now())
+                    {
+                        eprintln!("writing log: {error}");
                     }
                 }
             }
@@ -323,6 +323,7 @@ pub fn read_exit_record(state_dir: &Path) -> Option<ExitRecord> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -174,8 +174,10 @@ pub fn capabilities(security: Option<&SecurityContext>) -> Vec<String> {
     }
     let mut set: Vec<String> = DEFAULT_CAPABILITIES.iter().map(|c| (*c).to_owned()).collect();
     let caps = security.and_then(|s| s.capabilities.as_ref());
-    let drop: Vec<String> = caps.and_then(|c| c.drop.as_ref()).into_iter().flatten().map(|c| normalize_capability(c)).collect();
-    let add: Vec<String> = caps.and_then(|c| c.add.as_ref()).into_iter().flatten().map(|c| normalize_capability(c)).collect();
+    let drop: Vec<String> =
+        caps.and_then(|c| c.drop.as_ref()).into_iter().flatten().map(|c| normalize_capability(c)).collect();
+    let add: Vec<String> =
+        caps.and_then(|c| c.add.as_ref()).into_iter().flatten().map(|c| normalize_capability(c)).collect();
     if drop.iter().any(|c| c == "CAP_ALL") {
         set.clear();
     } else {
@@ -387,11 +389,9 @@ fn env_var_value(
     }
     if let Some(resource) = &source.resource_field_ref {
         let target = match resource.container_name.as_deref() {
-            Some(name) if name != container.name => pod
-                .spec
-                .as_ref()
-                .and_then(|s| s.containers.iter().find(|c| c.name == name))
-                .unwrap_or(container),
+            Some(name) if name != container.name => {
+                pod.spec.as_ref().and_then(|s| s.containers.iter().find(|c| c.name == name)).unwrap_or(container)
+            }
             _ => container,
         };
         return resource_field_ref(target, placement, &resource.resource, resource.divisor.as_ref()).map(Some);
@@ -422,8 +422,13 @@ pub fn process_spec(
 ) -> Result<ProcessSpec, SpecError> {
     let env = environment(pod, container, inputs, placement, hostname)?;
     let lookup = |name: &str| env.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
-    let argv: Vec<String> =
-        container.command.iter().flatten().chain(container.args.iter().flatten()).map(|arg| expand(arg, lookup)).collect();
+    let argv: Vec<String> = container
+        .command
+        .iter()
+        .flatten()
+        .chain(container.args.iter().flatten())
+        .map(|arg| expand(arg, lookup))
+        .collect();
     if argv.is_empty() {
         return Err(SpecError::NoCommand);
     }
@@ -470,6 +475,7 @@ pub fn process_spec(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::{
@@ -533,7 +539,10 @@ mod tests {
                 EnvVar {
                     name: "POD".into(),
                     value_from: Some(EnvVarSource {
-                        field_ref: Some(ObjectFieldSelector { field_path: "metadata.name".into(), ..Default::default() }),
+                        field_ref: Some(ObjectFieldSelector {
+                            field_path: "metadata.name".into(),
+                            ..Default::default()
+                        }),
                         ..Default::default()
                     }),
                     ..Default::default()
@@ -564,7 +573,11 @@ mod tests {
                 EnvVar {
                     name: "MODE".into(),
                     value_from: Some(EnvVarSource {
-                        config_map_key_ref: Some(ConfigMapKeySelector { name: "settings".into(), key: "mode".into(), optional: None }),
+                        config_map_key_ref: Some(ConfigMapKeySelector {
+                            name: "settings".into(),
+                            key: "mode".into(),
+                            optional: None,
+                        }),
                         ..Default::default()
                     }),
                     ..Default::default()
@@ -615,8 +628,12 @@ mod tests {
             ..Default::default()
         };
         let mut pod = pod_with(container.clone());
-        pod.spec.as_mut().unwrap().security_context =
-            Some(PodSecurityContext { run_as_group: Some(3000), supplemental_groups: Some(vec![44]), fs_group: Some(2000), ..Default::default() });
+        pod.spec.as_mut().unwrap().security_context = Some(PodSecurityContext {
+            run_as_group: Some(3000),
+            supplemental_groups: Some(vec![44]),
+            fs_group: Some(2000),
+            ..Default::default()
+        });
         let spec = process_spec(&pod, &container, &PodInputs::default(), &placement(), "web-1").unwrap();
         assert_eq!((spec.uid, spec.gid), (1000, 3000));
         assert_eq!(spec.additional_gids, vec![44, 2000]);

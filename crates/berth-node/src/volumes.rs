@@ -21,7 +21,9 @@ pub enum VolumeError {
     MissingKey { volume: String, kind: &'static str, key: String },
     #[error("MountVolume.SetUp failed for volume \"{volume}\" : invalid path {path:?}")]
     InvalidPath { volume: String, path: String },
-    #[error("MountVolume.SetUp failed for volume \"{volume}\" : hostPath type check failed: {path} is not a {expected}")]
+    #[error(
+        "MountVolume.SetUp failed for volume \"{volume}\" : hostPath type check failed: {path} is not a {expected}"
+    )]
     HostPathType { volume: String, path: String, expected: &'static str },
     #[error("volume \"{volume}\" has an unsupported type ({kind}); supported: emptyDir, hostPath, configMap, secret")]
     Unsupported { volume: String, kind: String },
@@ -77,8 +79,15 @@ fn prepare_one(volume: &Volume, volumes_dir: &Path, inputs: &PodInputs) -> Resul
                 Some(bytes) => format!("mode=0777,size={bytes}"),
                 None => "mode=0777".to_owned(),
             };
-            rustix::mount::mount("tmpfs", &dir, "tmpfs", rustix::mount::MountFlags::NOSUID | rustix::mount::MountFlags::NODEV, options.as_str())
-                .map_err(|errno| VolumeError::Io { volume: name.to_owned(), path: dir.clone(), source: errno.into() })?;
+            let options = std::ffi::CString::new(options).map_err(|e| VolumeError::Io {
+                volume: name.to_owned(),
+                path: dir.clone(),
+                source: std::io::Error::other(e),
+            })?;
+            let flags = rustix::mount::MountFlags::NOSUID | rustix::mount::MountFlags::NODEV;
+            rustix::mount::mount("tmpfs", &dir, "tmpfs", flags, Some(options.as_c_str())).map_err(|errno| {
+                VolumeError::Io { volume: name.to_owned(), path: dir.clone(), source: errno.into() }
+            })?;
         }
         return Ok(PreparedVolume { host_path: dir, force_read_only: false });
     }
@@ -184,10 +193,10 @@ const DATA_LINK: &str = "..data";
 pub fn write_atomic(dir: &Path, files: &BTreeMap<PathBuf, (Vec<u8>, u32)>) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let current = std::fs::read_link(dir.join(DATA_LINK)).ok();
-    if let Some(current) = &current {
-        if same_contents(&dir.join(current), files) {
-            return Ok(());
-        }
+    if let Some(current) = &current
+        && same_contents(&dir.join(current), files)
+    {
+        return Ok(());
     }
     let stamp = format!("..{}", k8s_openapi::jiff::Timestamp::now().strftime("%Y_%m_%d_%H_%M_%S.%f"));
     let data_dir = dir.join(&stamp);
@@ -253,24 +262,26 @@ fn collect_files(dir: &Path, relative: &Path, out: &mut Vec<PathBuf>) {
 }
 
 fn check_host_path(volume: &str, path: &Path, kind: &str) -> Result<(), VolumeError> {
-    let mismatch = |expected| VolumeError::HostPathType {
-        volume: volume.to_owned(),
-        path: path.display().to_string(),
-        expected,
-    };
+    let mismatch =
+        |expected| VolumeError::HostPathType { volume: volume.to_owned(), path: path.display().to_string(), expected };
     let meta = std::fs::metadata(path);
     match kind {
         "" => Ok(()),
         "DirectoryOrCreate" => {
             if meta.is_err() {
                 std::fs::create_dir_all(path).map_err(io_error(volume, path))?;
-                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).map_err(io_error(volume, path))?;
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+                    .map_err(io_error(volume, path))?;
                 return Ok(());
             }
             if meta.is_ok_and(|m| m.is_dir()) { Ok(()) } else { Err(mismatch("directory")) }
         }
         "Directory" => {
-            if meta.is_ok_and(|m| m.is_dir()) { Ok(()) } else { Err(mismatch("directory")) }
+            if meta.is_ok_and(|m| m.is_dir()) {
+                Ok(())
+            } else {
+                Err(mismatch("directory"))
+            }
         }
         "FileOrCreate" => {
             if meta.is_err() {
@@ -278,22 +289,39 @@ fn check_host_path(volume: &str, path: &Path, kind: &str) -> Result<(), VolumeEr
                     std::fs::create_dir_all(parent).map_err(io_error(volume, path))?;
                 }
                 std::fs::File::create(path).map_err(io_error(volume, path))?;
-                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).map_err(io_error(volume, path))?;
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))
+                    .map_err(io_error(volume, path))?;
                 return Ok(());
             }
             if meta.is_ok_and(|m| m.is_file()) { Ok(()) } else { Err(mismatch("file")) }
         }
         "File" => {
-            if meta.is_ok_and(|m| m.is_file()) { Ok(()) } else { Err(mismatch("file")) }
+            if meta.is_ok_and(|m| m.is_file()) {
+                Ok(())
+            } else {
+                Err(mismatch("file"))
+            }
         }
         "Socket" => {
-            if meta.is_ok_and(|m| m.file_type().is_socket()) { Ok(()) } else { Err(mismatch("socket")) }
+            if meta.is_ok_and(|m| m.file_type().is_socket()) {
+                Ok(())
+            } else {
+                Err(mismatch("socket"))
+            }
         }
         "CharDevice" => {
-            if meta.is_ok_and(|m| m.file_type().is_char_device()) { Ok(()) } else { Err(mismatch("character device")) }
+            if meta.is_ok_and(|m| m.file_type().is_char_device()) {
+                Ok(())
+            } else {
+                Err(mismatch("character device"))
+            }
         }
         "BlockDevice" => {
-            if meta.is_ok_and(|m| m.file_type().is_block_device()) { Ok(()) } else { Err(mismatch("block device")) }
+            if meta.is_ok_and(|m| m.file_type().is_block_device()) {
+                Ok(())
+            } else {
+                Err(mismatch("block device"))
+            }
         }
         _ => Err(mismatch("known hostPath type")),
     }
@@ -311,15 +339,16 @@ pub fn unmount_all(volumes_dir: &Path) {
     let empty_dirs = volumes_dir.join("empty-dir");
     for entry in std::fs::read_dir(&empty_dirs).into_iter().flatten().flatten() {
         let path = entry.path();
-        if is_mount_point(&path) {
-            if let Err(error) = rustix::mount::unmount(&path, rustix::mount::UnmountFlags::DETACH) {
-                tracing::warn!(path = %path.display(), %error, "cannot unmount emptyDir");
-            }
+        if is_mount_point(&path)
+            && let Err(error) = rustix::mount::unmount(&path, rustix::mount::UnmountFlags::DETACH)
+        {
+            tracing::warn!(path = %path.display(), %error, "cannot unmount emptyDir");
         }
     }
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::{ConfigMap, ConfigMapVolumeSource, HostPathVolumeSource, PodSpec};
@@ -361,13 +390,20 @@ mod tests {
         inputs.config_maps.insert(
             "site".into(),
             ConfigMap {
-                data: Some([("index.html".to_owned(), "hi".to_owned()), ("nginx.conf".to_owned(), "x".to_owned())].into()),
+                data: Some(
+                    [("index.html".to_owned(), "hi".to_owned()), ("nginx.conf".to_owned(), "x".to_owned())].into(),
+                ),
                 ..Default::default()
             },
         );
         let volume = |items: Option<Vec<KeyToPath>>, name: &str| Volume {
             name: "web".into(),
-            config_map: Some(ConfigMapVolumeSource { name: name.into(), items, default_mode: Some(0o440), optional: None }),
+            config_map: Some(ConfigMapVolumeSource {
+                name: name.into(),
+                items,
+                default_mode: Some(0o440),
+                optional: None,
+            }),
             ..Default::default()
         };
         let prepared = prepare(&pod(vec![volume(None, "site")]), dir.path(), &inputs).unwrap();

@@ -1,5 +1,6 @@
 //! The `berth` command: the one binary users run.
 
+mod podio;
 mod server;
 
 use std::{net::SocketAddr, path::PathBuf};
@@ -47,6 +48,8 @@ fn default_data_dir() -> PathBuf {
 }
 
 fn main() -> anyhow::Result<()> {
+    // Container shims are this same binary re-executed; they never reach the CLI.
+    berth_node::shim::run_if_requested();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)

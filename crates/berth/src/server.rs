@@ -42,7 +42,10 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let host = if host.contains(':') { format!("[{host}]") } else { host };
     let server_address = format!("{host}:{}", args.listen.port());
     let url = format!("https://{server_address}");
-    let state = berth_apiserver::build_state(store, pki.admin_token.clone(), server_address.clone(), None)
+    let node_dir = data_dir.join("node");
+    let pod_io: Option<Arc<dyn berth_apiserver::PodIo>> =
+        (!args.no_node).then(|| Arc::new(crate::podio::NodeLogs { data_dir: node_dir.clone() }) as _);
+    let state = berth_apiserver::build_state(store, pki.admin_token.clone(), server_address.clone(), pod_io)
         .await
         .context("starting the API")?;
     let listener = berth_apiserver::bind(args.listen).await?;
@@ -71,6 +74,16 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             }
         })
     });
+    let node = (!args.no_node).then(|| {
+        let client = client.clone();
+        let config = berth_node::NodeConfig::new(node_dir.clone());
+        let stop = shutdown.clone().cancelled_owned();
+        tokio::spawn(async move {
+            if let Err(e) = berth_node::run_until(client, config, stop).await {
+                tracing::error!(error = %e, "node agent stopped: pods on this machine will not run");
+            }
+        })
+    });
     println!("berth: API serving at {url}; export KUBECONFIG={}", kubeconfig.display());
 
     wait_for_signal().await;
@@ -79,6 +92,10 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         c.abort();
     }
     shutdown.cancel();
+    if let Some(n) = node {
+        // The agent stops watching; running pods are left to their shims.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), n).await;
+    }
     serve.await.context("server task")??;
     Ok(())
 }

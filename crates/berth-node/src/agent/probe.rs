@@ -1,0 +1,345 @@
+//! Startup, readiness and liveness probes (httpGet, tcpSocket, exec) with upstream's timing
+//! fields and defaults. One task per running container attempt; it reports threshold
+//! crossings to the pod worker and an `Unhealthy` event for every failed probe.
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Container, ObjectReference, Probe};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+use super::events::EventSink;
+use crate::runtime::{ContainerHandle, Runtime};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeKind {
+    Startup,
+    Readiness,
+    Liveness,
+}
+
+impl ProbeKind {
+    fn label(self) -> &'static str {
+        match self {
+            ProbeKind::Startup => "Startup",
+            ProbeKind::Readiness => "Readiness",
+            ProbeKind::Liveness => "Liveness",
+        }
+    }
+}
+
+/// What a probe task tells the worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbeSignal {
+    /// The startup probe passed (or there is none): the container counts as started.
+    Started,
+    Ready(bool),
+    /// Liveness or startup failed past its threshold: the container must be restarted.
+    Failed {
+        kind: ProbeKind,
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeUpdate {
+    pub container: String,
+    pub attempt: u32,
+    pub signal: ProbeSignal,
+}
+
+/// Upstream defaults for unset fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    pub initial_delay: Duration,
+    pub period: Duration,
+    pub timeout: Duration,
+    pub success_threshold: u32,
+    pub failure_threshold: u32,
+}
+
+impl Timing {
+    pub fn of(probe: &Probe) -> Timing {
+        let secs = |value: Option<i32>, default: u64| Duration::from_secs(value.map_or(default, |v| v.max(0) as u64));
+        let count = |value: Option<i32>, default: u32| value.map_or(default, |v| v.max(1) as u32);
+        Timing {
+            initial_delay: secs(probe.initial_delay_seconds, 0),
+            period: secs(probe.period_seconds, 10).max(Duration::from_secs(1)),
+            timeout: secs(probe.timeout_seconds, 1).max(Duration::from_secs(1)),
+            success_threshold: count(probe.success_threshold, 1),
+            failure_threshold: count(probe.failure_threshold, 3),
+        }
+    }
+}
+
+/// Everything a probe needs to reach its container.
+#[derive(Clone)]
+pub struct ProbeContext {
+    pub runtime: Arc<Runtime>,
+    pub handle: ContainerHandle,
+    pub container: Container,
+    pub pod_ip: Ipv4Addr,
+    pub pod_ref: ObjectReference,
+    pub events: EventSink,
+    pub updates: mpsc::Sender<ProbeUpdate>,
+}
+
+/// Aborts the probe task when the container attempt it watches is done with.
+pub struct ProbeTask(tokio::task::JoinHandle<()>);
+
+impl Drop for ProbeTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+pub fn spawn(context: ProbeContext) -> ProbeTask {
+    ProbeTask(tokio::spawn(run(context)))
+}
+
+async fn send(context: &ProbeContext, signal: ProbeSignal) {
+    let update =
+        ProbeUpdate { container: context.container.name.clone(), attempt: context.handle.record.attempt, signal };
+    let _ = context.updates.send(update).await;
+}
+
+async fn run(context: ProbeContext) {
+    if let Some(startup) = context.container.startup_probe.clone() {
+        if let Err(message) = until_threshold(&context, &startup, ProbeKind::Startup).await {
+            send(&context, ProbeSignal::Failed { kind: ProbeKind::Startup, message }).await;
+            return;
+        }
+    }
+    send(&context, ProbeSignal::Started).await;
+    let readiness = async {
+        match context.container.readiness_probe.clone() {
+            Some(probe) => watch_readiness(&context, &probe).await,
+            None => send(&context, ProbeSignal::Ready(true)).await,
+        }
+    };
+    let liveness = async {
+        if let Some(probe) = context.container.liveness_probe.clone() {
+            if let Err(message) = until_threshold(&context, &probe, ProbeKind::Liveness).await {
+                send(&context, ProbeSignal::Failed { kind: ProbeKind::Liveness, message }).await;
+            }
+        }
+    };
+    tokio::join!(readiness, liveness);
+}
+
+/// Startup: probes until success (Ok) or `failureThreshold` failures in a row (Err).
+/// Liveness: probes forever while healthy; Err after `failureThreshold` failures in a row.
+async fn until_threshold(context: &ProbeContext, probe: &Probe, kind: ProbeKind) -> Result<(), String> {
+    let timing = Timing::of(probe);
+    tokio::time::sleep(timing.initial_delay).await;
+    let mut failures = 0;
+    let mut successes = 0;
+    loop {
+        match check(context, probe, timing.timeout).await {
+            Ok(()) => {
+                failures = 0;
+                successes += 1;
+                if kind == ProbeKind::Startup && successes >= timing.success_threshold {
+                    return Ok(());
+                }
+            }
+            Err(message) => {
+                successes = 0;
+                failures += 1;
+                unhealthy(context, kind, &message);
+                if failures >= timing.failure_threshold {
+                    return Err(message);
+                }
+            }
+        }
+        tokio::time::sleep(timing.period).await;
+    }
+}
+
+async fn watch_readiness(context: &ProbeContext, probe: &Probe) {
+    let timing = Timing::of(probe);
+    tokio::time::sleep(timing.initial_delay).await;
+    // Nothing reported yet: the worker may hold either value (it keeps the last reported
+    // readiness of a container it found again after a restart).
+    let mut reported: Option<bool> = None;
+    let (mut successes, mut failures) = (0, 0);
+    loop {
+        match check(context, probe, timing.timeout).await {
+            Ok(()) => {
+                failures = 0;
+                successes += 1;
+                if reported != Some(true) && successes >= timing.success_threshold {
+                    reported = Some(true);
+                    send(context, ProbeSignal::Ready(true)).await;
+                }
+            }
+            Err(message) => {
+                successes = 0;
+                failures += 1;
+                unhealthy(context, ProbeKind::Readiness, &message);
+                if reported != Some(false) && failures >= timing.failure_threshold {
+                    reported = Some(false);
+                    send(context, ProbeSignal::Ready(false)).await;
+                }
+            }
+        }
+        tokio::time::sleep(timing.period).await;
+    }
+}
+
+fn unhealthy(context: &ProbeContext, kind: ProbeKind, message: &str) {
+    context.events.warning(&context.pod_ref, "Unhealthy", format!("{} probe failed: {message}", kind.label()));
+}
+
+fn resolve_port(container: &Container, port: &IntOrString) -> Result<u16, String> {
+    match port {
+        IntOrString::Int(number) => u16::try_from(*number).map_err(|_| format!("invalid port number: {number}")),
+        IntOrString::String(name) => container
+            .ports
+            .iter()
+            .flatten()
+            .find(|p| p.name.as_deref() == Some(name.as_str()))
+            .and_then(|p| u16::try_from(p.container_port).ok())
+            .ok_or_else(|| format!("couldn't find port: {name} in container {}", container.name)),
+    }
+}
+
+/// Runs the probe once: Ok on success, Err with upstream-like wording otherwise.
+pub async fn check(context: &ProbeContext, probe: &Probe, timeout: Duration) -> Result<(), String> {
+    if let Some(action) = &probe.http_get {
+        let port = resolve_port(&context.container, &action.port)?;
+        let host = action.host.clone().filter(|h| !h.is_empty()).unwrap_or_else(|| context.pod_ip.to_string());
+        let path = action.path.clone().filter(|p| !p.is_empty()).unwrap_or_else(|| "/".to_owned());
+        let path = if path.starts_with('/') { path } else { format!("/{path}") };
+        if action.scheme.as_deref().is_some_and(|s| s.eq_ignore_ascii_case("HTTPS")) {
+            return Err("HTTPS probes are not supported by this node yet".to_owned());
+        }
+        let headers: Vec<(String, String)> =
+            action.http_headers.iter().flatten().map(|h| (h.name.clone(), h.value.clone())).collect();
+        let url = format!("http://{host}:{port}{path}");
+        return match tokio::time::timeout(timeout, http_status(&host, port, &path, &headers)).await {
+            Ok(Ok(code)) if (200..400).contains(&code) => Ok(()),
+            Ok(Ok(code)) => Err(format!("HTTP probe failed with statuscode: {code}")),
+            Ok(Err(error)) => Err(format!("Get \"{url}\": {error}")),
+            Err(_) => Err(format!(
+                "Get \"{url}\": context deadline exceeded (Client.Timeout exceeded while awaiting headers)"
+            )),
+        };
+    }
+    if let Some(action) = &probe.tcp_socket {
+        let port = resolve_port(&context.container, &action.port)?;
+        let host = action.host.clone().filter(|h| !h.is_empty()).unwrap_or_else(|| context.pod_ip.to_string());
+        return match tokio::time::timeout(timeout, tokio::net::TcpStream::connect((host.as_str(), port))).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(error)) => Err(format!("dial tcp {host}:{port}: connect: {error}")),
+            Err(_) => Err(format!("dial tcp {host}:{port}: i/o timeout")),
+        };
+    }
+    if let Some(action) = &probe.exec {
+        let command = action.command.clone().unwrap_or_default();
+        return match context.runtime.exec_sync(&context.handle, &command, timeout).await {
+            Ok(output) if output.timed_out => Err(format!("command {command:?} timed out")),
+            Ok(output) if output.exit_code == 0 => Ok(()),
+            Ok(output) => {
+                let text = String::from_utf8_lossy(&output.output).trim().to_owned();
+                Err(if text.is_empty() {
+                    format!("command {command:?} exited with {}", output.exit_code)
+                } else {
+                    text
+                })
+            }
+            Err(error) => Err(error.to_string()),
+        };
+    }
+    if probe.grpc.is_some() {
+        return Err("gRPC probes are not supported by this node yet".to_owned());
+    }
+    Err("probe has no handler".to_owned())
+}
+
+/// A minimal HTTP/1.1 GET returning the status code.
+async fn http_status(host: &str, port: u16, path: &str, headers: &[(String, String)]) -> std::io::Result<u16> {
+    let mut stream = tokio::net::TcpStream::connect((host, port)).await?;
+    let mut request = format!("GET {path} HTTP/1.1\r\n");
+    let has = |name: &str| headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
+    if !has("Host") {
+        request.push_str(&format!("Host: {host}:{port}\r\n"));
+    }
+    if !has("User-Agent") {
+        request.push_str("User-Agent: kube-probe/1.32\r\n");
+    }
+    if !has("Accept") {
+        request.push_str("Accept: */*\r\n");
+    }
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("Connection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut head = Vec::with_capacity(256);
+    let mut buf = [0u8; 256];
+    while !head.windows(2).any(|w| w == b"\r\n") {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&buf[..n]);
+        if head.len() > 8192 {
+            break;
+        }
+    }
+    let line = String::from_utf8_lossy(&head);
+    line.split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse::<u16>().ok())
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "malformed HTTP response"))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::ContainerPort;
+
+    #[test]
+    fn timing_defaults_match_upstream() {
+        let timing = Timing::of(&Probe::default());
+        assert_eq!(timing.period, Duration::from_secs(10));
+        assert_eq!(timing.timeout, Duration::from_secs(1));
+        assert_eq!((timing.success_threshold, timing.failure_threshold), (1, 3));
+        assert_eq!(timing.initial_delay, Duration::ZERO);
+    }
+
+    #[test]
+    fn named_ports_resolve() {
+        let container = Container {
+            name: "web".into(),
+            ports: Some(vec![ContainerPort { name: Some("http".into()), container_port: 8080, ..Default::default() }]),
+            ..Default::default()
+        };
+        assert_eq!(resolve_port(&container, &IntOrString::String("http".into())), Ok(8080));
+        assert_eq!(resolve_port(&container, &IntOrString::Int(81)), Ok(81));
+        assert!(resolve_port(&container, &IntOrString::String("grpc".into())).is_err());
+    }
+
+    #[tokio::test]
+    async fn http_status_reads_the_status_line() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut request = vec![0u8; 1024];
+            let n = socket.read(&mut request).await.unwrap();
+            socket.write_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n").await.unwrap();
+            String::from_utf8_lossy(&request[..n]).into_owned()
+        });
+        let code = http_status("127.0.0.1", port, "/healthz", &[("X-Probe".into(), "yes".into())]).await.unwrap();
+        assert_eq!(code, 503);
+        let request = server.await.unwrap();
+        assert!(request.starts_with("GET /healthz HTTP/1.1\r\n"), "{request}");
+        assert!(request.contains("X-Probe: yes\r\n") && request.contains("User-Agent: kube-probe/"));
+    }
+}

@@ -1,0 +1,325 @@
+//! The container runtime for real, as root: sandboxes with their own IPs on a bridge, runc
+//! containers built from the `host` image, volumes, limits, logs, stop and clean-up, and
+//! containers that keep running across a restart of the runtime.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use berth_node::runtime::PodRun;
+use berth_node::spec::{PodInputs, PodPlacement};
+use berth_node::{LogOptions, Runtime, read_log};
+use common::{eventually, host_container, http_get, pod, skip_unless_capable, test_node};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, ConfigMapVolumeSource, EmptyDirVolumeSource, ResourceRequirements, SecurityContext, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+
+fn placement(runtime_ip: &str) -> PodPlacement {
+    PodPlacement {
+        pod_ip: runtime_ip.to_owned(),
+        host_ip: "127.0.0.1".to_owned(),
+        node_name: "test-node".to_owned(),
+        node_cpu_millis: 2000,
+        node_memory_bytes: 8 << 30,
+    }
+}
+
+const WAIT: Duration = Duration::from_secs(30);
+
+#[tokio::test]
+async fn pod_serves_http_from_its_own_ip_and_is_cleaned_up() {
+    skip_unless_capable!();
+    let node = test_node();
+    let runtime = Runtime::new(node.config.clone()).await.unwrap();
+
+    let mut web = host_container("web", &["python3", "-m", "http.server", "8080", "--directory", "/www"]);
+    web.volume_mounts = Some(vec![
+        VolumeMount { name: "site".into(), mount_path: "/www".into(), ..Default::default() },
+        VolumeMount { name: "scratch".into(), mount_path: "/scratch".into(), ..Default::default() },
+    ]);
+    web.resources = Some(ResourceRequirements {
+        limits: Some(BTreeMap::from([
+            ("memory".to_owned(), Quantity("64Mi".into())),
+            ("cpu".to_owned(), Quantity("500m".into())),
+        ])),
+        ..Default::default()
+    });
+    let mut pod = pod("web-0", vec![web.clone()]);
+    pod.spec.as_mut().unwrap().volumes = Some(vec![
+        Volume {
+            name: "site".into(),
+            config_map: Some(ConfigMapVolumeSource { name: "site".into(), ..Default::default() }),
+            ..Default::default()
+        },
+        Volume { name: "scratch".into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Default::default() },
+    ]);
+    let uid = pod.metadata.uid.clone().unwrap();
+    let mut inputs = PodInputs::default();
+    inputs.config_maps.insert(
+        "site".into(),
+        ConfigMap {
+            data: Some(BTreeMap::from([("index.html".to_owned(), "hello from berth\n".to_owned())])),
+            ..Default::default()
+        },
+    );
+
+    let sandbox = runtime.create_sandbox(&pod).await.unwrap();
+    assert!(node.config.network.pod_cidr.contains(sandbox.ip()));
+    let volumes = runtime.prepare_volumes(&pod, &inputs).unwrap();
+    let place = placement(&sandbox.ip().to_string());
+    let run = PodRun { sandbox: &sandbox, pod: &pod, inputs: &inputs, volumes: &volumes, placement: &place };
+    let handle = runtime.start_container(&run, &web, 0).await.unwrap();
+
+    // The host reaches the pod on its own IP.
+    let body = eventually("the pod to serve HTTP", WAIT, || async {
+        http_get(sandbox.ip(), 8080, "/index.html").await.ok().filter(|r| r.contains("200"))
+    })
+    .await;
+    assert!(body.contains("hello from berth"), "{body}");
+
+    // Pod identity and isolation, seen from inside.
+    let exec = |argv: &[&str]| {
+        let argv: Vec<String> = argv.iter().map(|s| (*s).to_owned()).collect();
+        let runtime = &runtime;
+        let handle = &handle;
+        async move { runtime.exec_sync(handle, &argv, Duration::from_secs(10)).await.unwrap() }
+    };
+    let hostname = exec(&["cat", "/etc/hostname"]).await;
+    assert_eq!(String::from_utf8_lossy(&hostname.output).trim(), "web-0");
+    let hosts = exec(&["cat", "/etc/hosts"]).await;
+    assert!(String::from_utf8_lossy(&hosts.output).contains(&format!("{}\tweb-0", sandbox.ip())));
+    let uname = exec(&["python3", "-c", "import socket; print(socket.gethostname())"]).await;
+    assert_eq!(String::from_utf8_lossy(&uname.output).trim(), "web-0");
+    let pid_one = exec(&["cat", "/proc/1/cmdline"]).await;
+    assert!(String::from_utf8_lossy(&pid_one.output).starts_with("python3"), "own PID namespace");
+    let usr_write = exec(&["touch", "/usr/berth-should-fail"]).await;
+    assert_ne!(usr_write.exit_code, 0, "/usr is read-only");
+    assert!(!Path::new("/usr/berth-should-fail").exists());
+    let tmp_write = exec(&["sh", "-c", "echo x > /tmp/ok && echo y > /var/ok && echo z > /scratch/ok"]).await;
+    assert_eq!(tmp_write.exit_code, 0, "{}", String::from_utf8_lossy(&tmp_write.output));
+    let eth0 = exec(&["cat", "/sys/class/net/eth0/address"]).await;
+    assert_eq!(eth0.exit_code, 0, "the pod has its own eth0");
+
+    // Limits reached the cgroup.
+    let memory_limit = format!("/sys/fs/cgroup/memory{}/pod{uid}/web/memory.limit_in_bytes", node.config.cgroup_parent);
+    if Path::new("/sys/fs/cgroup/memory").is_dir() {
+        assert_eq!(std::fs::read_to_string(&memory_limit).unwrap().trim(), (64 * 1024 * 1024).to_string());
+        let quota = format!("/sys/fs/cgroup/cpu{}/pod{uid}/web/cpu.cfs_quota_us", node.config.cgroup_parent);
+        assert_eq!(std::fs::read_to_string(&quota).unwrap().trim(), "50000");
+    }
+
+    // The request shows in the CRI log (python logs requests on stderr).
+    let log = runtime.log_path(&uid, "web", 0);
+    let raw = eventually("the request to be logged", WAIT, || async {
+        std::fs::read_to_string(&log).ok().filter(|t| t.contains("GET /index.html"))
+    })
+    .await;
+    let line = raw.lines().find(|l| l.contains("GET /index.html")).unwrap();
+    let fields: Vec<&str> = line.splitn(4, ' ').collect();
+    assert!(fields[0].ends_with('Z') && fields[0].contains('T'), "{line}");
+    assert_eq!(&fields[1..3], &["stderr", "F"]);
+    let rendered = read_log(&log, &LogOptions::default()).unwrap();
+    assert!(String::from_utf8_lossy(&rendered).contains("GET /index.html"));
+
+    // python installs no SIGTERM handler and, as PID 1 of its namespace, ignores SIGTERM:
+    // after the grace period it is killed, as on Kubernetes.
+    let exit = runtime.stop_container(&handle, Duration::from_secs(1)).await;
+    assert_eq!((exit.exit_code, exit.signal, exit.oom_killed), (137, Some(9), false), "{exit:?}");
+    assert!(http_get(sandbox.ip(), 8080, "/").await.is_err());
+
+    runtime.remove_pod(&uid).await.unwrap();
+    let netns = sandbox.network.netns_path();
+    assert!(!netns.exists(), "network namespace removed");
+    assert!(!Path::new("/sys/class/net").join(&sandbox.network.host_veth).exists(), "veth removed");
+    assert!(!node.data_dir.path().join("network/ipam").join(sandbox.ip().to_string()).exists(), "IP released");
+    assert!(
+        !Path::new(&format!("/sys/fs/cgroup/memory{}/pod{uid}", node.config.cgroup_parent)).exists(),
+        "cgroup removed"
+    );
+    assert!(!node.data_dir.path().join("pods").join(&uid).exists(), "pod directory removed");
+}
+
+#[tokio::test]
+async fn pods_reach_each_other_and_the_host_and_survive_a_runtime_restart() {
+    skip_unless_capable!();
+    let node = test_node();
+    let runtime = Runtime::new(node.config.clone()).await.unwrap();
+
+    let server = host_container("server", &["python3", "-m", "http.server", "8080", "--directory", "/etc"]);
+    let server_pod = pod("server", vec![server.clone()]);
+    let server_sandbox = runtime.create_sandbox(&server_pod).await.unwrap();
+    let no_inputs = PodInputs::default();
+    let volumes = runtime.prepare_volumes(&server_pod, &no_inputs).unwrap();
+    let place = placement(&server_sandbox.ip().to_string());
+    let run =
+        PodRun { sandbox: &server_sandbox, pod: &server_pod, inputs: &no_inputs, volumes: &volumes, placement: &place };
+    runtime.start_container(&run, &server, 0).await.unwrap();
+    eventually("the server pod", WAIT, || async { http_get(server_sandbox.ip(), 8080, "/hostname").await.ok() }).await;
+
+    // A second pod fetches from the first over the bridge, then from the host's gateway IP.
+    let fetch = format!(
+        "import urllib.request,sys; print(urllib.request.urlopen('http://{}:8080/hostname', timeout=5).read().decode())",
+        server_sandbox.ip()
+    );
+    let client = host_container("client", &["sleep", "3600"]);
+    let client_pod = pod("client", vec![client.clone()]);
+    let client_sandbox = runtime.create_sandbox(&client_pod).await.unwrap();
+    assert_ne!(client_sandbox.ip(), server_sandbox.ip());
+    let client_volumes = runtime.prepare_volumes(&client_pod, &no_inputs).unwrap();
+    let client_place = placement(&client_sandbox.ip().to_string());
+    let client_run = PodRun {
+        sandbox: &client_sandbox,
+        pod: &client_pod,
+        inputs: &no_inputs,
+        volumes: &client_volumes,
+        placement: &client_place,
+    };
+    let client_handle = runtime.start_container(&client_run, &client, 0).await.unwrap();
+    let out = runtime
+        .exec_sync(&client_handle, &["python3".into(), "-c".into(), fetch], Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.output).trim(), "server", "exit {}", out.exit_code);
+
+    let host_listener = tokio::net::TcpListener::bind((node.config.network.pod_cidr.gateway(), 0)).await.unwrap();
+    let port = host_listener.local_addr().unwrap().port();
+    let connect = format!(
+        "import socket; socket.create_connection(('{}', {port}), timeout=5).sendall(b'hi')",
+        node.config.network.pod_cidr.gateway()
+    );
+    let accepted = tokio::spawn(async move {
+        let (mut socket, _) = host_listener.accept().await.unwrap();
+        let mut buf = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut socket, &mut buf).await.unwrap();
+        buf
+    });
+    let out = runtime
+        .exec_sync(&client_handle, &["python3".into(), "-c".into(), connect], Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert_eq!(out.exit_code, 0, "{}", String::from_utf8_lossy(&out.output));
+    assert_eq!(accepted.await.unwrap(), b"hi");
+
+    // "Restart Berth": a new runtime over the same data dir finds both pods running, and the
+    // server still answers meanwhile.
+    drop(runtime);
+    let runtime = Runtime::new(node.config.clone()).await.unwrap();
+    assert!(http_get(server_sandbox.ip(), 8080, "/hostname").await.unwrap().contains("server"));
+    assert_eq!(runtime.sandbox(&server_sandbox.uid), Some(server_sandbox.clone()));
+    let mut uids = runtime.pod_uids();
+    uids.sort();
+    let mut expected = vec![server_sandbox.uid.clone(), client_sandbox.uid.clone()];
+    expected.sort();
+    assert_eq!(uids, expected);
+    for uid in [&server_sandbox.uid, &client_sandbox.uid] {
+        let containers = runtime.containers(uid).await;
+        assert_eq!(containers.len(), 1);
+        assert!(containers[0].exit_record().is_none(), "still running after the restart");
+        let exit = runtime.stop_container(&containers[0], Duration::from_secs(1)).await;
+        assert!(exit.signal.is_some() || exit.exit_code != 0, "{exit:?}");
+        runtime.remove_pod(uid).await.unwrap();
+    }
+    // Allocations were freed, so a new pod may get an address again.
+    assert!(
+        std::fs::read_dir(node.data_dir.path().join("network/ipam"))
+            .unwrap()
+            .flatten()
+            .all(|e| e.file_name() == "last_reserved")
+    );
+}
+
+#[tokio::test]
+async fn memory_limit_kills_with_oom_and_security_context_applies() {
+    skip_unless_capable!();
+    let node = test_node();
+    let runtime = Runtime::new(node.config.clone()).await.unwrap();
+
+    let mut hog = host_container(
+        "hog",
+        &[
+            "python3",
+            "-c",
+            "import sys; print('allocating', flush=True); x = bytearray(512 * 1024 * 1024); print('survived')",
+        ],
+    );
+    hog.resources = Some(ResourceRequirements {
+        limits: Some(BTreeMap::from([("memory".to_owned(), Quantity("32Mi".into()))])),
+        ..Default::default()
+    });
+    let mut locked = host_container(
+        "locked",
+        &[
+            "sh",
+            "-c",
+            "id -u; id -g; if touch /probe 2>/dev/null; then echo writable; else echo read-only; fi; grep CapEff /proc/self/status",
+        ],
+    );
+    locked.security_context = Some(SecurityContext {
+        run_as_user: Some(1000),
+        run_as_group: Some(1000),
+        read_only_root_filesystem: Some(true),
+        ..Default::default()
+    });
+    let pod = pod("limits", vec![hog.clone(), locked.clone()]);
+    let uid = pod.metadata.uid.clone().unwrap();
+    let sandbox = runtime.create_sandbox(&pod).await.unwrap();
+    let no_inputs = PodInputs::default();
+    let volumes = runtime.prepare_volumes(&pod, &no_inputs).unwrap();
+    let place = placement(&sandbox.ip().to_string());
+    let run = PodRun { sandbox: &sandbox, pod: &pod, inputs: &no_inputs, volumes: &volumes, placement: &place };
+
+    let hog_handle = runtime.start_container(&run, &hog, 0).await.unwrap();
+    let exit = tokio::time::timeout(WAIT, hog_handle.wait()).await.unwrap();
+    assert!(exit.oom_killed, "{exit:?}");
+    assert_eq!(exit.exit_code, 137);
+    let hog_log =
+        String::from_utf8(read_log(&runtime.log_path(&uid, "hog", 0), &LogOptions::default()).unwrap()).unwrap();
+    assert_eq!(hog_log, "allocating\n");
+
+    let locked_handle = runtime.start_container(&run, &locked, 0).await.unwrap();
+    let exit = tokio::time::timeout(WAIT, locked_handle.wait()).await.unwrap();
+    assert_eq!(exit.exit_code, 0, "{exit:?}");
+    let output =
+        String::from_utf8(read_log(&runtime.log_path(&uid, "locked", 0), &LogOptions::default()).unwrap()).unwrap();
+    let lines: Vec<&str> = output.lines().collect();
+    assert_eq!(&lines[..3], &["1000", "1000", "read-only"], "{output}");
+    // A non-root user keeps no effective capabilities.
+    assert_eq!(lines[3].split_whitespace().nth(1), Some("0000000000000000"), "{output}");
+
+    // A process that handles SIGTERM ends on it within the grace period.
+    let graceful = host_container(
+        "graceful",
+        &["sh", "-c", "trap 'echo bye; exit 3' TERM; echo up; while true; do sleep 0.1; done"],
+    );
+    let graceful_handle = runtime.start_container(&run, &graceful, 0).await.unwrap();
+    let graceful_log = runtime.log_path(&uid, "graceful", 0);
+    eventually("the trap to be set", WAIT, || async {
+        std::fs::read_to_string(&graceful_log).ok().filter(|t| t.contains(" up"))
+    })
+    .await;
+    let exit = runtime.stop_container(&graceful_handle, Duration::from_secs(60)).await;
+    assert_eq!((exit.exit_code, exit.signal), (3, None), "{exit:?}");
+    let output = String::from_utf8(read_log(&graceful_log, &LogOptions::default()).unwrap()).unwrap();
+    assert_eq!(output, "up\nbye\n");
+
+    // A second attempt of the same container gets its own log file.
+    let again = runtime.start_container(&run, &locked, 1).await.unwrap();
+    tokio::time::timeout(WAIT, again.wait()).await.unwrap();
+    let files: Vec<u32> =
+        berth_node::log_files(runtime.data_dir(), &uid, "locked").unwrap().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(files, vec![0, 1]);
+
+    // Anything but the host image is refused with the reason kubelet would show.
+    let mut other = host_container("other", &["true"]);
+    other.image = Some("nginx:1.27".into());
+    let error = runtime.start_container(&run, &other, 0).await.unwrap_err();
+    assert_eq!(error.reason(), "ErrImagePull");
+    assert!(error.to_string().contains("nginx:1.27"), "{error}");
+
+    runtime.remove_pod(&uid).await.unwrap();
+}
