@@ -34,6 +34,12 @@ pub struct ServerArgs {
     /// Do not run the node agent: pods are stored but never run.
     #[arg(long)]
     no_node: bool,
+    /// Address range pods get their IPs from (the bridge holds the first address).
+    #[arg(long, default_value = "10.88.0.0/16")]
+    pod_cidr: String,
+    /// Name of the Linux bridge pods are attached to.
+    #[arg(long, default_value = "berth0")]
+    pod_bridge: String,
     /// Commit writes with synchronous=NORMAL: faster, but a power loss may lose the last writes.
     #[arg(long)]
     fast_commit: bool,

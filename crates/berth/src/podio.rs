@@ -33,9 +33,9 @@ fn restart_count(pod: &Value, container: &str) -> Option<u32> {
 impl NodeLogs {
     fn options(opts: &LogOptions) -> Result<berth_node::LogOptions, ApiError> {
         let since = match (&opts.since_time, opts.since_seconds) {
-            (Some(t), _) => Some(
-                t.parse::<Timestamp>().map_err(|_| ApiError::bad_request(format!("invalid sinceTime {t:?}")))?,
-            ),
+            (Some(t), _) => {
+                Some(t.parse::<Timestamp>().map_err(|_| ApiError::bad_request(format!("invalid sinceTime {t:?}")))?)
+            }
             (None, Some(secs)) => Timestamp::now().checked_sub(SignedDuration::from_secs(secs.max(0))).ok(),
             (None, None) => None,
         };
@@ -62,14 +62,10 @@ impl PodIo for NodeLogs {
             .flatten()
             .any(|c| c.get("name").and_then(Value::as_str) == Some(opts.container.as_str()));
         if !known {
-            return Err(ApiError::bad_request(format!(
-                "container {} is not valid for pod {name}",
-                opts.container
-            )));
+            return Err(ApiError::bad_request(format!("container {} is not valid for pod {name}", opts.container)));
         }
-        let waiting = || {
-            ApiError::bad_request(format!("container {:?} in pod {name:?} is waiting to start", opts.container))
-        };
+        let waiting =
+            || ApiError::bad_request(format!("container {:?} in pod {name:?} is waiting to start", opts.container));
         let current = restart_count(pod, &opts.container).ok_or_else(waiting)?;
         let attempt = if opts.previous {
             current.checked_sub(1).ok_or_else(|| {
@@ -117,8 +113,9 @@ impl PodIo for NodeLogs {
                 }
             }
         });
-        Ok(Body::from_stream(futures::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|item| (item, rx))
-        })))
+        Ok(Body::from_stream(futures::stream::unfold(
+            rx,
+            |mut rx| async move { rx.recv().await.map(|item| (item, rx)) },
+        )))
     }
 }

@@ -43,6 +43,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let server_address = format!("{host}:{}", args.listen.port());
     let url = format!("https://{server_address}");
     let node_dir = data_dir.join("node");
+    let pod_cidr: berth_node::Ipv4Cidr =
+        args.pod_cidr.parse().map_err(|e| anyhow::anyhow!("--pod-cidr {}: {e}", args.pod_cidr))?;
     let pod_io: Option<Arc<dyn berth_apiserver::PodIo>> =
         (!args.no_node).then(|| Arc::new(crate::podio::NodeLogs { data_dir: node_dir.clone() }) as _);
     let state = berth_apiserver::build_state(store, pki.admin_token.clone(), server_address.clone(), pod_io)
@@ -76,7 +78,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     });
     let node = (!args.no_node).then(|| {
         let client = client.clone();
-        let config = berth_node::NodeConfig::new(node_dir.clone());
+        let mut config = berth_node::NodeConfig::new(node_dir.clone());
+        config.network.pod_cidr = pod_cidr;
+        config.network.bridge = args.pod_bridge.clone();
         let stop = shutdown.clone().cancelled_owned();
         tokio::spawn(async move {
             if let Err(e) = berth_node::run_until(client, config, stop).await {

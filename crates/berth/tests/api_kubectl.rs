@@ -525,6 +525,9 @@ fn kubectl_create_generators_send_protobuf_and_are_stored_right() {
     let cj = s.json(&["get", "-n", "gen", "cronjob", "tick"]);
     assert_eq!(cj["spec"]["schedule"], "*/1 * * * *");
     let svc = s.json(&["get", "-n", "gen", "svc", "svc"]);
-    assert_eq!((svc["spec"]["ports"][0]["port"].as_i64(), svc["spec"]["ports"][0]["targetPort"].as_i64()), (Some(80), Some(8080)));
+    assert_eq!(
+        (svc["spec"]["ports"][0]["port"].as_i64(), svc["spec"]["ports"][0]["targetPort"].as_i64()),
+        (Some(80), Some(8080))
+    );
     assert!(s.json(&["get", "-n", "gen", "sa", "robot"])["metadata"]["uid"].is_string());
 }

@@ -30,18 +30,24 @@ impl Server {
         Self::start(&["--no-controllers", "--no-node"])
     }
 
+    /// Starts a server with the given extra flags. Servers that run pods get their own
+    /// bridge and pod range so tests running side by side do not share a network.
     pub fn start(args: &[&str]) -> Self {
+        let port = free_port();
+        let mut args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        if !args.iter().any(|a| a == "--no-node") {
+            let n = port % 60;
+            args.extend([
+                "--pod-bridge".into(),
+                format!("bt{port}"),
+                "--pod-cidr".into(),
+                format!("10.{}.0.0/16", 20 + n),
+            ]);
+        }
         let tmp = tempfile::tempdir().expect("tempdir");
         let data_dir = tmp.path().join("data");
         let cache_dir = tmp.path().join("kubecache");
-        let mut s = Server {
-            child: None,
-            data_dir,
-            port: free_port(),
-            cache_dir,
-            extra_args: args.iter().map(|a| (*a).to_owned()).collect(),
-            _tmp: Some(tmp),
-        };
+        let mut s = Server { child: None, data_dir, port, cache_dir, extra_args: args, _tmp: Some(tmp) };
         s.spawn();
         s
     }
@@ -177,7 +183,39 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        // Pods outlive the server by design, so a test that ran pods removes them first.
+        let runs_pods = !self.extra_args.iter().any(|a| a == "--no-node");
+        if runs_pods && self.child.is_some() {
+            let _ = self
+                .kubectl_cmd(&[
+                    "delete",
+                    "deploy,rs,statefulset,job,pods",
+                    "--all",
+                    "-A",
+                    "--grace-period=0",
+                    "--force",
+                    "--timeout=30s",
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline {
+                let out = self.kubectl(&["get", "pods", "-A", "-o", "name"]);
+                if !out.status.success() || out.stdout.iter().all(u8::is_ascii_whitespace) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
         self.kill9();
+        if runs_pods {
+            if let Some(i) = self.extra_args.iter().position(|a| a == "--pod-bridge") {
+                if let Some(bridge) = self.extra_args.get(i + 1) {
+                    let _ = Command::new("ip").args(["link", "del", bridge]).stderr(Stdio::null()).status();
+                }
+            }
+        }
     }
 }
 
