@@ -209,12 +209,9 @@ impl Drop for Server {
             }
         }
         self.kill9();
-        if runs_pods {
-            if let Some(i) = self.extra_args.iter().position(|a| a == "--pod-bridge") {
-                if let Some(bridge) = self.extra_args.get(i + 1) {
-                    let _ = Command::new("ip").args(["link", "del", bridge]).stderr(Stdio::null()).status();
-                }
-            }
+        let bridge = self.extra_args.iter().position(|a| a == "--pod-bridge").and_then(|i| self.extra_args.get(i + 1));
+        if let Some(bridge) = bridge.filter(|_| runs_pods) {
+            let _ = Command::new("ip").args(["link", "del", bridge]).stderr(Stdio::null()).status();
         }
     }
 }
