@@ -1,85 +1,20 @@
-//! Reading the CPU and memory amounts of a pod spec.
-//!
-//! Quantities are parsed exactly (integer arithmetic) and rounded up, as upstream's
-//! `MilliValue()`/`Value()` do. berth-core has a full quantity type but does not export it
-//! yet; this is the small subset the node needs.
+//! Reading the CPU and memory amounts of a pod spec, and what kubelet derives from them
+//! (QoS class, `oom_score_adj`, CFS shares and quota).
 
 use std::collections::BTreeMap;
 
+use berth_core::validation::parse_quantity;
 use k8s_openapi::api::core::v1::{Container, Pod, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
-/// `value * 10^scale` (or `* 2^scale` when `binary`) as an exact integer ratio.
-fn parse(text: &str) -> Option<(i128, i32, u32)> {
-    let text = text.trim();
-    let number_end =
-        text.find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-')).unwrap_or(text.len());
-    let (number, suffix) = text.split_at(number_end);
-    let (negative, number) = match number.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, number.strip_prefix('+').unwrap_or(number)),
-    };
-    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
-    if whole.is_empty() && fraction.is_empty() {
-        return None;
-    }
-    if !whole.chars().chain(fraction.chars()).all(|c| c.is_ascii_digit()) {
-        return None;
-    }
-    let digits = format!("{whole}{fraction}");
-    let mut unscaled: i128 = digits.trim_start_matches('0').parse().unwrap_or(0);
-    if negative {
-        unscaled = -unscaled;
-    }
-    let fraction_digits = i32::try_from(fraction.len()).ok()?;
-    let (exp10, exp2) = match suffix {
-        "" => (0, 0),
-        "n" => (-9, 0),
-        "u" => (-6, 0),
-        "m" => (-3, 0),
-        "k" => (3, 0),
-        "M" => (6, 0),
-        "G" => (9, 0),
-        "T" => (12, 0),
-        "P" => (15, 0),
-        "E" => (18, 0),
-        "Ki" => (0, 10),
-        "Mi" => (0, 20),
-        "Gi" => (0, 30),
-        "Ti" => (0, 40),
-        "Pi" => (0, 50),
-        "Ei" => (0, 60),
-        other => {
-            let exponent = other.strip_prefix('e').or_else(|| other.strip_prefix('E'))?;
-            (exponent.parse::<i32>().ok()?, 0)
-        }
-    };
-    Some((unscaled, exp10 - fraction_digits, exp2))
-}
-
-/// The quantity in units of `10^target`, rounded up (away from zero for positives).
-fn scaled(text: &str, target: i32) -> Option<i64> {
-    let (unscaled, exp10, exp2) = parse(text)?;
-    let value = unscaled.checked_mul(1i128.checked_shl(exp2)?)?;
-    let shift = exp10 - target;
-    let result = if shift >= 0 {
-        value.checked_mul(10i128.checked_pow(shift.unsigned_abs())?)?
-    } else {
-        let divisor = 10i128.checked_pow(shift.unsigned_abs())?;
-        let quotient = value / divisor;
-        if value % divisor != 0 && value > 0 { quotient + 1 } else { quotient }
-    };
-    i64::try_from(result).ok()
-}
-
 /// CPU in millicores (`500m` -> 500, `2` -> 2000).
 pub fn millis(quantity: &Quantity) -> Option<i64> {
-    scaled(&quantity.0, -3)
+    parse_quantity(&quantity.0).ok().and_then(|q| i64::try_from(q.milli_value()).ok())
 }
 
 /// Whole units (`64Mi` -> 67108864 bytes).
 pub fn units(quantity: &Quantity) -> Option<i64> {
-    scaled(&quantity.0, 0)
+    parse_quantity(&quantity.0).ok().and_then(|q| i64::try_from(q.value()).ok())
 }
 
 /// CPU and memory a container asks for and is capped at. Requests default to limits.

@@ -337,7 +337,9 @@ impl Runtime {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         check_uid(&uid)?;
         if let Some(existing) = self.sandbox(&uid) {
-            if existing.network.netns_path().exists() && self.sandbox_dir(&uid).join("uts").exists() {
+            // After a reboot the files are there but nothing is mounted on them any more.
+            let uts_alive = volumes::is_mount_point(&self.sandbox_dir(&uid).join("uts"));
+            if existing.network.netns_path().exists() && uts_alive {
                 return Ok(existing);
             }
             self.teardown_sandbox(&uid).await;
@@ -837,10 +839,10 @@ impl Runtime {
         }
         for attempt in 0..keep_from {
             let dir = self.container_dir(uid, name, attempt);
-            if tokio::fs::metadata(&dir).await.is_ok() {
-                if let Err(error) = tokio::fs::remove_dir_all(&dir).await {
-                    tracing::warn!(%error, dir = %dir.display(), "cannot remove old container attempt");
-                }
+            if tokio::fs::metadata(&dir).await.is_ok()
+                && let Err(error) = tokio::fs::remove_dir_all(&dir).await
+            {
+                tracing::warn!(%error, dir = %dir.display(), "cannot remove old container attempt");
             }
             let _ = tokio::fs::remove_file(self.log_path(uid, name, attempt)).await;
         }

@@ -171,6 +171,13 @@ fn create(config: &ShimConfig, state_dir: &Path) -> Result<Created, String> {
         let mut out = String::new();
         let _ = stdout.read_to_string(&mut out);
         let text = if text.trim().is_empty() { out } else { text };
+        // A half-created container would keep its runc state and cgroup.
+        let _ = runc_command(config, state_dir)
+            .args(["delete", "--force", config.container_id.as_str()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
         return Err(format!("runc create failed ({status}): {}", text.trim()));
     }
     let pid = std::fs::read_to_string(&pid_file)

@@ -99,7 +99,11 @@ impl RunningAgent {
 
 fn pod(name: &str, containers: Vec<Container>) -> Pod {
     Pod {
-        metadata: ObjectMeta { name: Some(name.to_owned()), namespace: Some("default".to_owned()), ..Default::default() },
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: Some("default".to_owned()),
+            ..Default::default()
+        },
         spec: Some(PodSpec { containers, ..Default::default() }),
         ..Default::default()
     }
@@ -132,7 +136,8 @@ async fn agent_registers_schedules_runs_and_deletes_pods() {
     let agent = RunningAgent::start(server.client.clone(), config.clone());
 
     let nodes: Api<Node> = Api::all(server.client.clone());
-    let registered = eventually("the node to register", WAIT, || async { nodes.get(&config.node_name).await.ok() }).await;
+    let registered =
+        eventually("the node to register", WAIT, || async { nodes.get(&config.node_name).await.ok() }).await;
     let status = registered.status.unwrap();
     assert_eq!(status.capacity.as_ref().unwrap()["cpu"].0, "2");
     let ready = status.conditions.unwrap().into_iter().find(|c| c.type_ == "Ready").unwrap();
@@ -155,13 +160,19 @@ async fn agent_registers_schedules_runs_and_deletes_pods() {
     // A web pod: scheduled here, volume from a ConfigMap, readiness probe over HTTP.
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let mut web = host_container("web", &["python3", "-m", "http.server", "8080", "--directory", "/www"]);
-    web.volume_mounts = Some(vec![VolumeMount { name: "site".into(), mount_path: "/www".into(), ..Default::default() }]);
+    web.volume_mounts =
+        Some(vec![VolumeMount { name: "site".into(), mount_path: "/www".into(), ..Default::default() }]);
     web.readiness_probe = Some(Probe {
-        http_get: Some(HTTPGetAction { path: Some("/index.html".into()), port: IntOrString::Int(8080), ..Default::default() }),
+        http_get: Some(HTTPGetAction {
+            path: Some("/index.html".into()),
+            port: IntOrString::Int(8080),
+            ..Default::default()
+        }),
         period_seconds: Some(1),
         ..Default::default()
     });
     let mut web_pod = pod("web", vec![web]);
+    web_pod.spec.as_mut().unwrap().termination_grace_period_seconds = Some(1);
     web_pod.spec.as_mut().unwrap().volumes = Some(vec![Volume {
         name: "site".into(),
         config_map: Some(ConfigMapVolumeSource { name: "site".into(), ..Default::default() }),
@@ -233,10 +244,9 @@ async fn agent_registers_schedules_runs_and_deletes_pods() {
     let mut hog_pod = pod("hog", vec![hog]);
     hog_pod.spec.as_mut().unwrap().restart_policy = Some("Never".into());
     pods.create(&PostParams::default(), &hog_pod).await.unwrap();
-    let failed = wait_pod(&pods, "hog", "hog to fail", |p| {
-        p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Failed")
-    })
-    .await;
+    let failed =
+        wait_pod(&pods, "hog", "hog to fail", |p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Failed"))
+            .await;
     let status = &failed.status.as_ref().unwrap().container_statuses.as_ref().unwrap()[0];
     let terminated = status.state.as_ref().unwrap().terminated.as_ref().unwrap();
     assert_eq!((terminated.exit_code, terminated.reason.as_deref()), (137, Some("OOMKilled")));
@@ -269,8 +279,14 @@ async fn agent_registers_schedules_runs_and_deletes_pods() {
     let web_uid = running.metadata.uid.clone().unwrap();
     pods.delete("web", &DeleteParams { grace_period_seconds: Some(1), ..Default::default() }).await.unwrap();
     eventually("web to be gone", WAIT, || async { matches!(pods.get_opt("web").await, Ok(None)).then_some(()) }).await;
-    assert!(!node.config.data_dir.join("pods").join(&web_uid).exists());
-    assert!(!std::path::Path::new("/run/netns").join(format!("berth-{web_uid}")).exists());
+    // With graceful deletion the node removes the object after cleaning up; an API server
+    // that deletes at once leaves the clean-up to follow.
+    eventually("web to be cleaned up", WAIT, || async {
+        let dir_gone = !node.config.data_dir.join("pods").join(&web_uid).exists();
+        let netns_gone = !std::path::Path::new("/run/netns").join(format!("berth-{web_uid}")).exists();
+        (dir_gone && netns_gone).then_some(())
+    })
+    .await;
     assert!(http_get(ip, 8080, "/").await.is_err());
 
     agent.stop().await;
@@ -317,7 +333,8 @@ async fn liveness_failures_restart_and_an_agent_restart_keeps_pods() {
     shy_pod.spec.as_mut().unwrap().termination_grace_period_seconds = Some(1);
     pods.create(&PostParams::default(), &shy_pod).await.unwrap();
     wait_pod(&pods, "shy", "shy to be ready", |p| condition(p, "Ready").as_deref() == Some("True")).await;
-    let unready = wait_pod(&pods, "shy", "shy to be unready", |p| condition(p, "Ready").as_deref() == Some("False")).await;
+    let unready =
+        wait_pod(&pods, "shy", "shy to be unready", |p| condition(p, "Ready").as_deref() == Some("False")).await;
     assert_eq!(unready.status.as_ref().unwrap().phase.as_deref(), Some("Running"));
     assert_eq!(restart_count(&unready), 0);
     let status = &unready.status.as_ref().unwrap().container_statuses.as_ref().unwrap()[0];
@@ -327,7 +344,8 @@ async fn liveness_failures_restart_and_an_agent_restart_keeps_pods() {
     let steady = host_container("steady", &["python3", "-m", "http.server", "8080"]);
     pods.create(&PostParams::default(), &pod("steady", vec![steady])).await.unwrap();
     let before = wait_pod(&pods, "steady", "steady to run", |p| {
-        p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running") && condition(p, "Ready").as_deref() == Some("True")
+        p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+            && condition(p, "Ready").as_deref() == Some("True")
     })
     .await;
     let ip: std::net::Ipv4Addr = before.status.as_ref().unwrap().pod_ip.as_deref().unwrap().parse().unwrap();
@@ -339,10 +357,9 @@ async fn liveness_failures_restart_and_an_agent_restart_keeps_pods() {
     assert!(http_get(ip, 8080, "/").await.unwrap().contains("200"));
     let agent = RunningAgent::start(server.client.clone(), config.clone());
     // The new agent finds the pod again: same container, same IP.
-    let after = wait_pod(&pods, "steady", "steady to be reported again", |p| {
-        condition(p, "Ready").as_deref() == Some("True")
-    })
-    .await;
+    let after =
+        wait_pod(&pods, "steady", "steady to be reported again", |p| condition(p, "Ready").as_deref() == Some("True"))
+            .await;
     let status = after.status.as_ref().unwrap();
     assert_eq!(status.pod_ip.as_deref(), Some(ip.to_string().as_str()));
     assert_eq!(status.container_statuses.as_ref().unwrap()[0].container_id, container_id);
@@ -359,11 +376,31 @@ async fn liveness_failures_restart_and_an_agent_restart_keeps_pods() {
         .count();
     assert_eq!(shims, 1, "one shim for the steady container, nothing started twice");
 
+    // The new agent watches the container it found: when it dies, it is restarted.
+    let runc_id = container_id.as_deref().unwrap().trim_start_matches("runc://").to_owned();
+    let runc_root = config.data_dir.join("runc");
+    let killed =
+        std::process::Command::new("runc").arg("--root").arg(&runc_root).args(["kill", &runc_id, "KILL"]).status();
+    assert!(killed.unwrap().success());
+    let restarted =
+        wait_pod(&pods, "steady", "steady to be restarted by the new agent", |p| restart_count(p) == 1).await;
+    let status = restarted.status.as_ref().unwrap();
+    assert_eq!(status.pod_ip.as_deref(), Some(ip.to_string().as_str()));
+    let last = status.container_statuses.as_ref().unwrap()[0].last_state.clone().unwrap().terminated.unwrap();
+    assert_eq!((last.exit_code, last.container_id.clone()), (137, container_id.clone()));
+    eventually("steady to serve again", WAIT, || async { http_get(ip, 8080, "/").await.ok() }).await;
+
     pods.delete("steady", &DeleteParams { grace_period_seconds: Some(1), ..Default::default() }).await.unwrap();
     pods.delete("flaky", &DeleteParams { grace_period_seconds: Some(1), ..Default::default() }).await.unwrap();
     pods.delete("shy", &DeleteParams { grace_period_seconds: Some(1), ..Default::default() }).await.unwrap();
     for name in ["steady", "flaky", "shy"] {
-        eventually("pods to be gone", WAIT, || async { matches!(pods.get_opt(name).await, Ok(None)).then_some(()) }).await;
+        eventually("pods to be gone", WAIT, || async { matches!(pods.get_opt(name).await, Ok(None)).then_some(()) })
+            .await;
     }
+    eventually("the pods' files to be removed", WAIT, || async {
+        let left = std::fs::read_dir(config.data_dir.join("pods")).unwrap().count();
+        (left == 0).then_some(())
+    })
+    .await;
     agent.stop().await;
 }

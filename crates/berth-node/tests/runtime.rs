@@ -314,6 +314,16 @@ async fn memory_limit_kills_with_oom_and_security_context_applies() {
         berth_node::log_files(runtime.data_dir(), &uid, "locked").unwrap().into_iter().map(|(n, _)| n).collect();
     assert_eq!(files, vec![0, 1]);
 
+    // A command that does not exist fails the start, leaving nothing behind in runc.
+    let missing = host_container("missing", &["no-such-program-here"]);
+    let error = runtime.start_container(&run, &missing, 0).await.unwrap_err();
+    assert_eq!(error.reason(), "RunContainerError");
+    assert!(error.to_string().contains("no-such-program-here"), "{error}");
+    let runc_root = node.data_dir.path().join("runc");
+    let listed =
+        std::process::Command::new("runc").arg("--root").arg(&runc_root).args(["list", "-q"]).output().unwrap();
+    assert!(!String::from_utf8_lossy(&listed.stdout).contains("-missing-"), "runc state left behind");
+
     // Anything but the host image is refused with the reason kubelet would show.
     let mut other = host_container("other", &["true"]);
     other.image = Some("nginx:1.27".into());

@@ -82,7 +82,8 @@ impl EventSink {
 type FoldKey = (Source, String, String, String);
 
 async fn publish(client: kube::Client, node_name: String, mut rx: mpsc::Receiver<Outgoing>) {
-    let kubelet = Recorder::new(client.clone(), Reporter { controller: "kubelet".into(), instance: Some(node_name.clone()) });
+    let kubelet =
+        Recorder::new(client.clone(), Reporter { controller: "kubelet".into(), instance: Some(node_name.clone()) });
     let scheduler = Recorder::new(client.clone(), Reporter { controller: "default-scheduler".into(), instance: None });
     let mut core_only = false;
     let mut folded: HashMap<FoldKey, (String, i32, Instant)> = HashMap::new();

@@ -107,11 +107,11 @@ async fn send(context: &ProbeContext, signal: ProbeSignal) {
 }
 
 async fn run(context: ProbeContext) {
-    if let Some(startup) = context.container.startup_probe.clone() {
-        if let Err(message) = until_threshold(&context, &startup, ProbeKind::Startup).await {
-            send(&context, ProbeSignal::Failed { kind: ProbeKind::Startup, message }).await;
-            return;
-        }
+    if let Some(startup) = context.container.startup_probe.clone()
+        && let Err(message) = until_threshold(&context, &startup, ProbeKind::Startup).await
+    {
+        send(&context, ProbeSignal::Failed { kind: ProbeKind::Startup, message }).await;
+        return;
     }
     send(&context, ProbeSignal::Started).await;
     let readiness = async {
@@ -121,10 +121,10 @@ async fn run(context: ProbeContext) {
         }
     };
     let liveness = async {
-        if let Some(probe) = context.container.liveness_probe.clone() {
-            if let Err(message) = until_threshold(&context, &probe, ProbeKind::Liveness).await {
-                send(&context, ProbeSignal::Failed { kind: ProbeKind::Liveness, message }).await;
-            }
+        if let Some(probe) = context.container.liveness_probe.clone()
+            && let Err(message) = until_threshold(&context, &probe, ProbeKind::Liveness).await
+        {
+            send(&context, ProbeSignal::Failed { kind: ProbeKind::Liveness, message }).await;
         }
     };
     tokio::join!(readiness, liveness);

@@ -298,7 +298,8 @@ impl Worker {
         if self.rejected.is_some() {
             return;
         }
-        self.sandbox = self.shared.runtime.sandbox(&self.uid);
+        // After a reboot the record survives but the namespaces do not: build it anew then.
+        self.sandbox = self.shared.runtime.sandbox(&self.uid).filter(|s| s.network.netns_path().exists());
         let handles = self.shared.runtime.containers(&self.uid).await;
         let mut by_name: BTreeMap<String, Vec<ContainerHandle>> = BTreeMap::new();
         for handle in handles {
@@ -486,12 +487,12 @@ impl Worker {
         let pod_label = full_name(&self.pod);
         let now = Instant::now();
         let slot = if is_init { &mut self.init[index] } else { &mut self.containers[index] };
-        if let Some(retry_at) = slot.retry_at {
-            if retry_at > now {
-                let delay = retry_at - now;
-                self.wake_within(delay);
-                return;
-            }
+        if let Some(retry_at) = slot.retry_at
+            && retry_at > now
+        {
+            let delay = retry_at - now;
+            self.wake_within(delay);
+            return;
         }
         if let Some(last) = &slot.last {
             let failed = last.terminated.exit_code != 0;
@@ -863,7 +864,11 @@ mod tests {
             env: Some(vec![EnvVar {
                 name: "PASSWORD".into(),
                 value_from: Some(EnvVarSource {
-                    secret_key_ref: Some(SecretKeySelector { name: "db".into(), key: "password".into(), optional: None }),
+                    secret_key_ref: Some(SecretKeySelector {
+                        name: "db".into(),
+                        key: "password".into(),
+                        optional: None,
+                    }),
                     ..Default::default()
                 }),
                 ..Default::default()
