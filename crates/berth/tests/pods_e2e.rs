@@ -124,6 +124,12 @@ fn nginx_replicas_run_with_their_own_ips_and_serve() {
     });
     assert!(logs.contains("200"), "{logs}");
 
+    let described = s.ok(&["describe", "pod", &name]);
+    for needle in ["Scheduled", "Started", "Successfully assigned default/"] {
+        assert!(described.contains(needle), "describe pod lacks {needle:?}:\n{described}");
+    }
+    assert!(described.lines().any(|l| l.starts_with("Status:") && l.contains("Running")), "{described}");
+
     // A deleted pod is replaced, and the Deployment gets back to 3 ready.
     s.ok(&["delete", "pod", &name, "--wait=true", "--timeout=60s"]);
     wait_for("replacement pod ready", Duration::from_secs(90), || {
