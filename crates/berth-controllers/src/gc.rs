@@ -313,6 +313,29 @@ pub fn blocking_dependents(owner_uid: &str, dependents: &[Node]) -> Vec<Node> {
         .collect()
 }
 
+/// JSON patch operations that drop the owner references with `uids`, last index first so earlier
+/// indices stay valid, each guarded by a test of the uid at that index.
+pub fn remove_reference_ops(node: &Node, uids: &[String]) -> Vec<serde_json::Value> {
+    let mut ops = Vec::new();
+    for (i, r) in node.owners.iter().enumerate().rev().filter(|(_, r)| uids.contains(&r.uid)) {
+        ops.push(
+            serde_json::json!({"op": "test", "path": format!("/metadata/ownerReferences/{i}/uid"), "value": r.uid}),
+        );
+        ops.push(serde_json::json!({"op": "remove", "path": format!("/metadata/ownerReferences/{i}")}));
+    }
+    ops
+}
+
+/// JSON patch operations that drop `finalizer`, guarded by a test of its position.
+pub fn remove_finalizer_ops(node: &Node, finalizer: &str) -> Vec<serde_json::Value> {
+    let mut ops = Vec::new();
+    for (i, f) in node.finalizers.iter().enumerate().rev().filter(|(_, f)| *f == finalizer) {
+        ops.push(serde_json::json!({"op": "test", "path": format!("/metadata/finalizers/{i}"), "value": f}));
+        ops.push(serde_json::json!({"op": "remove", "path": format!("/metadata/finalizers/{i}")}));
+    }
+    ops
+}
+
 /// The collector's shared state.
 pub struct Collector {
     client: Client,
@@ -450,14 +473,21 @@ impl Collector {
         }
     }
 
-    /// Merge-patches metadata with a resourceVersion precondition.
-    async fn patch_metadata(&self, node: &Node, metadata: serde_json::Value, what: &str) -> Result<(), Error> {
-        let mut metadata = metadata;
-        if let (Some(m), Some(rv)) = (metadata.as_object_mut(), node.resource_version.as_ref()) {
-            m.insert("resourceVersion".into(), serde_json::Value::String(rv.clone()));
+    /// Applies a JSON patch whose `test` operations pin exactly the entries it changes, so a
+    /// concurrent change elsewhere in the object does not make it fail (and one to the same
+    /// entries does).
+    async fn json_patch(&self, node: &Node, ops: Vec<serde_json::Value>, what: &str) -> Result<(), Error> {
+        if ops.is_empty() {
+            return Ok(());
         }
-        let patch = serde_json::json!({ "metadata": metadata });
-        match self.api_for(node).patch(&node.name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+        let patch: json_patch::Patch = match serde_json::from_value(serde_json::Value::Array(ops)) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(%e, "building a JSON patch failed");
+                return Ok(());
+            }
+        };
+        match self.api_for(node).patch(&node.name, &PatchParams::default(), &Patch::<()>::Json(patch)).await {
             Ok(_) => Ok(()),
             Err(e) if meta::is_not_found(&e) => Ok(()),
             Err(e) => Err(api_err(format!("{what} of {}", node.describe()))(e)),
@@ -465,30 +495,24 @@ impl Collector {
     }
 
     async fn remove_references(&self, node: &Node, uids: &[String]) -> Result<(), Error> {
-        let remaining: Vec<&OwnerReference> = node.owners.iter().filter(|r| !uids.contains(&r.uid)).collect();
-        let value = if remaining.is_empty() { serde_json::Value::Null } else { serde_json::json!(remaining) };
-        self.patch_metadata(node, serde_json::json!({ "ownerReferences": value }), "removing owner references").await
+        let ops = remove_reference_ops(node, uids);
+        self.json_patch(node, ops, "removing owner references").await
     }
 
     async fn unblock_reference(&self, node: &Node, owner_uid: &str) -> Result<(), Error> {
-        let refs: Vec<OwnerReference> = node
-            .owners
-            .iter()
-            .cloned()
-            .map(|mut r| {
-                if r.uid == owner_uid {
-                    r.block_owner_deletion = Some(false);
-                }
-                r
-            })
-            .collect();
-        self.patch_metadata(node, serde_json::json!({ "ownerReferences": refs }), "unblocking owner reference").await
+        let mut ops = Vec::new();
+        for (i, r) in node.owners.iter().enumerate().filter(|(_, r)| r.uid == owner_uid) {
+            ops.push(
+                serde_json::json!({"op": "test", "path": format!("/metadata/ownerReferences/{i}/uid"), "value": r.uid}),
+            );
+            ops.push(serde_json::json!({"op": "add", "path": format!("/metadata/ownerReferences/{i}/blockOwnerDeletion"), "value": false}));
+        }
+        self.json_patch(node, ops, "unblocking owner reference").await
     }
 
     async fn remove_finalizer(&self, node: &Node, finalizer: &str) -> Result<(), Error> {
-        let remaining: Vec<&String> = node.finalizers.iter().filter(|f| *f != finalizer).collect();
-        let value = if remaining.is_empty() { serde_json::Value::Null } else { serde_json::json!(remaining) };
-        self.patch_metadata(node, serde_json::json!({ "finalizers": value }), "removing finalizer").await
+        let ops = remove_finalizer_ops(node, finalizer);
+        self.json_patch(node, ops, "removing finalizer").await
     }
 
     async fn orphan_dependents(&self, owner: &Node) -> Result<(), Error> {
@@ -741,6 +765,31 @@ mod tests {
         orphaning.finalizers = vec![ORPHAN.into()];
         assert_eq!(decide(&orphaning, &[dangling("a")], false), Decision::Delete(Propagation::Orphan));
         assert_eq!(decide(&node("x", vec![]), &[], false), Decision::Keep);
+    }
+
+    #[test]
+    fn patches_remove_exactly_the_named_entries() {
+        let mut n = node("dep", vec![owner_ref("a", true), owner_ref("b", true), owner_ref("c", false)]);
+        n.finalizers = vec!["x".into(), ORPHAN.into()];
+        let mut doc = serde_json::json!({"metadata": {
+            "ownerReferences": n.owners.clone(),
+            "finalizers": n.finalizers.clone(),
+        }});
+        let mut ops = remove_reference_ops(&n, &["a".to_string(), "c".to_string()]);
+        ops.extend(remove_finalizer_ops(&n, ORPHAN));
+        let patch: json_patch::Patch = serde_json::from_value(serde_json::Value::Array(ops)).unwrap();
+        json_patch::patch(&mut doc, &patch).unwrap();
+        let refs = doc["metadata"]["ownerReferences"].as_array().unwrap();
+        assert_eq!(refs.len(), 1);
+        assert_eq!(refs[0]["uid"], "b");
+        assert_eq!(doc["metadata"]["finalizers"], serde_json::json!(["x"]));
+        // A reference that moved makes the patch fail instead of removing the wrong entry.
+        let mut moved =
+            serde_json::json!({"metadata": {"ownerReferences": [owner_ref("b", true), owner_ref("a", true)]}});
+        let ops =
+            remove_reference_ops(&node("dep", vec![owner_ref("a", true), owner_ref("b", true)]), &["a".to_string()]);
+        let patch: json_patch::Patch = serde_json::from_value(serde_json::Value::Array(ops)).unwrap();
+        assert!(json_patch::patch(&mut moved, &patch).is_err());
     }
 
     #[test]

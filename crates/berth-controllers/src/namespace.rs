@@ -281,20 +281,20 @@ async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Outcome, Err
     let now = time::now_time();
     let old_conditions = ns.status.as_ref().and_then(|s| s.conditions.as_ref());
     let conditions = merge_conditions(old_conditions, deletion_conditions(&report, discovery_error.as_deref(), &now));
+    let mut latest = (*ns).clone();
     if !semantic::status_equal(&Some(&conditions), &old_conditions) {
         let patch = serde_json::json!({ "status": { "conditions": conditions } });
         // Conditions are informational; a failure to write them must not block deletion.
-        if let Err(e) = api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await
-            && !meta::is_not_found(&e)
-        {
-            tracing::debug!(namespace = %name, err = %e, "could not update namespace conditions");
+        match api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+            Ok(updated) => latest = updated,
+            Err(e) => tracing::debug!(namespace = %name, err = %e, "could not update namespace conditions"),
         }
     }
 
     if discovery_error.is_some() || !ready_to_finalize(&report) {
         return Ok(Outcome::after(RECHECK));
     }
-    let mut finalized = (*ns).clone();
+    let mut finalized = latest;
     finalized.spec.get_or_insert_with(Default::default).finalizers =
         Some(finalizers.into_iter().filter(|f| f != FINALIZER).collect());
     finalized.status = None;

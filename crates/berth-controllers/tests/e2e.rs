@@ -473,3 +473,22 @@ async fn namespace_deletion_removes_content_then_namespace() {
     .await;
     assert!(pods.list(&ListParams::default()).await.map(|l| l.items.is_empty()).unwrap_or(true));
 }
+
+/// Scaling a ReplicaSet to many replicas at once creates exactly that many pods: creates still
+/// on their way through the watch are counted, so a lagging cache never causes duplicates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_up_creates_no_duplicate_pods() {
+    let server = Server::start().await;
+    let client = server.client.clone();
+    let _controllers = start_controllers(&client);
+    let _kubelet = spawn_kubelet(client.clone(), NS, &[]);
+    let (bounds, monitor) = spawn_pod_monitor(client.clone(), NS);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), NS);
+    deployments.create(&PostParams::default(), &deployment_json("many", 150, "app:1", serde_json::json!({}))).await.unwrap();
+    let d = wait_rolled_out(&client, "many").await;
+    assert_eq!(d.status.unwrap().ready_replicas, Some(150));
+    assert_eq!(live_pods(&client, "app=many").await.len(), 150);
+    monitor.abort();
+    let b = bounds.lock().unwrap().clone();
+    assert_eq!(b.max_total, 150, "more pods than replicas existed at some point");
+}

@@ -21,6 +21,7 @@ use crate::runtime::{self, Outcome, Queue};
 use crate::util::events::{EventType, Recorder};
 use crate::util::informer::Informer;
 use crate::util::meta;
+use crate::util::overlay::Overlay;
 use crate::util::pods;
 use crate::util::selector::{self, Selector};
 use crate::util::semantic;
@@ -45,6 +46,9 @@ pub enum Error {
     /// The spec cannot be acted on.
     #[error(transparent)]
     Spec(#[from] util::Error),
+    /// The Deployment was deleted during the sync; nothing more to do.
+    #[error("deployment was deleted")]
+    Gone,
 }
 
 fn api_err(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
@@ -58,6 +62,9 @@ pub struct Context {
     replica_sets: Store<ReplicaSet>,
     pods: Store<Pod>,
     recorder: Recorder,
+    /// Our own recent writes, for syncs that start before the watch delivers them.
+    written_deployments: Overlay<Deployment>,
+    written_replica_sets: Overlay<ReplicaSet>,
 }
 
 /// Registers the controller's watches on the informers and returns the controller's run loop.
@@ -74,20 +81,28 @@ pub fn controller(
         replica_sets: rs_informer.store(),
         pods: pod_informer.store(),
         recorder: Recorder::new(client, "deployment-controller"),
+        written_deployments: Overlay::default(),
+        written_replica_sets: Overlay::default(),
     });
     {
         let queue = queue.clone();
-        deployment_informer.on_event(move |event| {
-            if let watcher::Event::Apply(d) | watcher::Event::InitApply(d) = event {
-                queue.enqueue_object(d);
-            }
+        let ctx = ctx.clone();
+        deployment_informer.on_event(move |event| match event {
+            watcher::Event::Apply(d) | watcher::Event::InitApply(d) => queue.enqueue_object(d),
+            watcher::Event::Delete(d) => ctx.written_deployments.forget(d),
+            watcher::Event::Init | watcher::Event::InitDone => {}
         });
     }
     {
         let queue = queue.clone();
         let deployments = deployments.clone();
+        let ctx = ctx.clone();
         rs_informer.on_event(move |event| match event {
-            watcher::Event::Apply(rs) | watcher::Event::InitApply(rs) | watcher::Event::Delete(rs) => {
+            watcher::Event::Apply(rs) | watcher::Event::InitApply(rs) => {
+                enqueue_for_replica_set(&queue, &deployments, rs)
+            }
+            watcher::Event::Delete(rs) => {
+                ctx.written_replica_sets.forget(rs);
                 enqueue_for_replica_set(&queue, &deployments, rs)
             }
             watcher::Event::InitDone => {
@@ -149,9 +164,13 @@ fn enqueue_for_replica_set(queue: &Queue<Deployment>, deployments: &Store<Deploy
 }
 
 async fn reconcile(d: Arc<Deployment>, ctx: Arc<Context>) -> Result<Outcome, Error> {
-    let mut sync = DeploymentSync::new(&ctx, (*d).clone());
-    sync.run().await?;
-    Ok(sync.outcome)
+    let d = ctx.written_deployments.latest(&d);
+    let mut sync = DeploymentSync::new(&ctx, d);
+    match sync.run().await {
+        Ok(()) => Ok(sync.outcome),
+        Err(Error::Gone) => Ok(Outcome::done()),
+        Err(e) => Err(e),
+    }
 }
 
 /// One sync of one Deployment. Every write replaces the local copy with the server's answer, so
@@ -236,6 +255,7 @@ impl<'a> DeploymentSync<'a> {
             .replace(&name, &PostParams::default(), &rs)
             .await
             .map_err(api_err(format!("updating replica set {}/{name}", meta::namespace(&rs.metadata))))?;
+        self.ctx.written_replica_sets.record(rs.metadata.resource_version.as_deref(), &updated);
         self.rss[idx] = updated;
         Ok(())
     }
@@ -243,11 +263,12 @@ impl<'a> DeploymentSync<'a> {
     /// Writes the Deployment's annotations (the revision) through the main resource.
     async fn write_annotations(&mut self) -> Result<(), Error> {
         let name = self.name();
-        let updated = self
-            .deployments
-            .replace(&name, &PostParams::default(), &self.d)
-            .await
-            .map_err(api_err(format!("updating revision of deployment {}", self.key())))?;
+        let updated = match self.deployments.replace(&name, &PostParams::default(), &self.d).await {
+            Ok(u) => u,
+            Err(e) if meta::is_not_found(&e) => return Err(Error::Gone),
+            Err(e) => return Err(api_err(format!("updating revision of deployment {}", self.key()))(e)),
+        };
+        self.ctx.written_deployments.record(self.d.metadata.resource_version.as_deref(), &updated);
         let wanted_status = self.d.status.take();
         self.server_status = updated.status.clone();
         self.d = updated;
@@ -261,11 +282,12 @@ impl<'a> DeploymentSync<'a> {
             return Ok(());
         }
         let name = self.name();
-        let updated = self
-            .deployments
-            .replace_status(&name, &PostParams::default(), &self.d)
-            .await
-            .map_err(api_err(format!("updating status of deployment {}", self.key())))?;
+        let updated = match self.deployments.replace_status(&name, &PostParams::default(), &self.d).await {
+            Ok(u) => u,
+            Err(e) if meta::is_not_found(&e) => return Err(Error::Gone),
+            Err(e) => return Err(api_err(format!("updating status of deployment {}", self.key()))(e)),
+        };
+        self.ctx.written_deployments.record(self.d.metadata.resource_version.as_deref(), &updated);
         self.server_status = updated.status.clone();
         self.d = updated;
         Ok(())
@@ -292,14 +314,15 @@ impl<'a> DeploymentSync<'a> {
         let candidates = self.ctx.replica_sets.state_filter(|rs| meta::namespace(&rs.metadata) == ns);
         let mut owned = Vec::new();
         let mut adoption_checked = false;
-        for rs in candidates {
+        for cached in candidates {
+            let rs = self.ctx.written_replica_sets.latest(&cached);
             let matches = selector.matches(rs.metadata.labels.as_ref());
             match meta::controller_of(&rs.metadata) {
                 Some(owner) if owner.uid == d_uid => {
                     if matches {
-                        owned.push((*rs).clone());
+                        owned.push(rs);
                     } else if !deleting {
-                        let mut released = (*rs).clone();
+                        let mut released = rs.clone();
                         if let Some(refs) = released.metadata.owner_references.as_mut() {
                             refs.retain(|r| r.uid != d_uid);
                         }
@@ -334,7 +357,7 @@ impl<'a> DeploymentSync<'a> {
                         }
                         adoption_checked = true;
                     }
-                    let mut adopted = (*rs).clone();
+                    let mut adopted = rs.clone();
                     adopted.metadata.owner_references.get_or_insert_with(Vec::new).push(meta::controller_ref(&self.d));
                     match self.replica_sets.replace(meta::name(&rs.metadata), &PostParams::default(), &adopted).await {
                         Ok(updated) => owned.push(updated),

@@ -188,9 +188,12 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context>) -> Result<Outcome, Er
     if !semantic::status_equal(&Some(&status), &rs.status.as_ref()) {
         let api: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), &ns);
         let patch = serde_json::json!({ "status": status });
-        api.patch_status(meta::name(&rs.metadata), &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .map_err(api_err(format!("updating status of replica set {key}")))?;
+        match api.patch_status(meta::name(&rs.metadata), &PatchParams::default(), &Patch::Merge(&patch)).await {
+            Ok(_) => {}
+            // Deleted meanwhile: its pods belong to the garbage collector now.
+            Err(e) if meta::is_not_found(&e) => return Ok(Outcome::done()),
+            Err(e) => return Err(api_err(format!("updating status of replica set {key}"))(e)),
+        }
     }
     if let Some(err) = manage_error {
         return Err(Error::ManageReplicas(err.message));

@@ -4,6 +4,10 @@
 //! an identical event (same object, type, reason and message) within ten minutes bumps `count`
 //! on the existing Event instead of creating another.
 //!
+//! As client-go's spam filter does, each object gets a burst of 25 events per type and reason,
+//! refilled at one per five minutes, so scaling to a thousand pods does not write a thousand
+//! SuccessfulCreate events.
+//!
 //! kube-rs' `events::Recorder` is not used because it folds every event with the same reason into
 //! one series that keeps the first message, so "Scaled down ..." would show as "Scaled up ...".
 
@@ -21,6 +25,8 @@ use super::time;
 const QUEUE_CAPACITY: usize = 1000;
 const DEDUP_WINDOW: Duration = Duration::from_secs(600);
 const MAX_MESSAGE_LEN: usize = 1024;
+const SPAM_BURST: f64 = 25.0;
+const SPAM_REFILL_EVERY: Duration = Duration::from_secs(300);
 
 /// Normal or Warning.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -96,10 +102,41 @@ struct Seen {
 
 type DedupKey = (String, EventType, String, String);
 
+/// Token buckets per (object uid, type, reason).
+#[derive(Default)]
+pub struct SpamFilter {
+    buckets: HashMap<(String, EventType, String), (f64, Instant)>,
+}
+
+impl SpamFilter {
+    /// Whether an event may be written now (and takes a token if so).
+    pub fn allow(&mut self, uid: &str, type_: EventType, reason: &str, now: Instant) -> bool {
+        if self.buckets.len() > 10_000 {
+            self.buckets.retain(|_, (_, at)| now.duration_since(*at) < SPAM_REFILL_EVERY * 25);
+        }
+        let (tokens, last) =
+            self.buckets.entry((uid.to_string(), type_, reason.to_string())).or_insert((SPAM_BURST, now));
+        let refill = now.duration_since(*last).as_secs_f64() / SPAM_REFILL_EVERY.as_secs_f64();
+        *tokens = (*tokens + refill).min(SPAM_BURST);
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 async fn write_events(client: Client, component: String, mut rx: mpsc::Receiver<Pending>) {
     let mut seen: HashMap<DedupKey, Seen> = HashMap::new();
+    let mut spam = SpamFilter::default();
     while let Some(ev) = rx.recv().await {
         seen.retain(|_, s| s.at.elapsed() < DEDUP_WINDOW);
+        let uid = ev.regarding.uid.clone().unwrap_or_default();
+        if !spam.allow(&uid, ev.type_, &ev.reason, Instant::now()) {
+            continue;
+        }
         let namespace = ev.regarding.namespace.clone().unwrap_or_else(|| "default".to_string());
         let api: Api<Event> = Api::namespaced(client.clone(), &namespace);
         let mut message = ev.message;
@@ -153,5 +190,26 @@ async fn write_events(client: Client, component: String, mut rx: mpsc::Receiver<
             }
             Err(err) => tracing::warn!(%err, "could not write event"),
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spam_filter_allows_a_burst_then_refills_slowly() {
+        let mut f = SpamFilter::default();
+        let t0 = Instant::now();
+        for _ in 0..25 {
+            assert!(f.allow("u", EventType::Normal, "SuccessfulCreate", t0));
+        }
+        assert!(!f.allow("u", EventType::Normal, "SuccessfulCreate", t0));
+        // Other reasons and objects have their own buckets.
+        assert!(f.allow("u", EventType::Warning, "FailedCreate", t0));
+        assert!(f.allow("v", EventType::Normal, "SuccessfulCreate", t0));
+        assert!(f.allow("u", EventType::Normal, "SuccessfulCreate", t0 + SPAM_REFILL_EVERY));
+        assert!(!f.allow("u", EventType::Normal, "SuccessfulCreate", t0 + SPAM_REFILL_EVERY));
     }
 }

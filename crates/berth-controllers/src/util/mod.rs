@@ -6,6 +6,7 @@ pub mod discovery;
 pub mod events;
 pub mod informer;
 pub mod meta;
+pub mod overlay;
 pub mod pods;
 pub mod selector;
 pub mod semantic;

@@ -15,7 +15,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Patch, PatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Config};
 
 /// How long any single condition may take before the test fails.
@@ -39,7 +39,15 @@ fn berth_binary() -> PathBuf {
         // Make sure the binary matches the current sources (cheap when it is up to date).
         let cargo = option_env!("CARGO").unwrap_or("cargo");
         let target = target_dir().parent().expect("target dir").to_path_buf();
-        let status = Command::new(cargo)
+        let mut build = Command::new(cargo);
+        // Variables cargo sets for the test process would change build-script fingerprints
+        // and force a rebuild of half the dependency tree; start from a clean slate.
+        for (key, _) in std::env::vars() {
+            if key.starts_with("CARGO_") && key != "CARGO_HOME" {
+                build.env_remove(key);
+            }
+        }
+        let status = build
             .args(["build", "-p", "berth", "--quiet"])
             .env("CARGO_TARGET_DIR", &target)
             .current_dir(env!("CARGO_MANIFEST_DIR"))
@@ -66,6 +74,10 @@ pub struct Server {
 impl Server {
     /// Starts `berth server --no-controllers --no-node` on a free port and connects to it.
     pub async fn start() -> Server {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
         let bin = tokio::task::spawn_blocking(berth_binary).await.expect("building berth");
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
@@ -122,6 +134,7 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
+    eprintln!("waiting for {what}");
     let deadline = tokio::time::Instant::now() + DEADLINE;
     loop {
         if let Some(v) = check().await {
@@ -149,7 +162,7 @@ pub fn spawn_kubelet(client: Client, namespace: &str, never_ready: &[&str]) -> t
     let api: Api<Pod> = Api::namespaced(client, namespace);
     let never_ready: Vec<String> = never_ready.iter().map(|s| s.to_string()).collect();
     tokio::spawn(async move {
-        let stream = watcher(api.clone(), watcher::Config::default());
+        let stream = watcher(api.clone(), watcher::Config::default()).default_backoff();
         futures::pin_mut!(stream);
         while let Some(event) = stream.next().await {
             let pod = match event {
@@ -189,7 +202,7 @@ pub fn spawn_pod_monitor(client: Client, namespace: &str) -> (Arc<Mutex<PodBound
     let out = bounds.clone();
     let handle = tokio::spawn(async move {
         let mut pods: BTreeMap<String, Pod> = BTreeMap::new();
-        let stream = watcher(api, watcher::Config::default());
+        let stream = watcher(api, watcher::Config::default()).default_backoff();
         futures::pin_mut!(stream);
         let mut listed = false;
         while let Some(event) = stream.next().await {
