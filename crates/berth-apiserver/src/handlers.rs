@@ -295,7 +295,36 @@ async fn resource(
         return subresources::handle(state, &info, ns.as_deref(), &name, sub, method, q, req).await;
     }
     let objects = &state.objects;
-    match (method, rp.name.clone()) {
+    let writes = matches!(method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE);
+    let resp = verbs(state, &info, ns.as_deref(), method, rp.name.clone(), q, req, table, watching).await;
+    // Quota usage follows every successful write in a namespace.
+    if writes
+        && resp.is_ok()
+        && crate::admission::affects_quota(&info)
+        && let Some(ns) = ns.clone()
+    {
+        let objects = Arc::clone(objects);
+        tokio::spawn(async move { crate::admission::refresh_quotas(&objects, &ns).await });
+    }
+    resp
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn verbs(
+    state: &Shared,
+    info: &ResourceInfo,
+    ns: Option<&str>,
+    method: Method,
+    name: Option<String>,
+    q: Query,
+    req: Request,
+    table: bool,
+    watching: bool,
+) -> Result<Response, ApiError> {
+    let objects = &state.objects;
+    let info = info.clone();
+    let ns = ns.map(str::to_owned);
+    match (method, name) {
         (Method::GET, Some(name)) if watching => {
             let mut opts = list_options(&info, &q)?;
             opts.fields = FieldSelector::parse(&format!("metadata.name={name}"))

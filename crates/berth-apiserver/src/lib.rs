@@ -5,6 +5,7 @@
 //! [`patch`], [`watch`], [`subresources`], [`crd`], [`discovery`] and [`table`] serve one
 //! concern each; [`pki`] creates the credentials on first start.
 
+pub mod admission;
 pub mod crd;
 pub mod discovery;
 pub mod handlers;

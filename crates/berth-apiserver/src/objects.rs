@@ -67,6 +67,8 @@ pub struct DeleteOptions {
 pub struct Objects {
     pub store: DynStore,
     pub registry: RwLock<Registry>,
+    /// One lock per namespace that has ResourceQuotas, held across check and create.
+    quota_locks: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 pub fn now_rfc3339() -> String {
@@ -143,7 +145,15 @@ fn generate_suffix() -> String {
 
 impl Objects {
     pub fn new(store: DynStore, registry: Registry) -> Self {
-        Self { store, registry: RwLock::new(registry) }
+        Self { store, registry: RwLock::new(registry), quota_locks: Default::default() }
+    }
+
+    fn quota_lock(&self, ns: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = match self.quota_locks.lock() {
+            Ok(l) => l,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        Arc::clone(locks.entry(ns.to_owned()).or_default())
     }
 
     pub fn registry(&self) -> Registry {
@@ -362,10 +372,31 @@ impl Objects {
             meta_mut(&mut obj).remove("generation");
         }
         let gvk = info.gvk.clone();
-        let warnings = self.admit(info, &mut obj, None, opts, |o| defaults::prepare_for_create(&gvk, o))?;
-        let name = meta_str(&obj, "name").unwrap_or_default().to_owned();
+        let is_pod = info.gvk.group.is_empty() && info.gvk.kind == "Pod";
         let ns = meta_str(&obj, "namespace").map(str::to_owned);
+        let limit_ranges = match (&ns, is_pod) {
+            (Some(ns), true) => crate::admission::limit_ranges(self, ns).await?,
+            _ => Vec::new(),
+        };
+        let warnings = self.admit(info, &mut obj, None, opts, |o| {
+            crate::admission::apply_limit_ranges(o, &limit_ranges);
+            defaults::prepare_for_create(&gvk, o);
+        })?;
+        let name = meta_str(&obj, "name").unwrap_or_default().to_owned();
         self.check_namespace(info, ns.as_deref(), &name).await?;
+        if is_pod {
+            crate::admission::check_limit_ranges(info, &obj, &limit_ranges)?;
+        }
+        // Creates in a namespace with quotas are serialised so that concurrent creates
+        // cannot each see the same usage and together exceed the quota.
+        let _quota_guard = match ns.as_deref() {
+            Some(ns) if crate::admission::affects_quota(info) && crate::admission::has_quotas(self, ns).await? => {
+                let guard = self.quota_lock(ns).lock_owned().await;
+                crate::admission::check_quota(self, info, &obj).await?;
+                Some(guard)
+            }
+            _ => None,
+        };
         self.allocate(info, &mut obj).await?;
         if opts.dry_run {
             return Ok((obj, warnings));
@@ -632,7 +663,10 @@ impl Objects {
         let name = meta_str(old, "name").unwrap_or_default();
         let key = info.key(meta_str(old, "namespace"), name);
         let deleting = new.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null());
-        if deleting && finalizers(&new).is_empty() && !namespace_holds(info, &new) {
+        // A graceful deletion (pods) waits for its grace period: the node finishes it.
+        let grace_pending =
+            new.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64).is_some_and(|g| g > 0);
+        if deleting && !grace_pending && finalizers(&new).is_empty() && !namespace_holds(info, &new) {
             if dry_run {
                 return Ok(new);
             }

@@ -484,7 +484,10 @@ async fn scale_up_creates_no_duplicate_pods() {
     let _kubelet = spawn_kubelet(client.clone(), NS, &[]);
     let (bounds, monitor) = spawn_pod_monitor(client.clone(), NS);
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), NS);
-    deployments.create(&PostParams::default(), &deployment_json("many", 150, "app:1", serde_json::json!({}))).await.unwrap();
+    deployments
+        .create(&PostParams::default(), &deployment_json("many", 150, "app:1", serde_json::json!({})))
+        .await
+        .unwrap();
     let d = wait_rolled_out(&client, "many").await;
     assert_eq!(d.status.unwrap().ready_replicas, Some(150));
     assert_eq!(live_pods(&client, "app=many").await.len(), 150);

@@ -3,6 +3,7 @@
 //! and `/root`. `/var` starts as a copy of the host's directory skeleton (no files), so
 //! programs find the directories their packages expect (`/var/log/nginx`, `/var/lib/nginx`).
 
+use std::collections::BTreeSet;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -17,6 +18,13 @@ pub struct RootfsError {
     pub path: PathBuf,
     #[source]
     pub source: std::io::Error,
+}
+
+/// Where a container mount lands, and whether it is a directory (or a file).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountTarget {
+    pub destination: String,
+    pub is_dir: bool,
 }
 
 /// How a top-level host directory appears in the container.
@@ -119,6 +127,96 @@ impl HostImage {
         Ok(())
     }
 
+    /// Read-only mounts of the shared host directories for a container whose other mounts land
+    /// at `targets`. A target that does not exist on the host below a shared directory (a
+    /// configMap at `/etc/site`) needs a mount point there, which a read-only bind of the host's
+    /// directory cannot get. Such a directory becomes a read-only overlay instead: the host's
+    /// directory under a per-container skeleton (`skeleton_dir/<name>`) holding just those
+    /// mount points. The host's files stay read-only to the pod and the host is never written.
+    pub fn mounts_for(&self, targets: &[MountTarget], skeleton_dir: &Path) -> Result<Vec<Mount>, RootfsError> {
+        let err = |path: &Path| {
+            let path = path.to_owned();
+            move |source| RootfsError { path, source }
+        };
+        let mut overlaid: BTreeSet<String> = BTreeSet::new();
+        for target in targets {
+            let Some(relative) = self.shared_relative_path(&target.destination) else { continue };
+            let host_path = Path::new("/").join(&relative);
+            if std::fs::symlink_metadata(&host_path).is_ok() {
+                continue;
+            }
+            let mount_point = skeleton_dir.join(&relative);
+            let parent = if target.is_dir { Some(mount_point.as_path()) } else { mount_point.parent() };
+            if let Some(parent) = parent {
+                std::fs::create_dir_all(parent).map_err(err(parent))?;
+            }
+            if !target.is_dir && std::fs::symlink_metadata(&mount_point).is_err() {
+                std::fs::File::create(&mount_point).map_err(err(&mount_point))?;
+            }
+            if let Some(std::path::Component::Normal(name)) = relative.components().next() {
+                overlaid.insert(name.to_string_lossy().into_owned());
+            }
+        }
+        let mut mounts = Vec::new();
+        for entry in &self.top_level {
+            let TopLevel::BindReadOnly { name } = entry else { continue };
+            let path = format!("/{name}");
+            if !overlaid.contains(name) {
+                mounts.push(Mount::new(&path, "bind", &path, &["rbind", "rprivate", "ro", "nosuid", "nodev"]));
+                continue;
+            }
+            let upper = skeleton_dir.join(name);
+            let upper_text = upper.display().to_string();
+            // overlayfs splits its options on ',' and layers on ':'.
+            if upper_text.contains([',', ':']) {
+                return Err(RootfsError {
+                    path: upper,
+                    source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "path unusable as an overlay layer"),
+                });
+            }
+            let lower = format!("lowerdir={upper_text}:{path}");
+            mounts.push(Mount::new(&path, "overlay", "overlay", &[lower.as_str(), "ro", "nosuid", "nodev"]));
+        }
+        Ok(mounts)
+    }
+
+    /// `destination` relative to `/` with the host's top-level symlinks (`/bin -> usr/bin`)
+    /// resolved, when it lies below a shared directory; `None` otherwise.
+    fn shared_relative_path(&self, destination: &str) -> Option<PathBuf> {
+        let mut parts: Vec<PathBuf> = Vec::new();
+        for component in Path::new(destination).components() {
+            match component {
+                std::path::Component::Normal(part) => parts.push(PathBuf::from(part)),
+                std::path::Component::ParentDir => return None,
+                _ => {}
+            }
+        }
+        let first = parts.first()?.to_string_lossy().into_owned();
+        let mut relative = PathBuf::new();
+        let mut shared = false;
+        for entry in &self.top_level {
+            match entry {
+                TopLevel::Symlink { name, target } if *name == first && target.is_relative() => {
+                    relative.push(target);
+                    shared = self
+                        .top_level
+                        .iter()
+                        .any(|e| matches!(e, TopLevel::BindReadOnly { name } if target.starts_with(name)));
+                }
+                TopLevel::BindReadOnly { name } if *name == first => {
+                    relative.push(name);
+                    shared = true;
+                }
+                _ => {}
+            }
+        }
+        if !shared || parts.len() < 2 {
+            return None;
+        }
+        relative.extend(&parts[1..]);
+        Some(relative)
+    }
+
     /// Read-only bind mounts of the shared host directories, for the OCI spec.
     pub fn mounts(&self) -> Vec<Mount> {
         self.top_level
@@ -191,6 +289,33 @@ mod tests {
         // No host file content is copied into /var.
         let files = walk_files(&rootfs.join("var"));
         assert!(files.is_empty(), "{files:?}");
+    }
+
+    #[test]
+    fn missing_mount_points_under_shared_directories_use_an_overlay() {
+        let data_dir = tempfile::tempdir().unwrap();
+        let image = HostImage::from_host(data_dir.path());
+        let skeleton = data_dir.path().join("mountpoints");
+        let target = |destination: &str, is_dir: bool| MountTarget { destination: destination.to_owned(), is_dir };
+        // Only existing host paths: plain read-only binds, no skeleton.
+        let mounts = image.mounts_for(&[target("/etc/hosts", false)], &skeleton).unwrap();
+        assert_eq!(mounts, image.mounts());
+        assert!(!skeleton.exists());
+
+        let targets = [target("/etc/berth-test-site", true), target("/etc/berth-test-app/app.conf", false)];
+        let mounts = image.mounts_for(&targets, &skeleton).unwrap();
+        let etc = mounts.iter().find(|m| m.destination == "/etc").unwrap();
+        assert_eq!(etc.kind, "overlay");
+        let lower = format!("lowerdir={}:/etc", skeleton.join("etc").display());
+        assert_eq!(etc.options, vec![lower, "ro".to_owned(), "nosuid".to_owned(), "nodev".to_owned()]);
+        assert!(skeleton.join("etc/berth-test-site").is_dir());
+        assert!(skeleton.join("etc/berth-test-app/app.conf").is_file());
+        // The other shared directories stay binds.
+        let usr = mounts.iter().find(|m| m.destination == "/usr").unwrap();
+        assert_eq!(usr.kind, "bind");
+        // Nothing outside the shared directories is touched.
+        image.mounts_for(&[target("/data/x", true)], &skeleton).unwrap();
+        assert!(!skeleton.join("data").exists());
     }
 
     #[test]

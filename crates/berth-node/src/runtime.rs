@@ -33,7 +33,7 @@ use crate::crilog;
 use crate::ipam::{Ipam, IpamError};
 use crate::network::{self, NetworkError};
 use crate::oci::{self, Mount, Namespace};
-use crate::rootfs::{HOST_IMAGE, HostImage, RootfsError};
+use crate::rootfs::{HOST_IMAGE, HostImage, MountTarget, RootfsError};
 use crate::sandbox::{self, Sandbox};
 use crate::shim::{self, ExitRecord, ShimConfig};
 use crate::spec::{self, PodInputs, PodPlacement, ProcessSpec, SpecError};
@@ -574,14 +574,14 @@ impl Runtime {
             Mount::new("/sys", "sysfs", "sysfs", sys_options),
             Mount::new("/sys/fs/cgroup", "cgroup", "cgroup", &["nosuid", "noexec", "nodev", "relatime", "ro"]),
         ];
-        mounts.extend(self.host_image.mounts());
+        let mut binds = Vec::new();
         let sandbox_dir = self.sandbox_dir(&sandbox.uid);
         for file in ["hosts", "hostname", "resolv.conf"] {
-            mounts.push(Mount::bind(&format!("/etc/{file}"), &sandbox_dir.join(file).display().to_string(), false));
+            binds.push(Mount::bind(&format!("/etc/{file}"), &sandbox_dir.join(file).display().to_string(), false));
         }
         let termination_path =
             container.termination_message_path.clone().unwrap_or_else(|| "/dev/termination-log".to_owned());
-        mounts.push(Mount::bind(&termination_path, &state_dir.join(TERMINATION_LOG).display().to_string(), false));
+        binds.push(Mount::bind(&termination_path, &state_dir.join(TERMINATION_LOG).display().to_string(), false));
 
         let mut volume_mounts = Vec::new();
         for mount in container.volume_mounts.iter().flatten() {
@@ -610,7 +610,16 @@ impl Runtime {
         }
         // Parents before children, whatever order the pod lists them in.
         volume_mounts.sort_by_key(|m| Path::new(&m.destination).components().count());
-        mounts.extend(volume_mounts);
+        binds.extend(volume_mounts);
+        let targets: Vec<MountTarget> = binds
+            .iter()
+            .map(|bind| MountTarget {
+                destination: bind.destination.clone(),
+                is_dir: std::fs::metadata(&bind.source).map(|m| m.is_dir()).unwrap_or(true),
+            })
+            .collect();
+        mounts.extend(self.host_image.mounts_for(&targets, &state_dir.join("mountpoints"))?);
+        mounts.extend(binds);
         Ok(mounts)
     }
 

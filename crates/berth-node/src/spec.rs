@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Container, EnvVar, Pod, Secret, SecurityContext};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, EnvVar, Pod, Secret, SecurityContext, Service, ServicePort};
 
 use crate::resources::{self, ContainerResources};
 
@@ -13,6 +13,11 @@ use crate::resources::{self, ContainerResources};
 pub struct PodInputs {
     pub config_maps: BTreeMap<String, ConfigMap>,
     pub secrets: BTreeMap<String, Secret>,
+    /// Host directory of each bound PersistentVolumeClaim the pod mounts, by claim name.
+    pub claims: BTreeMap<String, std::path::PathBuf>,
+    /// Services whose `<NAME>_SERVICE_HOST`-style variables the containers get: those of the
+    /// pod's namespace (with `enableServiceLinks`) and `default/kubernetes`.
+    pub services: Vec<Service>,
 }
 
 impl PodInputs {
@@ -264,6 +269,27 @@ fn field_ref(pod: &Pod, placement: &PodPlacement, path: &str) -> Result<String, 
     })
 }
 
+/// A `resourceFieldRef` value for volumes, which have no placement: an unset limit reads as
+/// the machine's CPUs or memory.
+pub fn resource_field_value(
+    container: &Container,
+    resource: &str,
+    divisor: Option<&k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
+) -> Result<String, SpecError> {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as i64);
+    let memory_kib = std::fs::read_to_string("/proc/meminfo").ok().and_then(|text| {
+        text.lines().find_map(|l| l.strip_prefix("MemTotal:")?.trim().strip_suffix("kB")?.trim().parse::<i64>().ok())
+    });
+    let placement = PodPlacement {
+        pod_ip: String::new(),
+        host_ip: String::new(),
+        node_name: String::new(),
+        node_cpu_millis: cpus * 1000,
+        node_memory_bytes: memory_kib.unwrap_or(0) * 1024,
+    };
+    resource_field_ref(container, &placement, resource, divisor)
+}
+
 fn resource_field_ref(
     container: &Container,
     placement: &PodPlacement,
@@ -334,15 +360,57 @@ pub fn environment(
             }
         }
     }
+    let services = service_env(&inputs.services);
     for var in container.env.iter().flatten() {
-        if let Some(value) = env_var_value(pod, container, var, inputs, placement, namespace, &env)? {
+        if let Some(value) = env_var_value(pod, container, var, inputs, placement, namespace, &env, &services)? {
             set(&mut env, var.name.clone(), value);
+        }
+    }
+    // Service variables fill in what the container does not define itself, as kubelet does.
+    for (name, value) in services {
+        if !env.iter().any(|(existing, _)| *existing == name) {
+            env.push((name, value));
         }
     }
     Ok(env)
 }
 
+/// Docker-links-style variables for services (`REDIS_MASTER_SERVICE_HOST`, `..._PORT`,
+/// `REDIS_MASTER_PORT_6379_TCP_ADDR`, ...), services without a cluster IP left out.
+pub fn service_env(services: &[Service]) -> Vec<(String, String)> {
+    let mut env = Vec::new();
+    let mut sorted: Vec<&Service> = services.iter().collect();
+    sorted.sort_by_key(|s| s.metadata.name.clone());
+    for service in sorted {
+        let Some(spec) = &service.spec else { continue };
+        let Some(ip) = spec.cluster_ip.as_deref().filter(|ip| !ip.is_empty() && *ip != "None") else { continue };
+        let prefix = service.metadata.name.as_deref().unwrap_or("").to_uppercase().replace('-', "_");
+        let ports = spec.ports.as_deref().unwrap_or(&[]);
+        env.push((format!("{prefix}_SERVICE_HOST"), ip.to_owned()));
+        let Some(first) = ports.first() else { continue };
+        env.push((format!("{prefix}_SERVICE_PORT"), first.port.to_string()));
+        for port in ports {
+            if let Some(name) = port.name.as_deref().filter(|n| !n.is_empty()) {
+                let name = name.to_uppercase().replace('-', "_");
+                env.push((format!("{prefix}_SERVICE_PORT_{name}"), port.port.to_string()));
+            }
+        }
+        let protocol = |p: &ServicePort| p.protocol.clone().unwrap_or_else(|| "TCP".to_owned());
+        env.push((format!("{prefix}_PORT"), format!("{}://{ip}:{}", protocol(first).to_lowercase(), first.port)));
+        for port in ports {
+            let proto = protocol(port);
+            let base = format!("{prefix}_PORT_{}_{}", port.port, proto.to_uppercase());
+            env.push((base.clone(), format!("{}://{ip}:{}", proto.to_lowercase(), port.port)));
+            env.push((format!("{base}_PROTO"), proto.to_lowercase()));
+            env.push((format!("{base}_PORT"), port.port.to_string()));
+            env.push((format!("{base}_ADDR"), ip.to_owned()));
+        }
+    }
+    env
+}
+
 /// One `env` entry's value; `None` when an optional reference is missing.
+#[allow(clippy::too_many_arguments)]
 fn env_var_value(
     pod: &Pod,
     container: &Container,
@@ -351,9 +419,10 @@ fn env_var_value(
     placement: &PodPlacement,
     namespace: &str,
     defined: &[(String, String)],
+    services: &[(String, String)],
 ) -> Result<Option<String>, SpecError> {
     let Some(source) = &var.value_from else {
-        let lookup = |name: &str| defined.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
+        let lookup = |name: &str| defined.iter().chain(services).find(|(n, _)| n == name).map(|(_, v)| v.clone());
         return Ok(Some(expand(var.value.as_deref().unwrap_or(""), lookup)));
     };
     if let Some(selector) = &source.config_map_key_ref {
@@ -608,6 +677,75 @@ mod tests {
             process_spec(&pod, &container, &missing, &placement(), "web-1"),
             Err(SpecError::ConfigMapNotFound("settings".into()))
         );
+    }
+
+    #[test]
+    fn service_links_field_refs_and_secret_env_from() {
+        use k8s_openapi::ByteString;
+        use k8s_openapi::api::core::v1::{SecretEnvSource, ServiceSpec};
+        let field = |name: &str, path: &str| EnvVar {
+            name: name.into(),
+            value_from: Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector { field_path: path.into(), ..Default::default() }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let container = Container {
+            name: "app".into(),
+            command: Some(vec!["run".into(), "--db=$(REDIS_MASTER_SERVICE_HOST)".into()]),
+            env_from: Some(vec![EnvFromSource {
+                secret_ref: Some(SecretEnvSource { name: "db".into(), optional: None }),
+                ..Default::default()
+            }]),
+            env: Some(vec![
+                var("DB_URL", "redis://$(REDIS_MASTER_SERVICE_HOST):$(REDIS_MASTER_SERVICE_PORT)"),
+                field("NS", "metadata.namespace"),
+                field("IP", "status.podIP"),
+                field("NODE", "spec.nodeName"),
+                // A container's own definition wins over a service variable.
+                var("WEB_SERVICE_PORT", "mine"),
+            ]),
+            ..Default::default()
+        };
+        let pod = pod_with(container.clone());
+        let service = |name: &str, ip: &str, ports: Vec<ServicePort>| Service {
+            metadata: ObjectMeta { name: Some(name.into()), ..Default::default() },
+            spec: Some(ServiceSpec { cluster_ip: Some(ip.into()), ports: Some(ports), ..Default::default() }),
+            ..Default::default()
+        };
+        let port = |name: Option<&str>, number: i32, protocol: Option<&str>| ServicePort {
+            name: name.map(str::to_owned),
+            port: number,
+            protocol: protocol.map(str::to_owned),
+            ..Default::default()
+        };
+        let mut inputs = PodInputs {
+            services: vec![
+                service("redis-master", "10.96.0.11", vec![port(None, 6379, Some("TCP"))]),
+                service("web", "10.96.0.12", vec![port(Some("http"), 80, None), port(Some("dns"), 53, Some("UDP"))]),
+                service("headless", "None", vec![port(None, 80, None)]),
+            ],
+            ..Default::default()
+        };
+        inputs.secrets.insert(
+            "db".into(),
+            Secret { data: Some([("PASSWORD".to_owned(), ByteString(b"pw".to_vec()))].into()), ..Default::default() },
+        );
+        let spec = process_spec(&pod, &container, &inputs, &placement(), "web-1").unwrap();
+        let get = |name: &str| spec.env.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
+        assert_eq!(get("DB_URL"), Some("redis://10.96.0.11:6379"));
+        assert_eq!(spec.argv, vec!["run", "--db=10.96.0.11"]);
+        assert_eq!(get("PASSWORD"), Some("pw"));
+        assert_eq!((get("NS"), get("IP"), get("NODE")), (Some("shop"), Some("10.88.0.7"), Some("node-a")));
+        assert_eq!(get("REDIS_MASTER_SERVICE_PORT"), Some("6379"));
+        assert_eq!(get("REDIS_MASTER_PORT"), Some("tcp://10.96.0.11:6379"));
+        assert_eq!(get("REDIS_MASTER_PORT_6379_TCP_ADDR"), Some("10.96.0.11"));
+        assert_eq!(get("WEB_SERVICE_PORT"), Some("mine"));
+        assert_eq!(get("WEB_SERVICE_PORT_HTTP"), Some("80"));
+        assert_eq!(get("WEB_PORT_53_UDP"), Some("udp://10.96.0.12:53"));
+        assert_eq!(get("WEB_PORT_53_UDP_PROTO"), Some("udp"));
+        assert_eq!(get("HEADLESS_SERVICE_HOST"), None, "no cluster IP, no variables");
     }
 
     #[test]

@@ -7,7 +7,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
-use k8s_openapi::api::core::v1::{KeyToPath, Pod, Volume};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, DownwardAPIVolumeFile, KeyToPath, Pod, ProjectedVolumeSource, Secret, Volume,
+};
 
 use crate::spec::PodInputs;
 
@@ -25,7 +27,14 @@ pub enum VolumeError {
         "MountVolume.SetUp failed for volume \"{volume}\" : hostPath type check failed: {path} is not a {expected}"
     )]
     HostPathType { volume: String, path: String, expected: &'static str },
-    #[error("volume \"{volume}\" has an unsupported type ({kind}); supported: emptyDir, hostPath, configMap, secret")]
+    #[error("MountVolume.SetUp failed for volume \"{volume}\" : persistentvolumeclaim \"{claim}\" is not bound")]
+    ClaimNotBound { volume: String, claim: String },
+    #[error("MountVolume.SetUp failed for volume \"{volume}\" : unsupported downward API field {field:?}")]
+    UnsupportedField { volume: String, field: String },
+    #[error(
+        "volume \"{volume}\" has an unsupported type ({kind}); supported: emptyDir, hostPath, configMap, secret, \
+         persistentVolumeClaim, downwardAPI, projected"
+    )]
     Unsupported { volume: String, kind: String },
     #[error("MountVolume.SetUp failed for volume \"{volume}\" : {path}: {source}")]
     Io {
@@ -55,7 +64,7 @@ pub fn volume_dir(volumes_dir: &Path, kind: &str, name: &str) -> PathBuf {
 pub fn prepare(pod: &Pod, volumes_dir: &Path, inputs: &PodInputs) -> Result<PreparedVolumes, VolumeError> {
     let mut prepared = PreparedVolumes::new();
     for volume in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
-        prepared.insert(volume.name.clone(), prepare_one(volume, volumes_dir, inputs)?);
+        prepared.insert(volume.name.clone(), prepare_one(pod, volume, volumes_dir, inputs)?);
     }
     Ok(prepared)
 }
@@ -66,7 +75,12 @@ fn io_error(volume: &str, path: &Path) -> impl FnOnce(std::io::Error) -> VolumeE
     move |source| VolumeError::Io { volume, path, source }
 }
 
-fn prepare_one(volume: &Volume, volumes_dir: &Path, inputs: &PodInputs) -> Result<PreparedVolume, VolumeError> {
+fn prepare_one(
+    pod: &Pod,
+    volume: &Volume,
+    volumes_dir: &Path,
+    inputs: &PodInputs,
+) -> Result<PreparedVolume, VolumeError> {
     let name = volume.name.as_str();
     if let Some(empty_dir) = &volume.empty_dir {
         let dir = volume_dir(volumes_dir, "empty-dir", name);
@@ -95,6 +109,26 @@ fn prepare_one(volume: &Volume, volumes_dir: &Path, inputs: &PodInputs) -> Resul
         let path = PathBuf::from(&host_path.path);
         check_host_path(name, &path, host_path.type_.as_deref().unwrap_or(""))?;
         return Ok(PreparedVolume { host_path: path, force_read_only: false });
+    }
+    if let Some(source) = &volume.persistent_volume_claim {
+        let Some(path) = inputs.claims.get(&source.claim_name) else {
+            return Err(VolumeError::ClaimNotBound { volume: name.to_owned(), claim: source.claim_name.clone() });
+        };
+        std::fs::create_dir_all(path).map_err(io_error(name, path))?;
+        return Ok(PreparedVolume { host_path: path.clone(), force_read_only: source.read_only.unwrap_or(false) });
+    }
+    if let Some(source) = &volume.downward_api {
+        let dir = volume_dir(volumes_dir, "downward-api", name);
+        let default_mode = source.default_mode.map_or(0o644, |m| (m as u32) & 0o777);
+        let files = downward_api_files(name, pod, source.items.iter().flatten(), default_mode)?;
+        write_atomic(&dir, &files).map_err(io_error(name, &dir))?;
+        return Ok(PreparedVolume { host_path: dir, force_read_only: true });
+    }
+    if let Some(source) = &volume.projected {
+        let dir = volume_dir(volumes_dir, "projected", name);
+        let files = projected_files(name, pod, source, inputs)?;
+        write_atomic(&dir, &files).map_err(io_error(name, &dir))?;
+        return Ok(PreparedVolume { host_path: dir, force_read_only: true });
     }
     if let Some(source) = &volume.config_map {
         let dir = volume_dir(volumes_dir, "configmap", name);
@@ -138,6 +172,164 @@ fn prepare_one(volume: &Volume, volumes_dir: &Path, inputs: &PodInputs) -> Resul
         return Ok(PreparedVolume { host_path: dir, force_read_only: true });
     }
     Err(VolumeError::Unsupported { volume: name.to_owned(), kind: volume_kind(volume) })
+}
+
+type Files = BTreeMap<PathBuf, (Vec<u8>, u32)>;
+
+fn config_map_data(map: &ConfigMap) -> BTreeMap<String, Vec<u8>> {
+    let mut all: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    for (key, value) in map.data.iter().flatten() {
+        all.insert(key.clone(), value.clone().into_bytes());
+    }
+    for (key, value) in map.binary_data.iter().flatten() {
+        all.insert(key.clone(), value.0.clone());
+    }
+    all
+}
+
+fn secret_data(secret: &Secret) -> BTreeMap<String, Vec<u8>> {
+    let mut all: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    for (key, value) in secret.string_data.iter().flatten() {
+        all.insert(key.clone(), value.clone().into_bytes());
+    }
+    for (key, value) in secret.data.iter().flatten() {
+        all.insert(key.clone(), value.0.clone());
+    }
+    all
+}
+
+fn check_item_path(volume: &str, path: &str) -> Result<PathBuf, VolumeError> {
+    let relative = PathBuf::from(path);
+    let safe =
+        !path.is_empty() && relative.components().all(|c| matches!(c, Component::Normal(_))) && !path.starts_with("..");
+    if safe { Ok(relative) } else { Err(VolumeError::InvalidPath { volume: volume.to_owned(), path: path.to_owned() }) }
+}
+
+/// Files of a downwardAPI volume or projection: pod fields and container resources.
+fn downward_api_files<'a>(
+    volume: &str,
+    pod: &Pod,
+    items: impl Iterator<Item = &'a DownwardAPIVolumeFile>,
+    default_mode: u32,
+) -> Result<Files, VolumeError> {
+    let mut files = Files::new();
+    for item in items {
+        let path = check_item_path(volume, &item.path)?;
+        let value = if let Some(field) = &item.field_ref {
+            downward_field(pod, &field.field_path).ok_or_else(|| VolumeError::UnsupportedField {
+                volume: volume.to_owned(),
+                field: field.field_path.clone(),
+            })?
+        } else if let Some(resource) = &item.resource_field_ref {
+            let container = pod
+                .spec
+                .iter()
+                .flat_map(|s| s.containers.iter().chain(s.init_containers.iter().flatten()))
+                .find(|c| Some(c.name.as_str()) == resource.container_name.as_deref());
+            let Some(container) = container else {
+                return Err(VolumeError::UnsupportedField {
+                    volume: volume.to_owned(),
+                    field: resource.resource.clone(),
+                });
+            };
+            crate::spec::resource_field_value(container, &resource.resource, resource.divisor.as_ref()).map_err(
+                |_| VolumeError::UnsupportedField { volume: volume.to_owned(), field: resource.resource.clone() },
+            )?
+        } else {
+            String::new()
+        };
+        let mode = item.mode.map_or(default_mode, |m| (m as u32) & 0o777);
+        files.insert(path, (value.into_bytes(), mode));
+    }
+    Ok(files)
+}
+
+/// The pod fields a downwardAPI volume can show; labels and annotations as upstream
+/// formats them: one `key="value"` line each, sorted, values quoted.
+fn downward_field(pod: &Pod, path: &str) -> Option<String> {
+    let all = |map: Option<&BTreeMap<String, String>>| {
+        map.into_iter()
+            .flatten()
+            .map(|(key, value)| format!("{key}={}", serde_json::Value::String(value.clone())))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let keyed = |prefix: &str, map: Option<&BTreeMap<String, String>>| -> Option<String> {
+        let key = path.strip_prefix(prefix)?.strip_suffix("']")?;
+        Some(map.and_then(|m| m.get(key)).cloned().unwrap_or_default())
+    };
+    let meta = &pod.metadata;
+    match path {
+        "metadata.name" => meta.name.clone(),
+        "metadata.namespace" => meta.namespace.clone(),
+        "metadata.uid" => meta.uid.clone(),
+        "metadata.labels" => Some(all(meta.labels.as_ref())),
+        "metadata.annotations" => Some(all(meta.annotations.as_ref())),
+        _ => keyed("metadata.labels['", meta.labels.as_ref())
+            .or_else(|| keyed("metadata.annotations['", meta.annotations.as_ref())),
+    }
+}
+
+/// Files of a projected volume: configMap, secret and downwardAPI sources in one directory.
+fn projected_files(
+    volume: &str,
+    pod: &Pod,
+    source: &ProjectedVolumeSource,
+    inputs: &PodInputs,
+) -> Result<Files, VolumeError> {
+    let default_mode = source.default_mode;
+    let mut files = Files::new();
+    for projection in source.sources.iter().flatten() {
+        if let Some(map_source) = &projection.config_map {
+            let optional = map_source.optional.unwrap_or(false);
+            match inputs.config_maps.get(&map_source.name) {
+                Some(map) => files.extend(project(
+                    volume,
+                    "configmap",
+                    &config_map_data(map),
+                    map_source.items.as_deref(),
+                    default_mode,
+                    optional,
+                )?),
+                None if optional => {}
+                None => {
+                    return Err(VolumeError::ConfigMapNotFound {
+                        volume: volume.to_owned(),
+                        name: map_source.name.clone(),
+                    });
+                }
+            }
+        }
+        if let Some(secret_source) = &projection.secret {
+            let optional = secret_source.optional.unwrap_or(false);
+            match inputs.secrets.get(&secret_source.name) {
+                Some(secret) => files.extend(project(
+                    volume,
+                    "secret",
+                    &secret_data(secret),
+                    secret_source.items.as_deref(),
+                    default_mode,
+                    optional,
+                )?),
+                None if optional => {}
+                None => {
+                    return Err(VolumeError::SecretNotFound {
+                        volume: volume.to_owned(),
+                        name: secret_source.name.clone(),
+                    });
+                }
+            }
+        }
+        if let Some(downward) = &projection.downward_api {
+            let mode = default_mode.map_or(0o644, |m| (m as u32) & 0o777);
+            files.extend(downward_api_files(volume, pod, downward.items.iter().flatten(), mode)?);
+        }
+        if projection.service_account_token.is_some() {
+            // No token issuer yet: the rest of the volume is still useful.
+            tracing::warn!(volume, pod = ?pod.metadata.name, "serviceAccountToken projections are not supported; skipped");
+        }
+    }
+    Ok(files)
 }
 
 fn volume_kind(volume: &Volume) -> String {
@@ -351,7 +543,7 @@ pub fn unmount_all(volumes_dir: &Path) {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::core::v1::{ConfigMap, ConfigMapVolumeSource, HostPathVolumeSource, PodSpec};
+    use k8s_openapi::api::core::v1::{ConfigMapProjection, ConfigMapVolumeSource, HostPathVolumeSource, PodSpec};
 
     fn files(pairs: &[(&str, &str, u32)]) -> BTreeMap<PathBuf, (Vec<u8>, u32)> {
         pairs.iter().map(|(p, c, m)| (PathBuf::from(p), (c.as_bytes().to_vec(), *m))).collect()
@@ -377,6 +569,138 @@ mod tests {
         let names: Vec<String> =
             std::fs::read_dir(&vol).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
         assert_eq!(names.iter().filter(|n| n.starts_with("..") && *n != "..data").count(), 1, "{names:?}");
+    }
+
+    #[test]
+    fn downward_api_projected_and_claim_volumes() {
+        use k8s_openapi::ByteString;
+        use k8s_openapi::api::core::v1::{
+            Container, DownwardAPIProjection, DownwardAPIVolumeSource, ObjectFieldSelector,
+            PersistentVolumeClaimVolumeSource, ResourceFieldSelector, ResourceRequirements, SecretProjection,
+            ServiceAccountTokenProjection, VolumeProjection,
+        };
+        use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+        let dir = tempfile::tempdir().unwrap();
+        let field = |path: &str, field_path: &str| DownwardAPIVolumeFile {
+            path: path.into(),
+            field_ref: Some(ObjectFieldSelector { field_path: field_path.into(), ..Default::default() }),
+            ..Default::default()
+        };
+        let mut pod = pod(vec![
+            Volume {
+                name: "info".into(),
+                downward_api: Some(DownwardAPIVolumeSource {
+                    items: Some(vec![
+                        field("name", "metadata.name"),
+                        field("labels", "metadata.labels"),
+                        field("tier", "metadata.labels['tier']"),
+                        DownwardAPIVolumeFile {
+                            path: "mem".into(),
+                            resource_field_ref: Some(ResourceFieldSelector {
+                                container_name: Some("app".into()),
+                                resource: "limits.memory".into(),
+                                divisor: Some(Quantity("1Mi".into())),
+                            }),
+                            ..Default::default()
+                        },
+                    ]),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            Volume {
+                name: "all".into(),
+                projected: Some(ProjectedVolumeSource {
+                    default_mode: Some(0o400),
+                    sources: Some(vec![
+                        VolumeProjection {
+                            config_map: Some(ConfigMapProjection { name: "site".into(), ..Default::default() }),
+                            ..Default::default()
+                        },
+                        VolumeProjection {
+                            secret: Some(SecretProjection { name: "db".into(), ..Default::default() }),
+                            ..Default::default()
+                        },
+                        VolumeProjection {
+                            downward_api: Some(DownwardAPIProjection {
+                                items: Some(vec![field("ns", "metadata.namespace")]),
+                            }),
+                            ..Default::default()
+                        },
+                        VolumeProjection {
+                            service_account_token: Some(ServiceAccountTokenProjection {
+                                path: "token".into(),
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        },
+                    ]),
+                }),
+                ..Default::default()
+            },
+            Volume {
+                name: "data".into(),
+                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                    claim_name: "data".into(),
+                    read_only: None,
+                }),
+                ..Default::default()
+            },
+        ]);
+        pod.metadata.name = Some("web-0".into());
+        pod.metadata.namespace = Some("shop".into());
+        pod.metadata.labels =
+            Some([("app".to_owned(), "web".to_owned()), ("tier".to_owned(), "front".to_owned())].into());
+        pod.spec.as_mut().unwrap().containers = vec![Container {
+            name: "app".into(),
+            resources: Some(ResourceRequirements {
+                limits: Some([("memory".to_owned(), Quantity("64Mi".into()))].into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }];
+        let mut inputs = PodInputs::default();
+        inputs.config_maps.insert(
+            "site".into(),
+            ConfigMap { data: Some([("index.html".to_owned(), "hi".to_owned())].into()), ..Default::default() },
+        );
+        inputs.secrets.insert(
+            "db".into(),
+            Secret {
+                data: Some([("password".to_owned(), ByteString(b"s3cret".to_vec()))].into()),
+                ..Default::default()
+            },
+        );
+
+        // The claim is not bound yet.
+        let error = prepare(&pod, dir.path(), &inputs).unwrap_err();
+        assert!(matches!(error, VolumeError::ClaimNotBound { .. }), "{error}");
+
+        let claim_dir = dir.path().join("pv-data");
+        inputs.claims.insert("data".into(), claim_dir.clone());
+        let prepared = prepare(&pod, dir.path(), &inputs).unwrap();
+        assert_eq!(prepared["data"].host_path, claim_dir);
+        assert!(!prepared["data"].force_read_only && claim_dir.is_dir());
+
+        let info = &prepared["info"].host_path;
+        let read = |path: PathBuf| std::fs::read_to_string(path).unwrap();
+        assert_eq!(read(info.join("name")), "web-0");
+        assert_eq!(read(info.join("labels")), "app=\"web\"\ntier=\"front\"");
+        assert_eq!(read(info.join("tier")), "front");
+        assert_eq!(read(info.join("mem")), "64");
+
+        let all = &prepared["all"].host_path;
+        assert!(prepared["all"].force_read_only);
+        assert_eq!(read(all.join("index.html")), "hi");
+        assert_eq!(read(all.join("password")), "s3cret");
+        assert_eq!(read(all.join("ns")), "shop");
+        assert_eq!(std::fs::metadata(all.join("password")).unwrap().permissions().mode() & 0o777, 0o400);
+        assert!(!all.join("token").exists(), "serviceAccountToken sources are skipped");
+
+        // Labels change: the file follows on the next refresh.
+        pod.metadata.labels.as_mut().unwrap().insert("tier".into(), "back".into());
+        let prepared = prepare(&pod, dir.path(), &inputs).unwrap();
+        assert_eq!(read(prepared["info"].host_path.join("tier")), "back");
     }
 
     fn pod(volumes: Vec<Volume>) -> Pod {

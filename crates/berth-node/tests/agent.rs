@@ -404,3 +404,213 @@ async fn liveness_failures_restart_and_an_agent_restart_keeps_pods() {
     .await;
     agent.stop().await;
 }
+
+/// A pod whose process ignores SIGTERM (`sleep` as PID 1) stays `Terminating` through its
+/// grace period after a plain delete (as `kubectl delete --wait=false` sends it); the node
+/// kills it, cleans up, and only then removes the object.
+#[tokio::test]
+async fn deleted_pod_stays_terminating_through_its_grace_period() {
+    skip_unless_capable!();
+    let Some(binary) = berth_binary() else {
+        eprintln!("skipping: no berth binary (set BERTH_BIN or run `cargo build -p berth`)");
+        return;
+    };
+    let server = start_server(&binary).await;
+    let node = test_node();
+    let mut config = node.config.clone();
+    config.node_name = format!("node-{}", &config.network.bridge);
+    let agent = RunningAgent::start(server.client.clone(), config.clone());
+    let pods: Api<Pod> = Api::namespaced(server.client.clone(), "default");
+
+    let mut stubborn = pod("stubborn", vec![host_container("sleeper", &["sleep", "1000"])]);
+    stubborn.spec.as_mut().unwrap().termination_grace_period_seconds = Some(4);
+    pods.create(&PostParams::default(), &stubborn).await.unwrap();
+    let running = wait_pod(&pods, "stubborn", "stubborn to run", |p| {
+        p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+    })
+    .await;
+    let uid = running.metadata.uid.clone().unwrap();
+
+    let background =
+        DeleteParams { propagation_policy: Some(kube::api::PropagationPolicy::Background), ..Default::default() };
+    pods.delete("stubborn", &background).await.unwrap();
+    let terminating = pods.get("stubborn").await.unwrap();
+    assert!(terminating.metadata.deletion_timestamp.is_some());
+    assert_eq!(terminating.metadata.deletion_grace_period_seconds, Some(4));
+    // Still there once the node has seen the deletion and sent SIGTERM (its Killing event).
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(server.client.clone(), "default");
+    eventually("the Killing event", WAIT, || async {
+        let list = events.list(&Default::default()).await.ok()?;
+        list.items
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("Killing") && e.involved_object.uid.as_deref() == Some(uid.as_str()))
+            .then_some(())
+    })
+    .await;
+    let still = pods.get_opt("stubborn").await.unwrap();
+    assert!(still.is_some_and(|p| p.metadata.deletion_timestamp.is_some()), "the object waits for the node");
+    assert!(node.config.data_dir.join("pods").join(&uid).exists(), "the pod is still on the machine");
+
+    eventually("stubborn to be gone", WAIT, || async {
+        matches!(pods.get_opt("stubborn").await, Ok(None)).then_some(())
+    })
+    .await;
+    assert!(!node.config.data_dir.join("pods").join(&uid).exists(), "cleaned up before the object went");
+    agent.stop().await;
+}
+
+/// The built-in local-path provisioner: a claim without a class is bound to a new volume under
+/// the data dir, pods mount it, its data outlives a pod, and deleting the claim (no pod using
+/// it) deletes the volume and its directory.
+#[tokio::test]
+async fn claims_are_provisioned_mounted_kept_and_reclaimed() {
+    use k8s_openapi::api::core::v1::{
+        PersistentVolume, PersistentVolumeClaim, PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource,
+        VolumeResourceRequirements,
+    };
+    skip_unless_capable!();
+    let Some(binary) = berth_binary() else {
+        eprintln!("skipping: no berth binary (set BERTH_BIN or run `cargo build -p berth`)");
+        return;
+    };
+    let server = start_server(&binary).await;
+    let node = test_node();
+    let mut config = node.config.clone();
+    config.node_name = format!("node-{}", &config.network.bridge);
+    let agent = RunningAgent::start(server.client.clone(), config.clone());
+    let client = server.client.clone();
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), "default");
+    let volumes: Api<PersistentVolume> = Api::all(client.clone());
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+
+    let claim = PersistentVolumeClaim {
+        metadata: ObjectMeta { name: Some("data".into()), ..Default::default() },
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".into()]),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([("storage".to_owned(), Quantity("1Gi".into()))])),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    claims.create(&PostParams::default(), &claim).await.unwrap();
+    let bound = eventually("the claim to be bound", WAIT, || async {
+        claims.get("data").await.ok().filter(|c| c.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound"))
+    })
+    .await;
+    let status = bound.status.unwrap();
+    assert_eq!(status.capacity.unwrap()["storage"].0, "1Gi");
+    assert_eq!(status.access_modes.unwrap(), vec!["ReadWriteOnce".to_owned()]);
+    let pv_name = bound.spec.unwrap().volume_name.unwrap();
+    let pv = volumes.get(&pv_name).await.unwrap();
+    let pv_spec = pv.spec.unwrap();
+    assert_eq!(pv_spec.storage_class_name.as_deref(), Some("local-path"));
+    assert_eq!(pv_spec.persistent_volume_reclaim_policy.as_deref(), Some("Delete"));
+    assert_eq!(pv_spec.claim_ref.unwrap().name.as_deref(), Some("data"));
+    let host_dir = PathBuf::from(pv_spec.host_path.unwrap().path);
+    assert!(host_dir.starts_with(node.config.data_dir.join("volumes")) && host_dir.is_dir(), "{host_dir:?}");
+
+    let with_claim = |name: &str, script: &str| {
+        let mut app = host_container("app", &["sh", "-c", script]);
+        app.volume_mounts =
+            Some(vec![VolumeMount { name: "data".into(), mount_path: "/data".into(), ..Default::default() }]);
+        let mut pod = pod(name, vec![app]);
+        pod.spec.as_mut().unwrap().volumes = Some(vec![Volume {
+            name: "data".into(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: "data".into(),
+                read_only: None,
+            }),
+            ..Default::default()
+        }]);
+        pod
+    };
+    pods.create(&PostParams::default(), &with_claim("writer", "echo kept > /data/file; exec sleep 1000"))
+        .await
+        .unwrap();
+    eventually("the writer's file", WAIT, || async {
+        std::fs::read_to_string(host_dir.join("file")).ok().filter(|t| t == "kept\n")
+    })
+    .await;
+    let quick = DeleteParams { grace_period_seconds: Some(1), ..Default::default() };
+    pods.delete("writer", &quick).await.unwrap();
+    eventually("the writer to be gone", WAIT, || async {
+        matches!(pods.get_opt("writer").await, Ok(None)).then_some(())
+    })
+    .await;
+
+    // A new pod sees what the old one wrote.
+    pods.create(&PostParams::default(), &with_claim("reader", "cat /data/file > /data/seen; exec sleep 1000"))
+        .await
+        .unwrap();
+    eventually("the reader to see the data", WAIT, || async {
+        std::fs::read_to_string(host_dir.join("seen")).ok().filter(|t| t == "kept\n")
+    })
+    .await;
+    pods.delete("reader", &quick).await.unwrap();
+    eventually("the reader to be gone", WAIT, || async {
+        matches!(pods.get_opt("reader").await, Ok(None)).then_some(())
+    })
+    .await;
+
+    claims.delete("data", &DeleteParams::default()).await.unwrap();
+    eventually("the volume to be deleted", WAIT, || async {
+        matches!(volumes.get_opt(&pv_name).await, Ok(None)).then_some(())
+    })
+    .await;
+    assert!(!host_dir.exists(), "the volume's directory is removed");
+    agent.stop().await;
+}
+
+/// Stopping a deleted pod runs its containers' preStop hooks first.
+#[tokio::test]
+async fn deletion_runs_pre_stop_hooks() {
+    use k8s_openapi::api::core::v1::{HostPathVolumeSource, Lifecycle, LifecycleHandler};
+    skip_unless_capable!();
+    let Some(binary) = berth_binary() else {
+        eprintln!("skipping: no berth binary (set BERTH_BIN or run `cargo build -p berth`)");
+        return;
+    };
+    let server = start_server(&binary).await;
+    let node = test_node();
+    let mut config = node.config.clone();
+    config.node_name = format!("node-{}", &config.network.bridge);
+    let agent = RunningAgent::start(server.client.clone(), config.clone());
+    let pods: Api<Pod> = Api::namespaced(server.client.clone(), "default");
+    let out = tempfile::tempdir().unwrap();
+
+    let mut app = host_container("app", &["sleep", "1000"]);
+    app.lifecycle = Some(Lifecycle {
+        pre_stop: Some(LifecycleHandler {
+            exec: Some(ExecAction { command: Some(vec!["sh".into(), "-c".into(), "echo bye > /out/stopped".into()]) }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    app.volume_mounts = Some(vec![VolumeMount { name: "out".into(), mount_path: "/out".into(), ..Default::default() }]);
+    let mut hooked = pod("hooked", vec![app]);
+    let spec = hooked.spec.as_mut().unwrap();
+    spec.termination_grace_period_seconds = Some(3);
+    spec.volumes = Some(vec![Volume {
+        name: "out".into(),
+        host_path: Some(HostPathVolumeSource { path: out.path().display().to_string(), type_: None }),
+        ..Default::default()
+    }]);
+    pods.create(&PostParams::default(), &hooked).await.unwrap();
+    let running = wait_pod(&pods, "hooked", "hooked to run", |p| {
+        p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+    })
+    .await;
+    let uid = running.metadata.uid.unwrap();
+    assert!(!out.path().join("stopped").exists());
+
+    pods.delete("hooked", &DeleteParams::default()).await.unwrap();
+    eventually("the pod to be cleaned up", WAIT, || async {
+        (!node.config.data_dir.join("pods").join(&uid).exists()).then_some(())
+    })
+    .await;
+    assert_eq!(std::fs::read_to_string(out.path().join("stopped")).unwrap(), "bye\n");
+    agent.stop().await;
+}

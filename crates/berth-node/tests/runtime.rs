@@ -333,3 +333,76 @@ async fn memory_limit_kills_with_oom_and_security_context_applies() {
 
     runtime.remove_pod(&uid).await.unwrap();
 }
+
+/// Volumes mounted where the host has nothing, below its read-only `/etc` (a configMap at
+/// `/etc/site`, a subPath file in a new directory), with a writable and a read-only root.
+#[tokio::test]
+async fn volumes_mount_below_read_only_host_directories() {
+    skip_unless_capable!();
+    let node = test_node();
+    let runtime = Runtime::new(node.config.clone()).await.unwrap();
+    let dir_name = format!("berth-site-{:08x}", rand::random::<u32>());
+    let site_path = format!("/etc/{dir_name}");
+    let conf_path = format!("/etc/{dir_name}-conf/app.conf");
+
+    let mut inputs = PodInputs::default();
+    inputs.config_maps.insert(
+        "site".into(),
+        ConfigMap {
+            data: Some(BTreeMap::from([("index.html".to_owned(), "configured\n".to_owned())])),
+            ..Default::default()
+        },
+    );
+    for read_only_root in [false, true] {
+        let mut app = host_container("app", &["sleep", "1000"]);
+        app.volume_mounts = Some(vec![
+            VolumeMount { name: "site".into(), mount_path: site_path.clone(), ..Default::default() },
+            VolumeMount {
+                name: "site".into(),
+                mount_path: conf_path.clone(),
+                sub_path: Some("index.html".into()),
+                ..Default::default()
+            },
+        ]);
+        app.security_context =
+            Some(SecurityContext { read_only_root_filesystem: Some(read_only_root), ..Default::default() });
+        let mut pod = pod("etc-volume", vec![app.clone()]);
+        pod.spec.as_mut().unwrap().volumes = Some(vec![Volume {
+            name: "site".into(),
+            config_map: Some(ConfigMapVolumeSource { name: "site".into(), ..Default::default() }),
+            ..Default::default()
+        }]);
+        let uid = pod.metadata.uid.clone().unwrap();
+        let sandbox = runtime.create_sandbox(&pod).await.unwrap();
+        let volumes = runtime.prepare_volumes(&pod, &inputs).unwrap();
+        let place = placement(&sandbox.ip().to_string());
+        let run = PodRun { sandbox: &sandbox, pod: &pod, inputs: &inputs, volumes: &volumes, placement: &place };
+        let handle = runtime.start_container(&run, &app, 0).await.unwrap();
+        let exec = |script: String| {
+            let runtime = &runtime;
+            let handle = &handle;
+            async move {
+                let argv = vec!["sh".to_owned(), "-c".to_owned(), script];
+                let result = runtime.exec_sync(handle, &argv, Duration::from_secs(10)).await.unwrap();
+                (result.exit_code, String::from_utf8_lossy(&result.output).into_owned())
+            }
+        };
+        let (code, out) = exec(format!("cat {site_path}/index.html {conf_path}")).await;
+        assert_eq!((code, out.as_str()), (0, "configured\nconfigured\n"), "read_only_root={read_only_root}");
+        // The rest of the host's /etc is there and stays read-only.
+        let (code, out) = exec("grep -c '^root:' /etc/passwd".to_owned()).await;
+        assert_eq!((code, out.trim()), (0, "1"));
+        let (code, _) = exec("touch /etc/berth-should-fail".to_owned()).await;
+        assert_ne!(code, 0, "/etc is read-only (read_only_root={read_only_root})");
+        let (code, _) = exec(format!("touch {site_path}/new")).await;
+        assert_ne!(code, 0, "configMap volumes are read-only");
+        let (code, _) = exec("touch /tmp/x".to_owned()).await;
+        assert_eq!(code == 0, !read_only_root, "the root is writable unless readOnlyRootFilesystem");
+        // The host's /etc got no mount points.
+        assert!(!Path::new(&site_path).exists());
+        assert!(!Path::new(&conf_path).parent().unwrap().exists());
+
+        runtime.stop_container(&handle, Duration::from_secs(1)).await;
+        runtime.remove_pod(&uid).await.unwrap();
+    }
+}

@@ -84,3 +84,66 @@ fn describe_shows_controller_events() {
     let d = s.ok(&["describe", "pod", &pod]);
     assert!(d.contains("Controlled By:  ReplicaSet/"), "{d}");
 }
+
+#[test]
+fn resource_quota_limits_pods_until_raised() {
+    let s = Server::start(&["--no-node"]);
+    s.ok(&["create", "namespace", "q"]);
+    s.ok_stdin(
+        &["apply", "-n", "q", "-f", "-"],
+        "apiVersion: v1\nkind: ResourceQuota\nmetadata:\n  name: pods-max\nspec:\n  hard:\n    pods: \"4\"\n",
+    );
+    s.ok_stdin(&["apply", "-n", "q", "-f", "-"], &deployment("big", 6));
+    wait_for("4 pods", Duration::from_secs(30), || (count(&s, &["pods", "-n", "q"]) == 4).then_some(()));
+    let rs = s.ok(&["get", "rs", "-n", "q", "-o", "jsonpath={.items[0].metadata.name}"]);
+    let described = wait_for("quota error in the replicaset's events", Duration::from_secs(30), || {
+        let d = s.ok(&["describe", "rs", "-n", "q", &rs]);
+        d.contains("exceeded quota").then_some(d)
+    });
+    assert!(
+        described.contains("exceeded quota: pods-max, requested: pods=1, used: pods=4, limited: pods=4"),
+        "{described}"
+    );
+    let used = wait_for("quota status", Duration::from_secs(30), || {
+        let q = s.json(&["get", "quota", "-n", "q", "pods-max"]);
+        (q["status"]["used"]["pods"] == "4").then_some(q)
+    });
+    assert_eq!(used["status"]["hard"]["pods"], "4");
+    // Still 4 after a while: the quota holds.
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(count(&s, &["pods", "-n", "q"]), 4);
+
+    let dir = tempfile::tempdir().expect("tmp");
+    let editor =
+        common::write_file(dir.path(), "editor.sh", "#!/bin/sh\nsed -i 's/pods: \"4\"/pods: \"10\"/' \"$1\"\n");
+    std::fs::set_permissions(&editor, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    let out = s.kubectl_cmd(&["edit", "-n", "q", "quota", "pods-max"]).env("EDITOR", &editor).output().expect("edit");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    wait_for("6 pods after raising the quota", Duration::from_secs(60), || {
+        (count(&s, &["pods", "-n", "q"]) == 6).then_some(())
+    });
+}
+
+#[test]
+fn limit_range_defaults_fill_new_pods() {
+    let s = Server::start(&["--no-node", "--no-controllers"]);
+    s.ok_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: v1\nkind: LimitRange\nmetadata:\n  name: defaults\nspec:\n  limits:\n  - type: Container\n    default: {cpu: 500m, memory: 128Mi}\n    defaultRequest: {cpu: 100m, memory: 64Mi}\n    max: {memory: 1Gi}\n",
+    );
+    s.ok(&["run", "p", "--image=busybox", "--restart=Never"]);
+    let pod = s.json(&["get", "pod", "p"]);
+    let r = &pod["spec"]["containers"][0]["resources"];
+    assert_eq!((r["limits"]["cpu"].as_str(), r["limits"]["memory"].as_str()), (Some("500m"), Some("128Mi")), "{r}");
+    assert_eq!((r["requests"]["cpu"].as_str(), r["requests"]["memory"].as_str()), (Some("100m"), Some("64Mi")), "{r}");
+    assert_eq!(pod["status"]["qosClass"], "Burstable");
+    let err = s.fails(&[
+        "run",
+        "too-big",
+        "--image=busybox",
+        "--restart=Never",
+        "--overrides",
+        r#"{"spec":{"containers":[{"name":"too-big","image":"busybox","resources":{"limits":{"memory":"2Gi"}}}]}}"#,
+    ]);
+    assert!(err.contains("maximum memory usage per Container is 1Gi, but limit is 2Gi"), "{err}");
+}

@@ -6,6 +6,7 @@ pub mod backoff;
 pub mod events;
 pub mod node;
 pub mod probe;
+pub mod provisioner;
 pub mod scheduler;
 pub mod status;
 mod worker;
@@ -91,7 +92,9 @@ pub async fn run_until(
         unschedulable: HashMap::new(),
         store: None,
     };
+    let provisioner = tokio::spawn(provisioner::run(client.clone(), config.data_dir.clone()));
     let result = agent.watch(client, shutdown).await;
+    provisioner.abort();
     heartbeat.abort();
     result
 }

@@ -11,7 +11,10 @@ use std::time::Duration;
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
-use k8s_openapi::api::core::v1::{ConfigMap, Container, ObjectReference, Pod, PodStatus, Secret};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Container, LifecycleHandler, ObjectReference, PersistentVolume, PersistentVolumeClaim, Pod, PodStatus,
+    Probe, Secret, Service,
+};
 use k8s_openapi::jiff::Timestamp;
 use kube::Resource;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
@@ -751,13 +754,32 @@ impl Worker {
     async fn terminate(&mut self, gone: bool) {
         let grace = self.grace_period(None);
         tracing::info!(pod = %self.name(), uid = %self.uid, ?grace, gone, "stopping pod");
-        let mut stops = Vec::new();
+        let deadline = Instant::now() + grace;
+        let pod_ip = self.sandbox.as_ref().map(|sandbox| sandbox.ip());
+        let mut running_now = Vec::new();
         for slot in self.init.iter_mut().chain(self.containers.iter_mut()) {
             if let Some(running) = slot.running.take() {
-                self.shared.events.normal(&self.pod_ref, "Killing", format!("Stopping container {}", slot.spec.name));
-                let runtime = self.shared.runtime.clone();
-                stops.push(async move { runtime.stop_container(&running.handle, grace).await });
+                running_now.push((slot.spec.clone(), running));
             }
+        }
+        let mut stops = Vec::new();
+        for (spec, running) in running_now {
+            self.shared.events.normal(&self.pod_ref, "Killing", format!("Stopping container {}", spec.name));
+            let runtime = self.shared.runtime.clone();
+            let hook = spec.lifecycle.as_ref().and_then(|l| l.pre_stop.clone());
+            let context = match (hook.is_some(), pod_ip) {
+                (true, Some(ip)) => Some(self.probe_context(&running.handle, ip)),
+                _ => None,
+            };
+            stops.push(async move {
+                let mut remaining = grace;
+                if let (Some(hook), Some(context)) = (hook, context) {
+                    run_pre_stop(&context, &hook, grace).await;
+                    // The hook spends the grace period; the container still gets a moment after it.
+                    remaining = deadline.saturating_duration_since(Instant::now()).max(MIN_GRACE_AFTER_HOOK);
+                }
+                runtime.stop_container(&running.handle, remaining).await
+            });
         }
         futures::future::join_all(stops).await;
         if let Err(error) = self.shared.runtime.remove_pod(&self.uid).await {
@@ -776,6 +798,33 @@ impl Worker {
                 Err(error) => tracing::warn!(pod = %self.name(), %error, "cannot delete pod object"),
             }
         }
+    }
+}
+
+/// Upstream gives a container at least this long after its preStop hook before SIGKILL.
+const MIN_GRACE_AFTER_HOOK: Duration = Duration::from_secs(2);
+
+/// Runs a container's preStop hook (exec, httpGet, tcpSocket or sleep), within `grace`;
+/// a failure is reported as a `FailedPreStopHook` event and stopping goes on.
+async fn run_pre_stop(context: &probe::ProbeContext, hook: &LifecycleHandler, grace: Duration) {
+    if let Some(sleep) = &hook.sleep {
+        let wanted = Duration::from_secs(u64::try_from(sleep.seconds).unwrap_or(0));
+        tokio::time::sleep(wanted.min(grace)).await;
+        return;
+    }
+    let as_probe = Probe {
+        exec: hook.exec.clone(),
+        http_get: hook.http_get.clone(),
+        tcp_socket: hook.tcp_socket.clone(),
+        ..Probe::default()
+    };
+    if let Err(message) = probe::check(context, &as_probe, grace).await {
+        let container = &context.container.name;
+        context.events.warning(
+            &context.pod_ref,
+            "FailedPreStopHook",
+            format!("PreStopHook failed for container \"{container}\": {message}"),
+        );
     }
 }
 
@@ -805,6 +854,48 @@ async fn prepare_inputs(shared: Arc<Shared>, pod: Arc<Pod>) -> Result<(PodInputs
             Err(error) => return Err(format!("cannot read secret \"{name}\": {error}")),
         }
     }
+    // Service links: the pod's namespace (unless turned off) and the API server's service.
+    let service_links = pod.spec.as_ref().and_then(|s| s.enable_service_links).unwrap_or(true);
+    if service_links {
+        let service_api: Api<Service> = Api::namespaced(shared.client.clone(), &namespace);
+        match service_api.list(&Default::default()).await {
+            Ok(list) => inputs.services.extend(list.items),
+            Err(error) => return Err(format!("cannot list services: {error}")),
+        }
+    }
+    if !service_links || namespace != "default" {
+        let default_services: Api<Service> = Api::namespaced(shared.client.clone(), "default");
+        if let Ok(Some(kubernetes)) = default_services.get_opt("kubernetes").await {
+            inputs.services.retain(|s| s.metadata.name.as_deref() != Some("kubernetes"));
+            inputs.services.push(kubernetes);
+        }
+    }
+    let claim_api: Api<PersistentVolumeClaim> = Api::namespaced(shared.client.clone(), &namespace);
+    let volume_api: Api<PersistentVolume> = Api::all(shared.client.clone());
+    for volume in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
+        let Some(source) = &volume.persistent_volume_claim else { continue };
+        let name = &source.claim_name;
+        let claim = match claim_api.get_opt(name).await {
+            Ok(Some(claim)) => claim,
+            Ok(None) => return Err(format!("persistentvolumeclaim \"{name}\" not found")),
+            Err(error) => return Err(format!("cannot read persistentvolumeclaim \"{name}\": {error}")),
+        };
+        let bound = claim.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound");
+        let volume_name = claim.spec.as_ref().and_then(|s| s.volume_name.clone()).filter(|n| !n.is_empty());
+        let Some(volume_name) = volume_name.filter(|_| bound) else {
+            return Err(format!("persistentvolumeclaim \"{name}\" is not bound"));
+        };
+        let persistent_volume = volume_api
+            .get(&volume_name)
+            .await
+            .map_err(|error| format!("cannot read persistentvolume \"{volume_name}\": {error}"))?;
+        let spec = persistent_volume.spec.unwrap_or_default();
+        let path = spec.host_path.map(|h| h.path).or(spec.local.map(|l| l.path));
+        let Some(path) = path else {
+            return Err(format!("persistentvolume \"{volume_name}\" has no hostPath or local source"));
+        };
+        inputs.claims.insert(name.clone(), std::path::PathBuf::from(path));
+    }
     let volumes = shared.runtime.prepare_volumes(&pod, &inputs).map_err(|e| e.to_string())?;
     Ok((inputs, volumes))
 }
@@ -820,6 +911,14 @@ pub fn referenced_objects(pod: &Pod) -> (BTreeSet<String>, BTreeSet<String>) {
         }
         if let Some(name) = volume.secret.as_ref().and_then(|s| s.secret_name.clone()) {
             secrets.insert(name);
+        }
+        for projection in volume.projected.iter().flat_map(|p| p.sources.iter().flatten()) {
+            if let Some(source) = &projection.config_map {
+                config_maps.insert(source.name.clone());
+            }
+            if let Some(source) = &projection.secret {
+                secrets.insert(source.name.clone());
+            }
         }
     }
     for container in spec.containers.iter().chain(spec.init_containers.iter().flatten()) {
