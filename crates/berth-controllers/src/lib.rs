@@ -4,15 +4,18 @@
 //! [`run`] starts them all: the ReplicaSet and Deployment controllers, the garbage collector and
 //! the namespace controller. Each kind is watched once and the cache shared between controllers.
 
+pub mod cronjob;
 pub mod deployment;
 pub mod expectations;
 pub mod gc;
+pub mod job;
 pub mod namespace;
 pub mod replicaset;
 pub mod runtime;
 pub mod util;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{Namespace, Pod, ResourceQuota};
 use kube::{Api, Client};
 
@@ -33,10 +36,14 @@ pub async fn run(client: Client) -> Result<(), Error> {
     let mut deployments = Informer::new(Api::<Deployment>::all(client.clone()));
     let mut quotas = Informer::new(Api::<ResourceQuota>::all(client.clone()));
     let mut namespaces = Informer::new(Api::<Namespace>::all(client.clone()));
+    let mut jobs = Informer::new(Api::<Job>::all(client.clone()));
+    let mut cron_jobs = Informer::new(Api::<CronJob>::all(client.clone()));
 
     let replicaset = replicaset::controller(client.clone(), &mut pods, &mut replica_sets, &mut quotas);
     let deployment = deployment::controller(client.clone(), &mut deployments, &mut replica_sets, &mut pods);
     let namespace = namespace::controller(client.clone(), &mut namespaces);
+    let job = job::controller(client.clone(), &mut jobs, &mut pods);
+    let cronjob = cronjob::controller(client.clone(), &mut cron_jobs, &mut jobs);
     let garbage_collector = gc::run(client);
 
     tokio::select! {
@@ -45,9 +52,13 @@ pub async fn run(client: Client) -> Result<(), Error> {
         _ = deployments.run() => Err(Error::Stopped("deployment watch")),
         _ = quotas.run() => Err(Error::Stopped("resourcequota watch")),
         _ = namespaces.run() => Err(Error::Stopped("namespace watch")),
+        _ = jobs.run() => Err(Error::Stopped("job watch")),
+        _ = cron_jobs.run() => Err(Error::Stopped("cronjob watch")),
         _ = replicaset => Err(Error::Stopped("replicaset")),
         _ = deployment => Err(Error::Stopped("deployment")),
         _ = namespace => Err(Error::Stopped("namespace")),
+        _ = job => Err(Error::Stopped("job")),
+        _ = cronjob => Err(Error::Stopped("cronjob")),
         _ = garbage_collector => Err(Error::Stopped("garbage collector")),
     }
 }
