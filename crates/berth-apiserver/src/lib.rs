@@ -14,6 +14,7 @@ pub mod patch;
 pub mod pki;
 pub mod protobuf;
 pub mod request;
+pub mod stream;
 pub mod subresources;
 pub mod table;
 pub mod watch;

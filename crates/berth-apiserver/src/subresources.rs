@@ -28,6 +28,12 @@ pub struct LogOptions {
 pub trait PodIo: Send + Sync + 'static {
     /// A `text/plain` body of the container's log. `pod` is the stored Pod object.
     fn logs(&self, pod: &Value, opts: &LogOptions) -> Result<Body, ApiError>;
+
+    /// Starts a process in one of the pod's running containers (`kubectl exec`).
+    fn exec(&self, pod: &Value, opts: &crate::stream::ExecOptions) -> Result<crate::stream::ExecIo, ApiError> {
+        let _ = (pod, opts);
+        Err(ApiError::bad_request("exec is not supported: no node is running here"))
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -120,6 +126,43 @@ pub async fn handle(
             let mut resp = Response::new(body);
             resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain"));
             Ok(resp)
+        }
+        ("exec", &Method::GET | &Method::POST) if info.gvk.group.is_empty() && info.gvk.kind == "Pod" => {
+            let pod = objects.get(info, ns, name).await?;
+            // Container defaulting is the same as for logs.
+            let container = log_options(&pod, &q)?.container;
+            // As the API server does before any upgrade, so both WebSocket and SPDY clients
+            // get the same error.
+            let known = ["containers", "initContainers", "ephemeralContainers"].iter().any(|list| {
+                pod.pointer(&format!("/spec/{list}"))
+                    .and_then(Value::as_array)
+                    .is_some_and(|cs| cs.iter().any(|c| c.get("name").and_then(Value::as_str) == Some(&container)))
+            });
+            if !known {
+                return Err(ApiError::bad_request(format!("container {container} is not valid for pod {name}")));
+            }
+            let opts = crate::stream::ExecOptions {
+                container,
+                command: q.all("command"),
+                stdin: q.flag("stdin"),
+                stdout: q.flag("stdout"),
+                stderr: q.flag("stderr"),
+                tty: q.flag("tty"),
+            };
+            let Some(io) = state.pod_io.clone() else {
+                return Err(ApiError::bad_request(format!(
+                    "container {:?} in pod {name:?} is not running: no node is running here",
+                    opts.container
+                )));
+            };
+            crate::stream::exec(io, &pod, opts, req).await
+        }
+        ("portforward", &Method::GET | &Method::POST) if info.gvk.group.is_empty() && info.gvk.kind == "Pod" => {
+            let pod = objects.get(info, ns, name).await?;
+            if state.pod_io.is_none() {
+                return Err(ApiError::bad_request(format!("pod {name} is not running: no node is running here")));
+            }
+            crate::stream::portforward::port_forward(&pod, req).await
         }
         _ => Err(not_found()),
     }

@@ -1,11 +1,14 @@
 //! Controllers: level-triggered reconcilers that watch and write only through the public
 //! Kubernetes API with kube-rs, so they behave the same against `berth server` or any cluster.
 //!
-//! [`run`] starts them all: the ReplicaSet and Deployment controllers, the garbage collector and
-//! the namespace controller. Each kind is watched once and the cache shared between controllers.
+//! [`run`] starts them all: the ReplicaSet, Deployment, Job and CronJob controllers, the
+//! garbage collector, the namespace controller, and the EndpointSlice, Endpoints and mirroring
+//! controllers. Each kind is watched once and the cache shared between controllers (the
+//! endpoints controllers still keep watches of their own).
 
 pub mod cronjob;
 pub mod deployment;
+pub mod endpoints;
 pub mod expectations;
 pub mod gc;
 pub mod job;
@@ -44,7 +47,9 @@ pub async fn run(client: Client) -> Result<(), Error> {
     let namespace = namespace::controller(client.clone(), &mut namespaces);
     let job = job::controller(client.clone(), &mut jobs, &mut pods);
     let cronjob = cronjob::controller(client.clone(), &mut cron_jobs, &mut jobs);
-    let garbage_collector = gc::run(client);
+    let garbage_collector = gc::run(client.clone());
+    // The endpoints controllers keep their own watches (Services, Nodes, slices, Endpoints).
+    let endpoints = endpoints::run(client);
 
     tokio::select! {
         _ = pods.run() => Err(Error::Stopped("pod watch")),
@@ -60,5 +65,6 @@ pub async fn run(client: Client) -> Result<(), Error> {
         _ = job => Err(Error::Stopped("job")),
         _ = cronjob => Err(Error::Stopped("cronjob")),
         _ = garbage_collector => Err(Error::Stopped("garbage collector")),
+        _ = endpoints => Err(Error::Stopped("endpoints")),
     }
 }

@@ -14,6 +14,7 @@ pub mod cgroups;
 pub mod command;
 pub mod config;
 pub mod crilog;
+pub mod exec;
 pub mod ipam;
 pub mod network;
 pub mod oci;

@@ -7,7 +7,10 @@ use std::{
 };
 
 use axum::body::Body;
-use berth_apiserver::{LogOptions, PodIo};
+use berth_apiserver::{
+    LogOptions, PodIo,
+    stream::{ExecIo, ExecOptions},
+};
 use berth_core::ApiError;
 use bytes::Bytes;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
@@ -53,6 +56,10 @@ fn read(path: &Path, opts: &berth_node::LogOptions) -> Result<Vec<u8>, ApiError>
 }
 
 impl PodIo for NodeLogs {
+    fn exec(&self, pod: &Value, opts: &ExecOptions) -> Result<ExecIo, ApiError> {
+        self.exec_in(pod, opts)
+    }
+
     fn logs(&self, pod: &Value, opts: &LogOptions) -> Result<Body, ApiError> {
         let name = pod.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
         let uid = pod.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default();
@@ -117,5 +124,49 @@ impl PodIo for NodeLogs {
             rx,
             |mut rx| async move { rx.recv().await.map(|item| (item, rx)) },
         )))
+    }
+}
+
+impl NodeLogs {
+    /// `kubectl exec`: `runc exec` in the newest running attempt of the container.
+    fn exec_in(&self, pod: &Value, opts: &ExecOptions) -> Result<ExecIo, ApiError> {
+        let name = pod.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+        let uid = pod.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default();
+        let known = pod
+            .pointer("/spec/containers")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .any(|c| c.get("name").and_then(Value::as_str) == Some(opts.container.as_str()));
+        if !known {
+            return Err(ApiError::bad_request(format!("container {} is not valid for pod {name}", opts.container)));
+        }
+        let record = berth_node::exec::running_container(&self.data_dir, uid, &opts.container).ok_or_else(|| {
+            ApiError::bad_request(format!("unable to upgrade connection: container not found ({:?})", opts.container))
+        })?;
+        // The node agent runs runc from PATH with its state under the node's data dir.
+        let runc = berth_node::NodeConfig::new(self.data_dir.clone()).runc;
+        let spec = berth_node::exec::ExecSpec {
+            command: opts.command.clone(),
+            stdin: opts.stdin,
+            stdout: opts.stdout,
+            stderr: opts.stderr,
+            tty: opts.tty,
+            size: None,
+        };
+        let mut process =
+            berth_node::exec::spawn(&runc, &berth_node::exec::runc_root(&self.data_dir), &record.id, &spec)
+                .map_err(|e| ApiError::internal(format!("exec in container {:?}: {e}", opts.container)))?;
+        let (stdin, stdout, stderr) = process.take_streams();
+        let resize = process
+            .resizer()
+            .map(|r| Box::new(move |cols: u16, rows: u16| r.resize(cols, rows)) as Box<dyn Fn(u16, u16) + Send + Sync>);
+        Ok(ExecIo {
+            stdin,
+            stdout,
+            stderr,
+            resize,
+            exit: Box::pin(async move { process.wait().await.map_err(|e| format!("waiting for runc exec: {e}")) }),
+        })
     }
 }

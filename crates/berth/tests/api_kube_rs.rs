@@ -1,15 +1,13 @@
 //! The API through kube-rs, and the store's promise that acknowledged writes survive
 //! `kill -9` of the server.
 
-mod common;
-
 use std::{
     collections::BTreeMap,
     sync::{Arc, Mutex},
     time::Duration,
 };
 
-use common::Server;
+use berth_testkit::Server;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::{apps::v1::Deployment, core::v1::ConfigMap};
 use kube::{

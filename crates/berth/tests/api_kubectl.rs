@@ -1,11 +1,9 @@
 //! The control plane as stock kubectl sees it: discovery, apply, get, patch, watch,
 //! errors. Each test starts its own `berth server` with only the API running.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Server, wait_for, write_file};
+use berth_testkit::{Server, wait_for, write_file};
 use serde_json::Value;
 
 const APP: &str = r#"apiVersion: v1

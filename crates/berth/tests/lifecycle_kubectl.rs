@@ -1,11 +1,9 @@
 //! Deletion semantics and events through kubectl, with the built-in controllers running
 //! (no node agent: pods stay Pending, which is all these tests need).
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Server, wait_for};
+use berth_testkit::{Server, wait_for};
 
 fn deployment(name: &str, replicas: u32) -> String {
     format!(
@@ -115,7 +113,7 @@ fn resource_quota_limits_pods_until_raised() {
 
     let dir = tempfile::tempdir().expect("tmp");
     let editor =
-        common::write_file(dir.path(), "editor.sh", "#!/bin/sh\nsed -i 's/pods: \"4\"/pods: \"10\"/' \"$1\"\n");
+        berth_testkit::write_file(dir.path(), "editor.sh", "#!/bin/sh\nsed -i 's/pods: \"4\"/pods: \"10\"/' \"$1\"\n");
     std::fs::set_permissions(&editor, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
     let out = s.kubectl_cmd(&["edit", "-n", "q", "quota", "pods-max"]).env("EDITOR", &editor).output().expect("edit");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

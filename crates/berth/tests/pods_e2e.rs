@@ -2,23 +2,9 @@
 //! serve traffic, write logs, and are replaced when deleted. Needs root (namespaces,
 //! cgroups, runc); skipped with a message otherwise.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Server, wait_for};
-
-fn can_run_pods() -> bool {
-    let root = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1) == Some("0")))
-        .unwrap_or(false);
-    let runc = std::process::Command::new("runc").arg("--version").output().is_ok_and(|o| o.status.success());
-    if !root || !runc {
-        eprintln!("skipping: pods need root and runc (root: {root}, runc: {runc})");
-    }
-    root && runc
-}
+use berth_testkit::{Server, can_run_pods, wait_for};
 
 const NGINX: &str = r#"apiVersion: v1
 kind: ConfigMap

@@ -1,27 +1,97 @@
-//! Test harness: a real `berth server` on a free port with its own data dir, driven with
-//! stock kubectl (each server gets a fresh kubectl cache dir).
+//! Test support for Berth's end-to-end tests (a dev-dependency only, never shipped).
+//!
+//! [`Server`] starts a real `berth server` on a free port with its own data dir and drives it
+//! with stock `kubectl` (with a fresh discovery cache) or kube-rs ([`Server::client`]). Servers
+//! that run pods get a [`Slot`]: a bridge, a pod range, a service range and a NodePort range
+//! that no other test server on this machine uses while the slot is held, also across test
+//! binaries and across checkouts, so tests may run side by side.
 
-#![allow(dead_code)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::missing_panics_doc)]
+
+mod cleanup;
+mod slot;
 
 use std::{
     io::{BufRead, BufReader},
     net::TcpListener,
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
+    sync::Mutex,
     time::{Duration, Instant},
 };
 
+pub use slot::Slot;
+
+/// Whether this process runs as root.
+pub fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// Whether pods can run here (root and runc); prints why not when they cannot.
+pub fn can_run_pods() -> bool {
+    let root = is_root();
+    let runc = Command::new("runc").arg("--version").output().is_ok_and(|o| o.status.success());
+    if !root || !runc {
+        eprintln!("skipping: pods need root and runc (root: {root}, runc: {runc})");
+    }
+    root && runc
+}
+
+/// A TCP port nobody listens on right now on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+/// The `berth` binary: `$BERTH_BIN`, else the one next to the running test in the same target
+/// directory, built on first use (`cargo test` builds a package's binaries only for that
+/// package's own tests).
+pub fn berth_binary() -> PathBuf {
+    if let Ok(bin) = std::env::var("BERTH_BIN") {
+        return PathBuf::from(bin);
+    }
+    static BUILT: Mutex<bool> = Mutex::new(false);
+    // Tests run from <target>/<profile>/deps/<test-binary>.
+    let exe = std::env::current_exe().expect("test executable path");
+    let profile_dir = exe.parent().and_then(Path::parent).expect("target profile dir").to_path_buf();
+    let bin = profile_dir.join("berth");
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if !*built {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        let mut build = Command::new(cargo);
+        // Variables cargo sets for the test process would change build-script fingerprints.
+        for (key, _) in std::env::vars() {
+            if key.starts_with("CARGO_") && key != "CARGO_HOME" {
+                build.env_remove(key);
+            }
+        }
+        let target = profile_dir.parent().expect("target dir").to_path_buf();
+        let mut args = vec!["build", "-p", "berth", "--quiet"];
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            args.push("--release");
+        }
+        let status = build
+            .args(&args)
+            .env("CARGO_TARGET_DIR", &target)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("running cargo build -p berth");
+        assert!(status.success(), "cargo build -p berth failed");
+        *built = true;
+    }
+    bin
+}
+
+/// A running `berth server`, stopped (and its pods removed) on drop.
 pub struct Server {
     pub child: Option<Child>,
     pub data_dir: PathBuf,
     pub port: u16,
     pub cache_dir: PathBuf,
     pub extra_args: Vec<String>,
+    /// The network resources of a server that runs pods.
+    pub slot: Option<Slot>,
+    binary: PathBuf,
     _tmp: Option<tempfile::TempDir>,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
 }
 
 impl Server {
@@ -30,38 +100,38 @@ impl Server {
         Self::start(&["--no-controllers", "--no-node"])
     }
 
-    /// Starts a server with the given extra flags. Servers that run pods get their own
-    /// bridge and pod range so tests running side by side do not share a network.
+    /// Starts a server with the given extra flags. A server that runs pods gets a [`Slot`] of
+    /// its own, passed as `--pod-bridge` and `--pod-cidr`.
     pub fn start(args: &[&str]) -> Self {
+        Self::start_with(berth_binary(), args)
+    }
+
+    /// As [`Server::start`], with another `berth` binary.
+    pub fn start_with(binary: PathBuf, args: &[&str]) -> Self {
         let port = free_port();
         let mut args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
-        if !args.iter().any(|a| a == "--no-node") {
-            let n = port % 60;
-            args.extend([
-                "--pod-bridge".into(),
-                format!("bt{port}"),
-                "--pod-cidr".into(),
-                format!("10.{}.0.0/16", 20 + n),
-            ]);
+        let slot = (!args.iter().any(|a| a == "--no-node")).then(Slot::acquire);
+        if let Some(slot) = &slot {
+            args.extend(slot.server_args());
         }
         let tmp = tempfile::tempdir().expect("tempdir");
         let data_dir = tmp.path().join("data");
         let cache_dir = tmp.path().join("kubecache");
-        let mut s = Server { child: None, data_dir, port, cache_dir, extra_args: args, _tmp: Some(tmp) };
+        let mut s = Server { child: None, data_dir, port, cache_dir, extra_args: args, slot, binary, _tmp: Some(tmp) };
         s.spawn();
         s
     }
 
     /// Starts (or restarts) the server process on the same data dir and port.
     pub fn spawn(&mut self) {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
+        let mut cmd = Command::new(&self.binary);
         cmd.arg("server")
             .arg("--data-dir")
             .arg(&self.data_dir)
             .arg("--listen")
             .arg(format!("127.0.0.1:{}", self.port))
             .args(&self.extra_args)
-            .env("BERTH_LOG", "warn")
+            .env("BERTH_LOG", std::env::var("BERTH_LOG").unwrap_or_else(|_| "warn".to_owned()))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         let mut child = cmd.spawn().expect("spawn berth server");
@@ -84,6 +154,16 @@ impl Server {
         self.data_dir.join("kubeconfig")
     }
 
+    /// A kube-rs client for this server.
+    pub async fn client(&self) -> kube::Client {
+        let kc = kube::config::Kubeconfig::read_from(self.kubeconfig()).expect("reading kubeconfig");
+        let config = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+            .await
+            .expect("kubeconfig");
+        kube::Client::try_from(config).expect("client")
+    }
+
+    /// Kills the server process with SIGKILL (pods keep running, by design).
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
@@ -91,7 +171,7 @@ impl Server {
         }
     }
 
-    /// SIGTERM and wait for a clean exit; returns the exit status success.
+    /// SIGTERM and wait for a clean exit; returns whether it exited successfully.
     pub fn stop(&mut self) -> bool {
         if let Some(mut c) = self.child.take() {
             let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
@@ -136,26 +216,13 @@ impl Server {
     /// Runs kubectl, asserts success, and returns stdout.
     #[track_caller]
     pub fn ok(&self, args: &[&str]) -> String {
-        let out = self.kubectl(args);
-        assert!(
-            out.status.success(),
-            "kubectl {args:?} failed: {}\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            String::from_utf8_lossy(&out.stdout)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        succeeded(args, &self.kubectl(args))
     }
 
+    /// Runs kubectl with `stdin`, asserts success, and returns stdout.
     #[track_caller]
     pub fn ok_stdin(&self, args: &[&str], stdin: &str) -> String {
-        let out = self.kubectl_stdin(args, stdin);
-        assert!(
-            out.status.success(),
-            "kubectl {args:?} failed: {}\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            String::from_utf8_lossy(&out.stdout)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        succeeded(args, &self.kubectl_stdin(args, stdin))
     }
 
     /// Runs kubectl, asserts failure, and returns stderr.
@@ -170,6 +237,8 @@ impl Server {
         String::from_utf8_lossy(&out.stderr).into_owned()
     }
 
+    /// `kubectl <args> -o json`, parsed.
+    #[track_caller]
     pub fn json(&self, args: &[&str]) -> serde_json::Value {
         let mut full: Vec<&str> = args.to_vec();
         full.extend(["-o", "json"]);
@@ -179,17 +248,31 @@ impl Server {
     pub fn data_path(&self, rel: &str) -> PathBuf {
         self.data_dir.join(rel)
     }
+
+    fn runs_pods(&self) -> bool {
+        self.slot.is_some()
+    }
+}
+
+#[track_caller]
+fn succeeded(args: &[&str], out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "kubectl {args:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
         // Pods outlive the server by design, so a test that ran pods removes them first.
-        let runs_pods = !self.extra_args.iter().any(|a| a == "--no-node");
-        if runs_pods && self.child.is_some() {
+        if self.runs_pods() && self.child.is_some() {
             let _ = self
                 .kubectl_cmd(&[
                     "delete",
-                    "deploy,rs,statefulset,job,pods",
+                    "deploy,rs,statefulset,daemonset,job,cronjob,pods",
                     "--all",
                     "-A",
                     "--grace-period=0",
@@ -209,9 +292,12 @@ impl Drop for Server {
             }
         }
         self.kill9();
-        let bridge = self.extra_args.iter().position(|a| a == "--pod-bridge").and_then(|i| self.extra_args.get(i + 1));
-        if let Some(bridge) = bridge.filter(|_| runs_pods) {
-            let _ = Command::new("ip").args(["link", "del", bridge]).stderr(Stdio::null()).status();
+        if self.runs_pods() {
+            // Whatever the deletes above did not finish: containers, shims, mounts, namespaces.
+            cleanup::remove_pods(&self.data_dir.join("node"));
+        }
+        if let Some(slot) = &self.slot {
+            slot.clean_up();
         }
     }
 }
@@ -229,6 +315,23 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
     }
 }
 
+/// Polls the async `f` until it returns `Some` or the deadline passes.
+pub async fn wait_for_async<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Writes `contents` to `dir/name` and returns the path.
 pub fn write_file(dir: &Path, name: &str, contents: &str) -> PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, contents).expect("write file");

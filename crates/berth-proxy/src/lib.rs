@@ -1,0 +1,316 @@
+//! Berth's service proxy: Kubernetes Service (L4) traffic, in process.
+//!
+//! Every ClusterIP is put on a dummy interface (`berth-svc`) so the host and the pods reach it,
+//! and the proxy listens on each `ClusterIP:port` (TCP, and UDP per client flow), on
+//! `0.0.0.0:nodePort` for NodePort and LoadBalancer Services, and on `nodeIP:port` for
+//! LoadBalancer Services, whose status then shows the node IP as k3s's ServiceLB does. Each new
+//! connection goes to one ready endpoint from the Service's EndpointSlices, round-robin or
+//! pinned by client IP (`sessionAffinity: ClientIP`). See docs/networking.md for the design.
+//!
+//! Reconfiguration swaps an immutable routing table ([`arc_swap`]) that listeners read once per
+//! new connection, so established connections are never touched by it.
+
+mod forward;
+mod interface;
+pub mod table;
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::watcher;
+use kube::{Api, Client};
+use tokio::sync::Notify;
+
+use forward::{AbortOnDrop, DataPathSettings};
+pub use interface::InterfaceError;
+use interface::ServiceInterface;
+use table::{Backend, BackendState, Frontend, LoadBalancerStatus, RouteTable, ServicePortKey};
+
+/// The interface name Berth uses for ClusterIPs by default.
+pub const DEFAULT_SERVICE_INTERFACE: &str = "berth-svc";
+
+/// How the proxy runs.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// The machine's primary address: LoadBalancer Services are served on it and report it as
+    /// their external IP.
+    pub node_ip: Ipv4Addr,
+    /// Whether to keep every ClusterIP on the service interface (needs CAP_NET_ADMIN). Without
+    /// it, listeners still bind ClusterIPs (freebind), but only traffic routed to this host by
+    /// other means reaches them.
+    pub manage_service_interface: bool,
+    /// The dummy interface holding the ClusterIPs.
+    pub service_interface: String,
+    /// How long to wait for one endpoint to accept a connection before trying the next.
+    pub connect_timeout: Duration,
+    /// A UDP flow quiet this long in both directions is forgotten.
+    pub udp_idle_timeout: Duration,
+    /// How often to re-check everything even without changes (retries failed binds, interface
+    /// drift and status writes; expires affinity pins).
+    pub resync_interval: Duration,
+}
+
+impl ProxyConfig {
+    /// Defaults for a node whose primary address is `node_ip`, managing `berth-svc`.
+    pub fn new(node_ip: Ipv4Addr) -> Self {
+        ProxyConfig {
+            node_ip,
+            manage_service_interface: true,
+            service_interface: DEFAULT_SERVICE_INTERFACE.to_string(),
+            connect_timeout: Duration::from_secs(5),
+            // Linux conntrack keeps an unreplied UDP entry 30 s.
+            udp_idle_timeout: Duration::from_secs(30),
+            resync_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why the proxy stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The service interface could not be set up.
+    #[error("service interface: {0}")]
+    Interface(#[from] InterfaceError),
+    /// A watch ended, which only happens when its stream closes.
+    #[error("service proxy: {0} stopped")]
+    Stopped(&'static str),
+}
+
+/// Deletes the service interface called `name` and every ClusterIP on it (at shutdown, or to
+/// clean up after tests). Nothing happens if it does not exist.
+pub async fn remove_service_interface(name: &str) -> Result<(), Error> {
+    Ok(ServiceInterface::new(name)?.remove().await?)
+}
+
+fn watch<K>(api: Api<K>, changed: Arc<Notify>) -> (Store<K>, impl std::future::Future<Output = ()> + Send + 'static)
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let run = async move {
+        let stream =
+            reflector::reflector(writer, watcher(api, watcher::Config::default().any_semantic()).default_backoff());
+        futures::pin_mut!(stream);
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(_) => changed.notify_one(),
+                Err(err) => tracing::warn!(kind = %K::kind(&()), %err, "watch failed, retrying"),
+            }
+        }
+    };
+    (reader, run)
+}
+
+/// Runs the proxy until a watch stops (an error) or the future is dropped. Dropping it closes
+/// every listener but leaves the service interface and its addresses in place (see
+/// [`remove_service_interface`]); established connections end with the runtime.
+pub async fn run(client: Client, config: ProxyConfig) -> Result<(), Error> {
+    let interface = if config.manage_service_interface {
+        let interface = ServiceInterface::new(&config.service_interface)?;
+        interface.ensure().await?;
+        Some(interface)
+    } else {
+        None
+    };
+    let changed = Arc::new(Notify::new());
+    let (services, services_watch) = watch(Api::<Service>::all(client.clone()), changed.clone());
+    let (slices, slices_watch) = watch(Api::<EndpointSlice>::all(client.clone()), changed.clone());
+
+    let reconciler = async move {
+        // Acting on half-filled caches would drop Services that only look missing.
+        let _ = futures::join!(services.wait_until_ready(), slices.wait_until_ready());
+        let mut proxy = Proxy::new(client, config, interface);
+        tracing::info!(node_ip = %proxy.config.node_ip, "service proxy started");
+        loop {
+            proxy.reconcile(&services.state(), &slices.state()).await;
+            tokio::select! {
+                _ = changed.notified() => {}
+                _ = tokio::time::sleep(proxy.config.resync_interval) => {}
+            }
+        }
+    };
+
+    tokio::select! {
+        _ = services_watch => Err(Error::Stopped("service watch")),
+        _ = slices_watch => Err(Error::Stopped("endpointslice watch")),
+        () = reconciler => Err(Error::Stopped("reconciler")),
+    }
+}
+
+/// The proxy's state; owned by the one reconcile task, so nothing in it is locked.
+struct Proxy {
+    client: Client,
+    config: ProxyConfig,
+    interface: Option<ServiceInterface>,
+    table: Arc<ArcSwap<RouteTable>>,
+    settings: Arc<DataPathSettings>,
+    listeners: HashMap<Frontend, AbortOnDrop>,
+    /// Frontends whose bind failed, with the error last logged (to log each new error once).
+    bind_failures: HashMap<Frontend, String>,
+    backend_states: HashMap<ServicePortKey, Arc<BackendState>>,
+    /// The last interface error logged, to log each new one once.
+    interface_error: Option<String>,
+    /// LoadBalancer statuses written, with the resourceVersion the write produced, so a watch
+    /// cache that has not caught up yet does not cause the same write again.
+    written_statuses: HashMap<(String, String), (Vec<String>, Option<String>)>,
+}
+
+impl Proxy {
+    fn new(client: Client, config: ProxyConfig, interface: Option<ServiceInterface>) -> Self {
+        let settings = Arc::new(DataPathSettings {
+            connect_timeout: config.connect_timeout,
+            udp_idle_timeout: config.udp_idle_timeout,
+        });
+        Proxy {
+            client,
+            config,
+            interface,
+            table: Arc::new(ArcSwap::from_pointee(RouteTable::default())),
+            settings,
+            listeners: HashMap::new(),
+            bind_failures: HashMap::new(),
+            backend_states: HashMap::new(),
+            interface_error: None,
+            written_statuses: HashMap::new(),
+        }
+    }
+
+    async fn reconcile(&mut self, services: &[Arc<Service>], slices: &[Arc<EndpointSlice>]) {
+        let desired = table::desired(services, slices, self.config.node_ip);
+        for (frontend, loser) in &desired.conflicts {
+            tracing::debug!(frontend = %frontend.addr, service = %format!("{}/{}", loser.namespace, loser.name), "address already taken by an older service");
+        }
+
+        // 1. The routing table first, so a listener opened below finds its backend at once.
+        self.backend_states.retain(|key, _| desired.backends.contains_key(key));
+        let mut backends: HashMap<&ServicePortKey, Arc<Backend>> = HashMap::new();
+        for (key, spec) in &desired.backends {
+            let state = self.backend_states.entry(key.clone()).or_default().clone();
+            if let Some(timeout) = spec.affinity {
+                state.prune(timeout);
+            }
+            backends.insert(
+                key,
+                Arc::new(Backend {
+                    key: key.clone(),
+                    endpoints: spec.endpoints.clone(),
+                    affinity: spec.affinity,
+                    state,
+                }),
+            );
+        }
+        let routes = desired
+            .routes
+            .iter()
+            .filter_map(|(frontend, key)| backends.get(key).map(|b| (*frontend, b.clone())))
+            .collect();
+        self.table.store(Arc::new(RouteTable { routes }));
+
+        // 2. Listeners: close what is no longer routed (its connections live on), open the rest.
+        self.listeners.retain(|frontend, _| {
+            let keep = desired.routes.contains_key(frontend);
+            if !keep {
+                tracing::info!(frontend = %frontend.addr, protocol = ?frontend.protocol, "closed listener");
+            }
+            keep
+        });
+        self.bind_failures.retain(|frontend, _| desired.routes.contains_key(frontend));
+        for frontend in desired.routes.keys() {
+            if self.listeners.contains_key(frontend) {
+                continue;
+            }
+            match forward::listen(*frontend, self.table.clone(), self.settings.clone()) {
+                Ok(listener) => {
+                    tracing::info!(frontend = %frontend.addr, protocol = ?frontend.protocol, "listening");
+                    self.bind_failures.remove(frontend);
+                    self.listeners.insert(*frontend, listener);
+                }
+                Err(err) => {
+                    let text = err.to_string();
+                    if self.bind_failures.get(frontend) != Some(&text) {
+                        tracing::warn!(frontend = %frontend.addr, protocol = ?frontend.protocol, error = %text, "cannot listen; will retry");
+                    }
+                    self.bind_failures.insert(*frontend, text);
+                }
+            }
+        }
+
+        // 3. The ClusterIPs on the service interface.
+        if let Some(interface) = &self.interface {
+            match interface.sync(&desired.cluster_ips).await {
+                Ok((added, removed)) => {
+                    if !added.is_empty() || !removed.is_empty() {
+                        tracing::info!(interface = interface.name(), ?added, ?removed, "updated service addresses");
+                    }
+                    self.interface_error = None;
+                }
+                Err(err) => {
+                    let text = err.to_string();
+                    if self.interface_error.as_ref() != Some(&text) {
+                        tracing::warn!(interface = interface.name(), error = %text, "cannot update service addresses; will retry");
+                    }
+                    self.interface_error = Some(text);
+                }
+            }
+        }
+
+        // 4. LoadBalancer statuses.
+        self.written_statuses
+            .retain(|(ns, name), _| desired.status_updates.iter().any(|s| s.namespace == *ns && s.name == *name));
+        for status in &desired.status_updates {
+            let key = (status.namespace.clone(), status.name.clone());
+            if let Some((ingress, written)) = self.written_statuses.get(&key)
+                && *ingress == status.ingress_ips
+                && is_older(status.seen_version.as_deref(), written.as_deref())
+            {
+                continue;
+            }
+            if let Some(version) = self.write_status(status).await {
+                self.written_statuses.insert(key, (status.ingress_ips.clone(), Some(version)));
+            }
+        }
+    }
+
+    /// Writes one LoadBalancer status; returns the Service's new resourceVersion.
+    async fn write_status(&self, status: &LoadBalancerStatus) -> Option<String> {
+        let api: Api<Service> = Api::namespaced(self.client.clone(), &status.namespace);
+        let ingress = if status.ingress_ips.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::Value::Array(
+                status.ingress_ips.iter().map(|ip| serde_json::json!({"ip": ip, "ipMode": "VIP"})).collect(),
+            )
+        };
+        let patch = serde_json::json!({"status": {"loadBalancer": {"ingress": ingress}}});
+        let service = format!("{}/{}", status.namespace, status.name);
+        match api.patch_status(&status.name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+            Ok(updated) => {
+                tracing::info!(%service, ingress = ?status.ingress_ips, "updated load balancer status");
+                updated.metadata.resource_version
+            }
+            Err(err) => {
+                // The next watch event or resync tries again.
+                tracing::info!(%service, %err, "cannot update load balancer status");
+                None
+            }
+        }
+    }
+}
+
+/// Whether resourceVersion `seen` is older than `written` (both as the numbers Berth and etcd
+/// use; anything unparsable counts as not older, so the write is simply repeated).
+fn is_older(seen: Option<&str>, written: Option<&str>) -> bool {
+    match (seen.and_then(|s| s.parse::<u64>().ok()), written.and_then(|w| w.parse::<u64>().ok())) {
+        (Some(seen), Some(written)) => seen < written,
+        _ => false,
+    }
+}

@@ -1,0 +1,98 @@
+//! `kubectl exec` and `kubectl cp` against a real pod (WebSocket channel protocol v5, runc
+//! exec in the container). Needs root and runc; skipped with a message otherwise.
+
+use std::time::Duration;
+
+use berth_testkit::{Server, can_run_pods, wait_for};
+
+const POD: &str = r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: shell
+spec:
+  containers:
+  - name: main
+    image: host
+    command: [sh, -c, "mkdir -p /tmp/www && echo hello-through-port-forward > /tmp/www/index.html && exec busybox httpd -f -p 80 -h /tmp/www"]
+"#;
+
+fn start_pod(s: &Server) {
+    s.ok_stdin(&["apply", "-f", "-"], POD);
+    wait_for("pod running", Duration::from_secs(90), || {
+        let pod = s.json(&["get", "pod", "shell"]);
+        (pod["status"]["phase"] == "Running").then_some(())
+    });
+}
+
+#[test]
+fn exec_runs_commands_in_the_container_and_cp_copies_files() {
+    if !can_run_pods() {
+        return;
+    }
+    let s = Server::start(&[]);
+    start_pod(&s);
+
+    let hostname = s.ok(&["exec", "shell", "--", "cat", "/etc/hostname"]);
+    assert_eq!(hostname.trim(), "shell");
+
+    // The command's exit code becomes kubectl's.
+    let out = s.kubectl(&["exec", "shell", "--", "sh", "-c", "echo to-stderr >&2; exit 3"]);
+    assert_eq!(out.status.code(), Some(3), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("to-stderr"));
+
+    // Stdin is piped through and its end reaches the process.
+    let echoed = s.ok_stdin(&["exec", "-i", "shell", "--", "cat"], "line one\nline two\n");
+    assert_eq!(echoed, "line one\nline two\n");
+
+    // kubectl cp in (tar xf in the pod) and out (tar cf in the pod).
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let local = tmp.path().join("in.txt");
+    std::fs::write(&local, "copied with kubectl cp\n").expect("write");
+    s.ok(&["cp", local.to_str().expect("utf8"), "shell:/tmp/in.txt"]);
+    assert_eq!(s.ok(&["exec", "shell", "--", "cat", "/tmp/in.txt"]), "copied with kubectl cp\n");
+    s.ok(&["exec", "shell", "--", "sh", "-c", "echo made in the pod > /tmp/out.txt"]);
+    let back = tmp.path().join("out.txt");
+    s.ok(&["cp", "shell:/tmp/out.txt", back.to_str().expect("utf8")]);
+    assert_eq!(std::fs::read_to_string(&back).expect("copied out"), "made in the pod\n");
+
+    // A container that does not exist is an error, not a hang.
+    let err = s.fails(&["exec", "shell", "-c", "nope", "--", "true"]);
+    assert!(err.contains("nope"), "{err}");
+}
+
+/// Reads one HTTP/1.0 response from 127.0.0.1:`port`, if anything answers.
+fn local_http_get(port: u16) -> Option<String> {
+    use std::io::{Read, Write};
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().ok()?;
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(s, "GET /index.html HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+#[test]
+fn port_forward_reaches_the_pods_port() {
+    if !can_run_pods() {
+        return;
+    }
+    let s = Server::start(&[]);
+    start_pod(&s);
+    let local_port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
+    let mut forward = s
+        .kubectl_cmd(&["port-forward", "pod/shell", &format!("{local_port}:80")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn kubectl port-forward");
+    let answer = wait_for("an answer through port-forward", Duration::from_secs(30), || {
+        local_http_get(local_port).filter(|r| r.contains("hello-through-port-forward"))
+    });
+    // A second connection over the same session works too.
+    let again = local_http_get(local_port).unwrap_or_default();
+    let _ = forward.kill();
+    let _ = forward.wait();
+    assert!(answer.starts_with("HTTP/1."), "{answer}");
+    assert!(again.contains("hello-through-port-forward"), "{again}");
+}
