@@ -152,7 +152,8 @@ pub fn jobs_to_prune<'a>(
     for (want_success, limit) in [(true, successful_limit), (false, failed_limit)] {
         let Some(limit) = limit else { continue };
         let mut group: Vec<&Job> = finished.iter().filter(|(_, ok)| *ok == want_success).map(|(j, _)| *j).collect();
-        group.sort_by_key(|j| start_of(j));
+        // Start times have one-second resolution; ties go by name, as upstream's `byJobStartTime`.
+        group.sort_by(|a, b| start_of(a).cmp(&start_of(b)).then_with(|| a.metadata.name.cmp(&b.metadata.name)));
         let excess = group.len().saturating_sub(usize::try_from(limit).unwrap_or(0));
         victims.extend(group.into_iter().take(excess));
     }
