@@ -429,7 +429,9 @@ impl Objects {
         let others: Vec<&Value> = existing
             .items
             .iter()
-            .filter(|s| !(meta_str(s, "name") == Some(name.as_str()) && meta_str(s, "namespace") == Some(namespace.as_str())))
+            .filter(|s| {
+                !(meta_str(s, "name") == Some(name.as_str()) && meta_str(s, "namespace") == Some(namespace.as_str()))
+            })
             .collect();
         let ranges = &self.service_ranges;
         let mut errors = Vec::new();

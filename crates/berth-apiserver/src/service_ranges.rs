@@ -32,9 +32,11 @@ impl ServiceRanges {
     pub fn parse(cidr: &str, node_ports: &str) -> Result<Self, String> {
         let (addr, prefix) = cidr.split_once('/').ok_or_else(|| format!("{cidr:?} is not a CIDR"))?;
         let addr: Ipv4Addr = addr.parse().map_err(|_| format!("{cidr:?}: not an IPv4 address"))?;
-        let prefix: u8 = prefix.parse().ok().filter(|p| (8..=30).contains(p)).ok_or_else(|| {
-            format!("{cidr:?}: the prefix length must be between 8 and 30")
-        })?;
+        let prefix: u8 = prefix
+            .parse()
+            .ok()
+            .filter(|p| (8..=30).contains(p))
+            .ok_or_else(|| format!("{cidr:?}: the prefix length must be between 8 and 30"))?;
         let mask = u32::MAX << (32 - prefix);
         let network = Ipv4Addr::from(u32::from(addr) & mask);
         let (first, last) = node_ports.split_once('-').ok_or_else(|| format!("{node_ports:?} is not FIRST-LAST"))?;

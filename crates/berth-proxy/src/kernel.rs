@@ -107,11 +107,7 @@ impl Chains {
 
     /// The jumps from the built-in chains into this instance's chains.
     fn hooks(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("PREROUTING", self.services()),
-            ("OUTPUT", self.services()),
-            ("POSTROUTING", self.postrouting()),
-        ]
+        vec![("PREROUTING", self.services()), ("OUTPUT", self.services()), ("POSTROUTING", self.postrouting())]
     }
 }
 
@@ -176,7 +172,7 @@ pub fn ruleset(
     let mut used_keys: BTreeSet<&ServicePortKey> = BTreeSet::new();
     let mut node_port_rules = Vec::new();
     for route in routes {
-        if !backends.get(&route.key).is_some_and(|b| !b.endpoints.is_empty()) {
+        if backends.get(&route.key).is_none_or(|b| b.endpoints.is_empty()) {
             continue;
         }
         used_keys.insert(&route.key);
@@ -414,7 +410,10 @@ async fn run(program: &'static str, args: &[&str], stdin: Option<&str>) -> Resul
     }
     let output = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
         .await
-        .map_err(|_| KernelError::Failed { command: format!("{program} {}", args.join(" ")), stderr: "timed out".into() })?
+        .map_err(|_| KernelError::Failed {
+            command: format!("{program} {}", args.join(" ")),
+            stderr: "timed out".into(),
+        })?
         .map_err(|source| KernelError::Spawn { program, source })?;
     if output.status.success() {
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
@@ -457,8 +456,10 @@ mod tests {
         let rules = ruleset(&chains, "10.180.7.0/24", &routes, &backends);
         let svc = chains.service(&k);
         let text = rules.rules.join("\n");
-        assert!(text.contains(&format!("-d 10.181.7.20/32 -p tcp -m tcp --dport 80 ! -s 10.180.7.0/24")), "{text}");
-        assert!(text.contains(&format!("-A BRT-bsv7-NP -p tcp -m tcp --dport 30140 -m comment --comment \"ns/web:http\" -j {svc}")));
+        assert!(text.contains("-d 10.181.7.20/32 -p tcp -m tcp --dport 80 ! -s 10.180.7.0/24"), "{text}");
+        assert!(text.contains(&format!(
+            "-A BRT-bsv7-NP -p tcp -m tcp --dport 30140 -m comment --comment \"ns/web:http\" -j {svc}"
+        )));
         assert!(text.contains("--probability 0.33333333333"));
         assert!(text.contains("--probability 0.50000000000"));
         assert!(text.contains("-j DNAT --to-destination 10.180.7.4:80"));
@@ -487,7 +488,8 @@ mod tests {
             kind: FrontendKind::ClusterIp,
             key: k.clone(),
         };
-        let routes = vec![route(&sticky, "10.96.0.30:53", Protocol::Udp), route(&empty, "10.96.0.31:80", Protocol::Tcp)];
+        let routes =
+            vec![route(&sticky, "10.96.0.30:53", Protocol::Udp), route(&empty, "10.96.0.31:80", Protocol::Tcp)];
         let rules = ruleset(&chains, "10.88.0.0/16", &routes, &backends);
         let text = rules.rules.join("\n");
         assert!(text.contains("--rcheck --seconds 600 --reap"), "{text}");

@@ -34,8 +34,8 @@ use tokio::sync::Notify;
 use forward::{AbortOnDrop, DataPathSettings};
 pub use interface::InterfaceError;
 use interface::ServiceInterface;
-pub use kernel::{KernelError, remove_rules};
 use kernel::{FrontendKind, Kernel, KernelRoute};
+pub use kernel::{KernelError, remove_rules};
 use table::{Backend, BackendState, Frontend, LoadBalancerStatus, Protocol, RouteTable, ServicePortKey};
 
 /// Which data path carries Service traffic.

@@ -53,10 +53,15 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         (!args.no_node).then(|| Arc::new(crate::podio::NodeLogs { data_dir: node_dir.clone() }) as _);
     let service_ranges = berth_apiserver::ServiceRanges::parse(&args.service_cidr, &args.service_node_port_range)
         .map_err(|e| anyhow::anyhow!("--service-cidr/--service-node-port-range: {e}"))?;
-    let state =
-        berth_apiserver::build_state(store, pki.admin_token.clone(), server_address.clone(), pod_io, service_ranges.clone())
-            .await
-        .context("starting the API")?;
+    let state = berth_apiserver::build_state(
+        store,
+        pki.admin_token.clone(),
+        server_address.clone(),
+        pod_io,
+        service_ranges.clone(),
+    )
+    .await
+    .context("starting the API")?;
     let listener = berth_apiserver::bind(args.listen).await?;
     let kubeconfig = berth_apiserver::pki::write_kubeconfig(&data_dir, &url, &pki)?;
 

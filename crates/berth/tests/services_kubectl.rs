@@ -183,7 +183,9 @@ spec:
 
     // Deleting the Service stops its traffic.
     s.ok(&["delete", "svc", "web"]);
-    wait_for("the ClusterIP to stop answering", Duration::from_secs(30), || curl(&format!("http://{ip}/")).is_none().then_some(()));
+    wait_for("the ClusterIP to stop answering", Duration::from_secs(30), || {
+        curl(&format!("http://{ip}/")).is_none().then_some(())
+    });
 }
 
 #[test]
@@ -326,7 +328,10 @@ fn cluster_ips_and_node_ports_come_from_the_configured_ranges() {
         "31000-31009",
     ]);
     assert_eq!(cluster_ip(&s, "kubernetes"), "10.199.0.1");
-    assert_eq!(s.ok(&["get", "svc", "-n", "kube-system", "kube-dns", "-o", "jsonpath={.spec.clusterIP}"]), "10.199.0.10");
+    assert_eq!(
+        s.ok(&["get", "svc", "-n", "kube-system", "kube-dns", "-o", "jsonpath={.spec.clusterIP}"]),
+        "10.199.0.10"
+    );
 
     s.ok(&["create", "service", "clusterip", "auto", "--tcp=80:8080"]);
     let auto = cluster_ip(&s, "auto");
