@@ -273,14 +273,16 @@ async fn daemonset_one_pod_per_node_and_rolling_update() {
         .iter()
         .map(|p| {
             let terms = &p.spec.as_ref().unwrap().affinity.as_ref().unwrap().node_affinity.as_ref().unwrap();
-            let term = &terms.required_during_scheduling_ignored_during_execution.as_ref().unwrap().node_selector_terms[0];
+            let term =
+                &terms.required_during_scheduling_ignored_during_execution.as_ref().unwrap().node_selector_terms[0];
             term.match_fields.as_ref().unwrap()[0].values.as_ref().unwrap()[0].clone()
         })
         .collect();
     targets.sort();
     assert_eq!(targets, ["node-a", "node-b"], "one pod per untainted node");
 
-    let patch = serde_json::json!({"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "agent:2"}]}}}});
+    let patch =
+        serde_json::json!({"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "agent:2"}]}}}});
     sets.patch("agent", &PatchParams::default(), &Patch::Strategic(&patch)).await.unwrap();
     let second = wait_for("the daemon to roll to agent:2", rolled_out("agent:2")).await;
     assert!(second.iter().all(|p| first.iter().all(|f| f.metadata.uid != p.metadata.uid)));

@@ -27,7 +27,11 @@ pub fn min_ready_seconds(ds: &DaemonSet) -> i32 {
 
 /// The update strategy type (RollingUpdate by default).
 pub fn strategy_type(ds: &DaemonSet) -> &str {
-    ds.spec.as_ref().and_then(|s| s.update_strategy.as_ref()).and_then(|u| u.type_.as_deref()).unwrap_or("RollingUpdate")
+    ds.spec
+        .as_ref()
+        .and_then(|s| s.update_strategy.as_ref())
+        .and_then(|u| u.type_.as_deref())
+        .unwrap_or("RollingUpdate")
 }
 
 /// `spec.revisionHistoryLimit` (10 by default).
@@ -80,7 +84,9 @@ fn tolerates(toleration: &Toleration, taint: &Taint) -> bool {
     }
     match toleration.operator.as_deref().unwrap_or("Equal") {
         "Exists" => true,
-        "Equal" | "" => key == taint.key && toleration.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or(""),
+        "Equal" | "" => {
+            key == taint.key && toleration.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or("")
+        }
         _ => false,
     }
 }
@@ -122,9 +128,8 @@ fn term_matches(term: &NodeSelectorTerm, node: &Node) -> bool {
 fn fits_node(ds: &DaemonSet, node: &Node) -> bool {
     let spec = ds.spec.as_ref().and_then(|s| s.template.spec.as_ref());
     let labels = node.metadata.labels.clone().unwrap_or_default();
-    let selector_ok = spec
-        .and_then(|s| s.node_selector.as_ref())
-        .is_none_or(|sel| sel.iter().all(|(k, v)| labels.get(k) == Some(v)));
+    let selector_ok =
+        spec.and_then(|s| s.node_selector.as_ref()).is_none_or(|sel| sel.iter().all(|(k, v)| labels.get(k) == Some(v)));
     let required = spec
         .and_then(|s| s.affinity.as_ref())
         .and_then(|a| a.node_affinity.as_ref())
@@ -149,9 +154,12 @@ pub fn should_run(ds: &DaemonSet, node: &Node) -> (bool, bool) {
     let mut tolerations = spec.and_then(|s| s.tolerations.clone()).unwrap_or_default();
     tolerations.extend(daemon_tolerations(spec.and_then(|s| s.host_network).unwrap_or(false)));
     let untolerated = |effect: &str| {
-        node.spec.as_ref().and_then(|s| s.taints.as_ref()).into_iter().flatten().any(|taint| {
-            taint.effect == effect && !tolerations.iter().any(|t| tolerates(t, taint))
-        })
+        node.spec
+            .as_ref()
+            .and_then(|s| s.taints.as_ref())
+            .into_iter()
+            .flatten()
+            .any(|taint| taint.effect == effect && !tolerations.iter().any(|t| tolerates(t, taint)))
     };
     if untolerated("NoExecute") {
         return (false, false);
@@ -308,10 +316,8 @@ fn max_surge_configured(ds: &DaemonSet) -> bool {
 pub fn surge_and_unavailable(ds: &DaemonSet, desired: i32) -> (i32, i32) {
     let r = rolling(ds);
     let surge = r.and_then(|r| r.max_surge.as_ref()).and_then(|v| scaled_value(v, desired, true).ok()).unwrap_or(0);
-    let unavailable = r
-        .and_then(|r| r.max_unavailable.as_ref())
-        .map_or(Ok(1), |v| scaled_value(v, desired, true))
-        .unwrap_or(1);
+    let unavailable =
+        r.and_then(|r| r.max_unavailable.as_ref()).map_or(Ok(1), |v| scaled_value(v, desired, true)).unwrap_or(1);
     if surge == 0 && unavailable == 0 { (0, 1) } else { (surge, unavailable) }
 }
 
@@ -341,8 +347,7 @@ pub fn rolling_update(
     now: Timestamp,
 ) -> Plan {
     let min_ready = min_ready_seconds(ds);
-    let eligible: Vec<&str> =
-        nodes.iter().filter(|n| should_run(ds, n).0).map(|n| meta::name(&n.metadata)).collect();
+    let eligible: Vec<&str> = nodes.iter().filter(|n| should_run(ds, n).0).map(|n| meta::name(&n.metadata)).collect();
     let desired = i32::try_from(eligible.len()).unwrap_or(i32::MAX);
     let (max_surge, max_unavailable) = surge_and_unavailable(ds, desired);
     let empty = Vec::new();
@@ -524,7 +529,10 @@ mod tests {
     #[test]
     fn manage_creates_missing_and_deletes_extra_pods() {
         let d = ds(serde_json::json!({}));
-        let (a, b) = (node("a", serde_json::json!({}), serde_json::json!([])), node("b", serde_json::json!({}), serde_json::json!([])));
+        let (a, b) = (
+            node("a", serde_json::json!({}), serde_json::json!([])),
+            node("b", serde_json::json!({}), serde_json::json!([])),
+        );
         let old = on(pod("agent-1", "", "Running", Some(0), 0), "a", "h");
         let newer = on(pod("agent-2", "", "Running", Some(0), 5), "a", "h");
         let by_node: HashMap<String, Vec<&Pod>> = [("a".to_string(), vec![&old, &newer])].into();

@@ -384,8 +384,10 @@ impl<'a> DaemonSync<'a> {
         }));
         let deletes = join_all(plan.delete.iter().map(|name| {
             let uid = live.iter().find(|p| meta::name(&p.metadata) == name).and_then(|p| p.metadata.uid.clone());
-            let params =
-                DeleteParams { preconditions: Some(Preconditions { uid, resource_version: None }), ..Default::default() };
+            let params = DeleteParams {
+                preconditions: Some(Preconditions { uid, resource_version: None }),
+                ..Default::default()
+            };
             let api = self.pods_api.clone();
             async move { (name, api.delete(name, &params).await) }
         }));

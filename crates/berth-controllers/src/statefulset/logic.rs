@@ -48,7 +48,11 @@ pub fn min_ready_seconds(set: &StatefulSet) -> i32 {
 
 /// The update strategy type (RollingUpdate by default).
 pub fn strategy_type(set: &StatefulSet) -> &str {
-    set.spec.as_ref().and_then(|s| s.update_strategy.as_ref()).and_then(|u| u.type_.as_deref()).unwrap_or("RollingUpdate")
+    set.spec
+        .as_ref()
+        .and_then(|s| s.update_strategy.as_ref())
+        .and_then(|u| u.type_.as_deref())
+        .unwrap_or("RollingUpdate")
 }
 
 /// The rolling update partition, when the strategy sets one.
@@ -328,7 +332,8 @@ mod tests {
 
     #[test]
     fn partition_keeps_low_ordinals_on_the_current_revision() {
-        let s = set(serde_json::json!({"updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 2}}}));
+        let s =
+            set(serde_json::json!({"updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 2}}}));
         assert!(uses_current_revision(&s, 1));
         assert!(!uses_current_revision(&s, 2));
         let on_delete = set(serde_json::json!({"updateStrategy": {"type": "OnDelete"}}));

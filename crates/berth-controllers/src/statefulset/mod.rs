@@ -191,8 +191,7 @@ impl<'a> SetSync<'a> {
         };
 
         let refs: Vec<&Pod> = pods_after.iter().collect();
-        let status =
-            logic::calculate_status(&self.set, &refs, &current_name, &update_name, collision_count, self.now);
+        let status = logic::calculate_status(&self.set, &refs, &current_name, &update_name, collision_count, self.now);
         self.write_status(status).await?;
         self.truncate_history(&revisions, &pods_after, &current_name, &update_name).await?;
 
@@ -240,7 +239,11 @@ impl<'a> SetSync<'a> {
                         continue;
                     }
                     let mut adopted = (*pod).clone();
-                    adopted.metadata.owner_references.get_or_insert_with(Vec::new).push(meta::controller_ref(&self.set));
+                    adopted
+                        .metadata
+                        .owner_references
+                        .get_or_insert_with(Vec::new)
+                        .push(meta::controller_ref(&self.set));
                     match self.pods_api.replace(meta::name(&pod.metadata), &PostParams::default(), &adopted).await {
                         Ok(p) => owned.push(p),
                         Err(e) if meta::is_not_found(&e) => {}
