@@ -105,6 +105,19 @@ fn events_of(s: &Server, name: &str) -> String {
         .unwrap_or_default()
 }
 
+/// A server that runs pods, with `manifest` applied; `None` (after a message) where pods
+/// cannot run.
+fn server_with(manifest: &str) -> Option<Server> {
+    if !can_run_pods() {
+        return None;
+    }
+    let s = Server::start(&[]);
+    if !manifest.is_empty() {
+        s.ok_stdin(&["apply", "-f", "-"], manifest);
+    }
+    Some(s)
+}
+
 fn wait_running(s: &Server, name: &str) -> Value {
     wait_for(&format!("pod {name} running"), Duration::from_secs(90), || {
         let pod = s.json(&["get", "pod", name]);
@@ -169,10 +182,7 @@ fn nginx_replicas_run_with_their_own_ips_and_serve() {
 
 #[test]
 fn logs_of_a_finished_pod_and_its_exit_status() {
-    if !can_run_pods() {
-        return;
-    }
-    let s = Server::start(&[]);
+    let Some(s) = server_with("") else { return };
     s.ok(&[
         "run",
         "counter",
@@ -212,11 +222,7 @@ spec:
 
 #[test]
 fn memory_hog_is_oom_killed_and_backs_off_longer_each_time() {
-    if !can_run_pods() {
-        return;
-    }
-    let s = Server::start(&[]);
-    s.ok_stdin(&["apply", "-f", "-"], HOG);
+    let Some(s) = server_with(HOG) else { return };
     // The first restart comes after 10 s of back-off, the next one waits 20 s.
     let pod = wait_for("a second OOM kill and a 20 s back-off", Duration::from_secs(120), || {
         let pod = s.json(&["get", "pod", "hog"]);
@@ -273,11 +279,7 @@ spec:
 
 #[test]
 fn failing_liveness_restarts_and_failing_readiness_unreadies() {
-    if !can_run_pods() {
-        return;
-    }
-    let s = Server::start(&[]);
-    s.ok_stdin(&["apply", "-f", "-"], PROBED);
+    let Some(s) = server_with(PROBED) else { return };
     let pod = wait_for("a liveness restart", Duration::from_secs(90), || {
         let pod = s.json(&["get", "pod", "lively"]);
         (restarts(&pod) >= 1).then_some(pod)
@@ -362,11 +364,7 @@ fn keeper_pod(s: &Server, not: &str) -> String {
 
 #[test]
 fn pvc_data_survives_the_pod_being_replaced() {
-    if !can_run_pods() {
-        return;
-    }
-    let s = Server::start(&[]);
-    s.ok_stdin(&["apply", "-f", "-"], PVC_APP);
+    let Some(s) = server_with(PVC_APP) else { return };
     let first = keeper_pod(&s, "");
     let claim = s.json(&["get", "pvc", "data"]);
     assert_eq!(claim["status"]["phase"], "Bound", "{claim}");
@@ -407,11 +405,7 @@ spec:
 
 #[test]
 fn configmap_update_reaches_the_running_pod_within_a_minute() {
-    if !can_run_pods() {
-        return;
-    }
-    let s = Server::start(&[]);
-    s.ok_stdin(&["apply", "-f", "-"], WATCHED_CONFIG);
+    let Some(s) = server_with(WATCHED_CONFIG) else { return };
     wait_running(&s, "reader");
     assert_eq!(s.ok(&["exec", "reader", "--", "cat", "/etc/settings/mode"]), "first");
     s.ok(&["patch", "configmap", "settings", "-p", r#"{"data":{"mode":"second"}}"#]);
@@ -480,10 +474,7 @@ fn survivors(s: &Server) -> BTreeMap<String, (String, String, i64)> {
 
 #[test]
 fn pods_outlive_kill_9_of_the_server_and_are_adopted() {
-    if !can_run_pods() {
-        return;
-    }
-    let mut s = Server::start(&[]);
+    let Some(mut s) = server_with("") else { return };
     // The port makes the servers' command lines this test's own.
     let token = format!("/tmp/www-survivor-{}", s.port);
     s.ok_stdin(&["apply", "-f", "-"], &SURVIVORS.replace("/tmp/www-survivor-token", &token));
@@ -538,11 +529,7 @@ spec:
 
 #[test]
 fn run_as_user_and_read_only_root_filesystem() {
-    if !can_run_pods() {
-        return;
-    }
-    let s = Server::start(&[]);
-    s.ok_stdin(&["apply", "-f", "-"], RESTRICTED);
+    let Some(s) = server_with(RESTRICTED) else { return };
     wait_for("pod to finish", Duration::from_secs(60), || {
         let p = s.json(&["get", "pod", "restricted"]);
         (p["status"]["phase"] == "Succeeded").then_some(())
@@ -714,10 +701,7 @@ spec:
 
 #[test]
 fn lifecycle_hooks_and_termination_messages() {
-    if !can_run_pods() {
-        return;
-    }
-    let s = Server::start(&[]);
+    let Some(s) = server_with("") else { return };
     let recorder = Recorder::start();
     let pods = format!(
         r#"apiVersion: v1

@@ -167,7 +167,18 @@ async fn watch_readiness(context: &ProbeContext, probe: &Probe) {
     let mut reported: Option<bool> = None;
     let (mut successes, mut failures) = (0, 0);
     loop {
-        match check(context, probe, timing.timeout).await {
+        let next = tokio::time::Instant::now() + timing.period;
+        let mut result = check(context, probe, timing.timeout).await;
+        // Until the first verdict, a failed check is retried within the period (see
+        // `quick_recheck`); a success there stands for this period's check.
+        if result.is_err()
+            && reported.is_none()
+            && timing.success_threshold == 1
+            && quick_recheck(context, probe, next).await
+        {
+            result = Ok(());
+        }
+        match result {
             Ok(()) => {
                 failures = 0;
                 successes += 1;
@@ -186,7 +197,27 @@ async fn watch_readiness(context: &ProbeContext, probe: &Probe) {
                 }
             }
         }
-        tokio::time::sleep(timing.period).await;
+        tokio::time::sleep_until(next).await;
+    }
+}
+
+/// A container's first readiness check usually runs before its program listens: upstream
+/// would then wait a whole period (at least a second) to check again. Berth re-checks at 2 ms
+/// doubling until the period is over, so a pod is Ready moments after it serves. Only a
+/// container with no readiness verdict yet is re-checked this way, and the re-checks count
+/// towards no threshold, so the probe's documented behaviour is otherwise unchanged.
+async fn quick_recheck(context: &ProbeContext, probe: &Probe, until: tokio::time::Instant) -> bool {
+    let mut delay = Duration::from_millis(2);
+    loop {
+        let at = tokio::time::Instant::now() + delay;
+        if at >= until {
+            return false;
+        }
+        tokio::time::sleep_until(at).await;
+        if check(context, probe, until - at).await.is_ok() {
+            return true;
+        }
+        delay *= 2;
     }
 }
 
