@@ -286,7 +286,16 @@ fn ingress_hosts_paths_and_tls() {
         .status()
         .expect("openssl");
     assert!(made.success());
-    s.ok(&["create", "secret", "tls", "secure-tls", "--cert", crt.to_str().unwrap(), "--key", key.to_str().unwrap()]);
+    s.ok(&[
+        "create",
+        "secret",
+        "tls",
+        "secure-tls",
+        "--cert",
+        crt.to_str().expect("utf-8 path"),
+        "--key",
+        key.to_str().expect("utf-8 path"),
+    ]);
 
     let ingress = r#"apiVersion: networking.k8s.io/v1
 kind: Ingress
