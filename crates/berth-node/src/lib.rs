@@ -18,6 +18,7 @@ pub mod exec;
 pub mod ipam;
 pub mod network;
 pub mod oci;
+pub mod preflight;
 pub mod resources;
 pub mod rootfs;
 pub mod runtime;

@@ -92,6 +92,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         config.drain = Some(berth_node::DrainHook(Arc::new(RouterDrain(router.clone()))));
         config.network.pod_cidr = pod_cidr;
         config.network.bridge = args.pod_bridge.clone();
+        config.capacity.pods = Some(args.max_pods);
         let stop = shutdown.clone().cancelled_owned();
         tokio::spawn(async move {
             if let Err(e) = berth_node::run_until(client, config, stop).await {
