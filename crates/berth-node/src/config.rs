@@ -26,6 +26,9 @@ pub struct NodeConfig {
     pub host_ip: Option<std::net::IpAddr>,
     /// Waited on before a terminating pod's containers get SIGTERM.
     pub drain: Option<DrainHook>,
+    /// The cluster DNS address pods with `dnsPolicy: ClusterFirst` use; `None` gives them the
+    /// host's resolvers.
+    pub cluster_dns: Option<Ipv4Addr>,
 }
 
 /// Whatever routes traffic to pods (the HTTP router): a terminating pod leaves it first.
@@ -84,6 +87,7 @@ impl NodeConfig {
             capacity: CapacityOverrides::default(),
             host_ip: None,
             drain: None,
+            cluster_dns: None,
         }
     }
 }

@@ -371,7 +371,8 @@ impl Runtime {
         };
         write("hosts", sandbox::hosts_file(pod, ip, &hostname, CLUSTER_DOMAIN))?;
         write("hostname", format!("{hostname}\n"))?;
-        write("resolv.conf", sandbox::resolv_conf(pod, &self.host_resolv_conf))?;
+        let cluster_dns = self.config.cluster_dns.map(|ip| (ip, CLUSTER_DOMAIN));
+        write("resolv.conf", sandbox::resolv_conf_with(pod, &self.host_resolv_conf, cluster_dns))?;
         // UTS and IPC namespaces outlive every container of the pod by being bind-mounted
         // onto these files.
         let (uts, ipc) = (dir.join("uts"), dir.join("ipc"));

@@ -76,12 +76,35 @@ pub fn hosts_file(pod: &Pod, ip: Ipv4Addr, hostname: &str, cluster_domain: &str)
 /// into the pod's own namespace), or only `dnsConfig` with `dnsPolicy: None`; `dnsConfig`
 /// entries are added in both cases.
 pub fn resolv_conf(pod: &Pod, host_resolv_conf: &str) -> String {
+    resolv_conf_with(pod, host_resolv_conf, None)
+}
+
+/// As [`resolv_conf`], with the cluster DNS (address and cluster domain) that pods with
+/// `dnsPolicy: ClusterFirst` (the default; `ClusterFirstWithHostNet` for host-network pods)
+/// use, as kubelet writes it: that nameserver only, the namespace's search path before the
+/// host's, `ndots:5`.
+pub fn resolv_conf_with(pod: &Pod, host_resolv_conf: &str, cluster: Option<(Ipv4Addr, &str)>) -> String {
     let spec = pod.spec.as_ref();
-    let policy_none = spec.and_then(|s| s.dns_policy.as_deref()) == Some("None");
+    let policy = spec.and_then(|s| s.dns_policy.as_deref()).unwrap_or("ClusterFirst");
+    let policy_none = policy == "None";
+    let host_network = spec.and_then(|s| s.host_network).unwrap_or(false);
+    let cluster_first = (policy == "ClusterFirst" && !host_network) || policy == "ClusterFirstWithHostNet";
     let mut nameservers: Vec<String> = Vec::new();
     let mut searches: Vec<String> = Vec::new();
     let mut options: Vec<String> = Vec::new();
-    if !policy_none {
+    if let (true, Some((dns, domain))) = (cluster_first, cluster) {
+        let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+        nameservers.push(dns.to_string());
+        searches.extend([format!("{namespace}.svc.{domain}"), format!("svc.{domain}"), domain.to_owned()]);
+        options.push("ndots:5".to_owned());
+        // The host's search domains follow; its nameservers do not.
+        for line in host_resolv_conf.lines() {
+            let mut words = line.split_whitespace();
+            if matches!(words.next(), Some("search") | Some("domain")) {
+                searches.extend(words.map(str::to_owned));
+            }
+        }
+    } else if !policy_none {
         for line in host_resolv_conf.lines() {
             let mut words = line.split_whitespace();
             match words.next() {

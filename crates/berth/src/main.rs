@@ -60,6 +60,13 @@ pub struct ServerArgs {
     /// iptables chains, so servers with different interfaces do not collide).
     #[arg(long, default_value = "berth-svc")]
     service_interface: String,
+    /// Resolvers cluster DNS forwards other names to (repeat or comma-separate) [default:
+    /// the nameservers of /etc/resolv.conf, a loopback stub replaced by what it forwards to].
+    #[arg(long, value_delimiter = ',')]
+    upstream_dns: Vec<std::net::IpAddr>,
+    /// Do not serve cluster DNS; pods get the host's resolvers.
+    #[arg(long)]
+    no_dns: bool,
     /// How Service traffic reaches endpoints: `iptables` (kernel NAT rules) or `userspace`
     /// (a proxy in this process).
     #[arg(long, default_value = "iptables", value_parser = ["iptables", "userspace"])]

@@ -105,10 +105,30 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         config.network.pod_cidr = pod_cidr;
         config.network.bridge = args.pod_bridge.clone();
         config.capacity.pods = Some(args.max_pods);
+        config.cluster_dns = (!args.no_dns).then(|| service_ranges.dns_ip());
         let stop = shutdown.clone().cancelled_owned();
         tokio::spawn(async move {
             if let Err(e) = berth_node::run_until(client, config, stop).await {
                 tracing::error!(error = %e, "node agent stopped: pods on this machine will not run");
+            }
+        })
+    });
+    // Cluster DNS, on the kube-dns Service's address, runs with the node too.
+    let dns = (!args.no_node && !args.no_dns).then(|| {
+        let upstream = if args.upstream_dns.is_empty() {
+            berth_dns::host_upstreams()
+        } else {
+            args.upstream_dns.iter().map(|ip| std::net::SocketAddr::new(*ip, 53)).collect()
+        };
+        let config = berth_dns::DnsConfig {
+            listen: std::net::SocketAddr::new(service_ranges.dns_ip().into(), 53),
+            domain: "cluster.local".to_owned(),
+            upstream,
+        };
+        let client = client.clone();
+        tokio::spawn(async move {
+            if let Err(e) = berth_dns::run(client, config).await {
+                tracing::error!(error = %e, "cluster DNS stopped: pods cannot resolve Service names");
             }
         })
     });
@@ -144,6 +164,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     if let Some(c) = controllers {
         c.abort();
+    }
+    if let Some(d) = dns {
+        d.abort();
     }
     if let Some(p) = proxy {
         p.abort();

@@ -365,3 +365,118 @@ fn cluster_ips_and_node_ports_come_from_the_configured_ranges() {
     let port: u16 = s.ok(&["get", "svc", "auto", "-o", "jsonpath={.spec.ports[0].nodePort}"]).parse().expect("port");
     assert!((31000..=31009).contains(&port), "{port}");
 }
+
+/// Runs `args` in pod `pod` of namespace `ns`; stdout if it succeeded.
+fn exec_in(s: &Server, ns: &str, pod: &str, args: &[&str]) -> Option<String> {
+    let mut full = vec!["exec", "-n", ns, pod, "--"];
+    full.extend_from_slice(args);
+    let out = s.kubectl(&full);
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+#[test]
+fn pods_resolve_and_reach_redis_by_name_and_headless_pods_by_hostname() {
+    if !can_run_pods() {
+        return;
+    }
+    let s = Server::start(&[]);
+    let manifests = r#"apiVersion: v1
+kind: Namespace
+metadata: {name: shop}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: redis, namespace: shop}
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {app: redis}
+  template:
+    metadata:
+      labels: {app: redis}
+    spec:
+      containers:
+      - name: redis
+        image: host
+        command: [redis-server, --port, "6379", --save, "", --appendonly, "no", --protected-mode, "no", --dir, /tmp]
+        ports: [{name: redis, containerPort: 6379}]
+        readinessProbe:
+          tcpSocket: {port: 6379}
+          periodSeconds: 1
+---
+apiVersion: v1
+kind: Service
+metadata: {name: redis, namespace: shop}
+spec:
+  selector: {app: redis}
+  ports: [{name: redis, port: 6379, targetPort: redis}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: db, namespace: shop}
+spec:
+  clusterIP: None
+  selector: {app: db}
+  ports: [{name: tcp, port: 80}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: db-0, namespace: shop, labels: {app: db}}
+spec:
+  hostname: db-0
+  subdomain: db
+  containers:
+  - {name: main, image: host, command: [sleep, "3600"]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client, namespace: shop}
+spec:
+  containers:
+  - {name: main, image: host, command: [sleep, "3600"]}
+"#;
+    s.ok_stdin(&["apply", "-f", "-"], manifests);
+    wait_for("redis ready", Duration::from_secs(120), || {
+        let slices = s.json(&["get", "endpointslices", "-n", "shop", "-l", "kubernetes.io/service-name=redis"]);
+        (slices["items"][0]["endpoints"][0]["conditions"]["ready"] == true).then_some(())
+    });
+    wait_for("client running", Duration::from_secs(120), || {
+        (s.json(&["get", "pod", "-n", "shop", "client"])["status"]["phase"] == "Running").then_some(())
+    });
+
+    // The pod's resolv.conf points at cluster DNS with the namespace's search path.
+    let conf = exec_in(&s, "shop", "client", &["cat", "/etc/resolv.conf"]).expect("resolv.conf");
+    let dns_ip = s.ok(&["get", "svc", "-n", "kube-system", "kube-dns", "-o", "jsonpath={.spec.clusterIP}"]);
+    assert!(conf.contains(&format!("nameserver {dns_ip}")), "{conf}");
+    assert!(conf.contains("search shop.svc.cluster.local svc.cluster.local cluster.local"), "{conf}");
+    assert!(conf.contains("ndots:5"), "{conf}");
+
+    // redis-cli reaches the Service by its short name and by its full name.
+    let pong = wait_for("redis by the name redis", Duration::from_secs(30), || {
+        exec_in(&s, "shop", "client", &["redis-cli", "-h", "redis", "ping"]).filter(|o| o == "PONG")
+    });
+    assert_eq!(pong, "PONG");
+    let full = "redis.shop.svc.cluster.local";
+    assert_eq!(
+        exec_in(&s, "shop", "client", &["redis-cli", "-h", full, "set", "greeting", "hello"]).as_deref(),
+        Some("OK")
+    );
+    assert_eq!(
+        exec_in(&s, "shop", "client", &["redis-cli", "-h", "redis", "get", "greeting"]).as_deref(),
+        Some("hello")
+    );
+
+    // Names as DNS answers them: the ClusterIP, the headless pod by hostname, SRV, NXDOMAIN.
+    let redis_ip = s.ok(&["get", "svc", "-n", "shop", "redis", "-o", "jsonpath={.spec.clusterIP}"]);
+    let dig = |args: &[&str]| exec_in(&s, "shop", "client", &[&["dig", "+short", "+search"], args].concat());
+    assert_eq!(dig(&["redis.shop"]).as_deref(), Some(redis_ip.as_str()));
+    let db_ip = wait_for("db-0 ready in its headless Service", Duration::from_secs(60), || {
+        let ip = s.ok(&["get", "pod", "-n", "shop", "db-0", "-o", "jsonpath={.status.podIP}"]);
+        (!ip.is_empty() && dig(&["db-0.db.shop.svc.cluster.local"]).as_deref() == Some(ip.as_str())).then_some(ip)
+    });
+    assert_eq!(dig(&["db"]).as_deref(), Some(db_ip.as_str()), "a headless Service answers with its pods");
+    let srv = dig(&["-t", "SRV", "_redis._tcp.redis.shop.svc.cluster.local"]).expect("srv");
+    assert_eq!(srv, "0 100 6379 redis.shop.svc.cluster.local.");
+    let nx = exec_in(&s, "shop", "client", &["dig", "nope.shop.svc.cluster.local"]).expect("dig");
+    assert!(nx.contains("NXDOMAIN"), "{nx}");
+}
