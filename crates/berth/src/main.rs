@@ -1,5 +1,6 @@
 //! The `berth` command: the one binary users run.
 
+mod image;
 mod podio;
 mod server;
 
@@ -18,6 +19,8 @@ struct Cli {
 enum Command {
     /// Run the control plane (API server, controllers, node agent) in the foreground.
     Server(ServerArgs),
+    /// Work with the node's local images (import, pull, ls, rm, prune).
+    Image(image::ImageArgs),
 }
 
 #[derive(clap::Args)]
@@ -43,6 +46,9 @@ pub struct ServerArgs {
     /// Commit writes with synchronous=NORMAL: faster, but a power loss may lose the last writes.
     #[arg(long)]
     fast_commit: bool,
+    /// Pull from this registry (`host:port`) over plain HTTP; may be repeated.
+    #[arg(long = "insecure-registry")]
+    insecure_registries: Vec<String>,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -66,5 +72,6 @@ fn main() -> anyhow::Result<()> {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             runtime.block_on(server::run(args))
         }
+        Command::Image(args) => image::run(args),
     }
 }

@@ -81,6 +81,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         let mut config = berth_node::NodeConfig::new(node_dir.clone());
         config.network.pod_cidr = pod_cidr;
         config.network.bridge = args.pod_bridge.clone();
+        config.insecure_registries = args.insecure_registries.clone();
         let stop = shutdown.clone().cancelled_owned();
         tokio::spawn(async move {
             if let Err(e) = berth_node::run_until(client, config, stop).await {
