@@ -189,12 +189,12 @@ fn oci_layout(dir: &Path) -> Result<Vec<Found>, ImageError> {
         }
         found.push(Found {
             names: name.into_iter().collect(),
-            config_path: blob_in(dir, &manifest.config().digest().to_string())?,
+            config_path: blob_in(dir, manifest.config().digest().as_ref())?,
             manifest: Some((digest, manifest_bytes)),
             layer_paths: manifest
                 .layers()
                 .iter()
-                .map(|l| blob_in(dir, &l.digest().to_string()))
+                .map(|l| blob_in(dir, l.digest().as_ref()))
                 .collect::<Result<_, _>>()?,
         });
     }

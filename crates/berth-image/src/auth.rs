@@ -55,7 +55,9 @@ mod tests {
     #[test]
     fn credentials_match_the_registry_host() {
         let auth = base64::engine::general_purpose::STANDARD.encode("alice:s3cret");
-        let config = format!(r#"{{"auths":{{"http://127.0.0.1:5000/v2/":{{"auth":"{auth}"}},"other:1":{{"username":"bob","password":"pw"}}}}}}"#);
+        let config = format!(
+            r#"{{"auths":{{"http://127.0.0.1:5000/v2/":{{"auth":"{auth}"}},"other:1":{{"username":"bob","password":"pw"}}}}}}"#
+        );
         let found = credentials_for(config.as_bytes(), "127.0.0.1:5000").unwrap();
         assert_eq!((found.username.as_str(), found.password.as_str()), ("alice", "s3cret"));
         assert_eq!(credentials_for(config.as_bytes(), "other:1").unwrap().username, "bob");

@@ -68,8 +68,7 @@ pub(crate) fn unpack(reader: impl Read, dest: &Path) -> Result<String, ImageErro
                     .map_err(|e| ImageError::io(format!("marking {} opaque", dir.display()))(e.into()))?;
             } else if let Some(hidden) = name.strip_prefix(WHITEOUT_PREFIX) {
                 let parent = dest.join(relative.parent().unwrap_or(Path::new("")));
-                std::fs::create_dir_all(&parent)
-                    .map_err(ImageError::io(format!("creating {}", parent.display())))?;
+                std::fs::create_dir_all(&parent).map_err(ImageError::io(format!("creating {}", parent.display())))?;
                 let target = parent.join(hidden);
                 let _ = std::fs::remove_file(&target);
                 rustix::fs::mknodat(

@@ -35,7 +35,8 @@ impl ImageRecord {
     pub fn image_id(&self) -> String {
         match &self.manifest_digest {
             Some(digest) => {
-                let repo = self.name.rsplit_once(':').filter(|(_, tag)| !tag.contains('/')).map_or(&*self.name, |r| r.0);
+                let repo =
+                    self.name.rsplit_once(':').filter(|(_, tag)| !tag.contains('/')).map_or(&*self.name, |r| r.0);
                 format!("{repo}@{digest}")
             }
             None => self.id.clone(),
@@ -233,12 +234,8 @@ impl ImageStore {
     /// Records `record` (replacing an image of the same name).
     pub(crate) fn add_image(&self, mut record: ImageRecord) -> Result<ImageRecord, ImageError> {
         let _lock = self.lock()?;
-        record.size = record
-            .layers
-            .iter()
-            .filter_map(|diff_id| self.layer_dir(diff_id).ok())
-            .map(|dir| dir_size(&dir))
-            .sum();
+        record.size =
+            record.layers.iter().filter_map(|diff_id| self.layer_dir(diff_id).ok()).map(|dir| dir_size(&dir)).sum();
         let mut index = self.read_index()?;
         index.images.retain(|image| image.name != record.name);
         index.images.push(record.clone());

@@ -92,8 +92,7 @@ pub fn mount_rootfs(state_dir: &Path, image: &ResolvedImage) -> Result<(), Rootf
         lower.push(empty.display().to_string());
     }
     let options = format!("lowerdir={},upperdir={},workdir={}", lower.join(":"), upper.display(), work.display());
-    if lower.iter().chain([&upper.display().to_string(), &work.display().to_string()]).any(|p| p.contains([',', ':']))
-    {
+    if lower.iter().chain([&upper.display().to_string(), &work.display().to_string()]).any(|p| p.contains([',', ':'])) {
         return Err(RootfsError {
             path: state_dir.to_owned(),
             source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "path unusable as an overlay layer"),

@@ -475,9 +475,10 @@ impl Runtime {
             None
         } else {
             let resolved = self.images.resolve(&image).map_err(|source| match source {
-                berth_image::ImageError::NotFound(_) => {
-                    RuntimeError::ImagePull { message: format!("image \"{image}\" is not present on this node"), image: image.clone() }
-                }
+                berth_image::ImageError::NotFound(_) => RuntimeError::ImagePull {
+                    message: format!("image \"{image}\" is not present on this node"),
+                    image: image.clone(),
+                },
                 source => RuntimeError::Image { image: image.clone(), source },
             })?;
             Some(resolved)

@@ -82,6 +82,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         config.network.pod_cidr = pod_cidr;
         config.network.bridge = args.pod_bridge.clone();
         config.insecure_registries = args.insecure_registries.clone();
+        config.capacity.pods = Some(args.max_pods);
         let stop = shutdown.clone().cancelled_owned();
         tokio::spawn(async move {
             if let Err(e) = berth_node::run_until(client, config, stop).await {

@@ -4,6 +4,8 @@
 //! htpasswd auth) using `imagePullSecrets`; missing images give `ErrImagePull`,
 //! `ImagePullBackOff` and `ErrImageNeverPull`. Needs root; skipped with a message otherwise.
 
+#![allow(clippy::unwrap_used)]
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -100,7 +102,8 @@ fn oci_archive(path: &Path, name: &str, config: serde_json::Value) {
     .unwrap();
     let mut manifest_descriptor = descriptor("application/vnd.oci.image.manifest.v1+json", &manifest);
     manifest_descriptor["annotations"] = serde_json::json!({"org.opencontainers.image.ref.name": name});
-    let index = serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "manifests": [manifest_descriptor]})).unwrap();
+    let index =
+        serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "manifests": [manifest_descriptor]})).unwrap();
     let mut b = tar::Builder::new(Vec::new());
     add_file(&mut b, "oci-layout", 0o644, br#"{"imageLayoutVersion":"1.0.0"}"#);
     add_file(&mut b, "index.json", 0o644, &index);
@@ -118,8 +121,7 @@ fn docker_archive(path: &Path, name: &str, config: serde_json::Value) {
     let config = image_config(&diff_ids, config);
     let config_name = format!("{}.json", digest(&config).trim_start_matches("sha256:"));
     let layer_names: Vec<String> = (0..layers.len()).map(|i| format!("layer{i}/layer.tar")).collect();
-    let manifest =
-        serde_json::json!([{"Config": config_name, "RepoTags": [name], "Layers": layer_names}]).to_string();
+    let manifest = serde_json::json!([{"Config": config_name, "RepoTags": [name], "Layers": layer_names}]).to_string();
     let mut b = tar::Builder::new(Vec::new());
     add_file(&mut b, &config_name, 0o644, &config);
     for (name, layer) in layer_names.iter().zip(&layers) {

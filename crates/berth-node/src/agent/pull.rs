@@ -71,11 +71,7 @@ pub async fn ensure_image(
             return Err(error);
         }
         "Never" | "IfNotPresent" if present => {
-            shared.events.normal(
-                pod_ref,
-                "Pulled",
-                format!("Container image \"{image}\" already present on machine"),
-            );
+            shared.events.normal(pod_ref, "Pulled", format!("Container image \"{image}\" already present on machine"));
             return Ok(());
         }
         _ => {}
