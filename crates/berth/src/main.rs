@@ -3,6 +3,7 @@
 mod image;
 mod podio;
 mod server;
+mod up;
 
 use std::{net::SocketAddr, path::PathBuf};
 
@@ -21,6 +22,14 @@ enum Command {
     Server(ServerArgs),
     /// Work with the node's local images (import, pull, ls, rm, prune).
     Image(image::ImageArgs),
+    /// Start the server, deploy the example app in examples/hello, and print its URL.
+    Up {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// How long the example may take to answer before `up` gives up.
+        #[arg(long, default_value = "120")]
+        timeout_seconds: u64,
+    },
 }
 
 #[derive(clap::Args)]
@@ -52,6 +61,27 @@ pub struct ServerArgs {
     /// Pull from this registry (`host:port`) over plain HTTP; may be repeated.
     #[arg(long = "insecure-registry")]
     insecure_registries: Vec<String>,
+    /// Where the HTTP router serves plain HTTP (`ADDR:PORT`, `:PORT`, or `off`).
+    #[arg(long, default_value = ":80", value_parser = parse_listen)]
+    http_listen: Listen,
+    /// Where the HTTP router serves HTTPS (`ADDR:PORT`, `:PORT`, or `off`).
+    #[arg(long, default_value = ":443", value_parser = parse_listen)]
+    https_listen: Listen,
+    /// Domain under which Routes get generated hosts [default: <machine-ip>.nip.io].
+    #[arg(long)]
+    route_suffix: Option<String>,
+}
+
+/// A listener address, or none (`off`).
+#[derive(Debug, Clone, Copy)]
+pub struct Listen(pub Option<SocketAddr>);
+
+fn parse_listen(s: &str) -> Result<Listen, String> {
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(Listen(None));
+    }
+    let full = if s.starts_with(':') { format!("0.0.0.0{s}") } else { s.to_owned() };
+    full.parse().map(|a| Listen(Some(a))).map_err(|e| format!("{s:?} is not ADDR:PORT, :PORT or off: {e}"))
 }
 
 fn default_data_dir() -> PathBuf {
@@ -76,5 +106,9 @@ fn main() -> anyhow::Result<()> {
             runtime.block_on(server::run(args))
         }
         Command::Image(args) => image::run(args),
+        Command::Up { server, timeout_seconds } => {
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            runtime.block_on(up::run(server, std::time::Duration::from_secs(timeout_seconds)))
+        }
     }
 }

@@ -76,9 +76,20 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             }
         })
     });
+    let route_suffix =
+        args.route_suffix.clone().unwrap_or_else(|| format!("{}.nip.io", berth_node::agent::node::detect_host_ip()));
+    let router_config = berth_router::RouterConfig {
+        http: args.http_listen.0,
+        https: args.https_listen.0,
+        route_suffix,
+        timeouts: berth_router::Timeouts::default(),
+    };
+    let router =
+        berth_router::start(client.clone(), router_config, shutdown.clone()).await.context("starting the router")?;
     let node = (!args.no_node).then(|| {
         let client = client.clone();
         let mut config = berth_node::NodeConfig::new(node_dir.clone());
+        config.drain = Some(berth_node::DrainHook(Arc::new(RouterDrain(router.clone()))));
         config.network.pod_cidr = pod_cidr;
         config.network.bridge = args.pod_bridge.clone();
         config.insecure_registries = args.insecure_registries.clone();
@@ -106,6 +117,16 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Terminating pods leave the router's pools before they are stopped.
+struct RouterDrain(berth_router::RouterHandle);
+
+impl berth_node::TrafficDrain for RouterDrain {
+    fn drain(&self, ip: std::net::IpAddr, limit: std::time::Duration) -> futures::future::BoxFuture<'static, ()> {
+        let handle = self.0.clone();
+        Box::pin(async move { handle.wait_out_of_rotation(ip, limit).await })
+    }
+}
+
 async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
@@ -119,7 +140,7 @@ async fn wait_for_signal() {
     }
 }
 
-async fn api_client(kubeconfig: &std::path::Path) -> anyhow::Result<kube::Client> {
+pub async fn api_client(kubeconfig: &std::path::Path) -> anyhow::Result<kube::Client> {
     let kc = kube::config::Kubeconfig::read_from(kubeconfig).context("reading the kubeconfig")?;
     let config = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
         .await
