@@ -9,6 +9,7 @@ pub mod admission;
 pub mod crd;
 pub mod discovery;
 pub mod handlers;
+pub mod metrics;
 pub mod objects;
 pub mod patch;
 pub mod pki;
@@ -71,7 +72,14 @@ pub async fn build_state(
 ) -> Result<handlers::Shared, Error> {
     let objects = Arc::new(Objects::new(store, Registry::with_builtins()));
     objects.bootstrap().await?;
-    let state = Arc::new(AppState { objects, token, server_address, max_body_bytes: MAX_BODY_BYTES, pod_io });
+    let state = Arc::new(AppState {
+        objects,
+        token,
+        server_address,
+        max_body_bytes: MAX_BODY_BYTES,
+        pod_io,
+        api_metrics: metrics::ApiMetrics::default(),
+    });
     crd::load_all(&state).await?;
     Ok(state)
 }

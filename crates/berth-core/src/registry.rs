@@ -136,6 +136,9 @@ const fn b(
 use Scope::{Cluster, Namespaced};
 
 #[rustfmt::skip]
+/// The group of the resource metrics API (`kubectl top`).
+pub const METRICS_GROUP: &str = "metrics.k8s.io";
+
 const BUILTINS: &[Builtin] = &[
     b("", "v1", "Namespace", "namespaces", Cluster, &["ns"], false, true, false),
     b("", "v1", "Pod", "pods", Namespaced, &["po"], true, true, false),
@@ -192,6 +195,21 @@ impl Registry {
                 has_scale: bi.scale,
                 custom: false,
                 read_only: false,
+            });
+        }
+        // metrics.k8s.io: usage the node measures, served read-only (never stored).
+        for (kind, plural, scope) in [("PodMetrics", "pods", Namespaced), ("NodeMetrics", "nodes", Cluster)] {
+            r.insert(ResourceInfo {
+                gvk: GroupVersionKind::new(METRICS_GROUP, "v1beta1", kind),
+                plural: plural.to_owned(),
+                singular: kind.to_lowercase(),
+                scope,
+                short_names: vec![],
+                categories: vec![],
+                has_status: false,
+                has_scale: false,
+                custom: false,
+                read_only: true,
             });
         }
         r

@@ -45,8 +45,22 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let node_dir = data_dir.join("node");
     let pod_cidr: berth_node::Ipv4Cidr =
         args.pod_cidr.parse().map_err(|e| anyhow::anyhow!("--pod-cidr {}: {e}", args.pod_cidr))?;
-    let pod_io: Option<Arc<dyn berth_apiserver::PodIo>> =
-        (!args.no_node).then(|| Arc::new(crate::podio::NodeLogs { data_dir: node_dir.clone() }) as _);
+    let node_defaults = berth_node::NodeConfig::new(node_dir.clone());
+    // Usage is sampled every few seconds; rates cover the last two intervals.
+    let sampler = (!args.no_node).then(|| {
+        Arc::new(berth_node::metrics::Sampler::new(
+            berth_node::metrics::Reader::new(&node_dir, &node_defaults.cgroup_parent),
+            3,
+        ))
+    });
+    let sampling = sampler.clone().map(|s| tokio::spawn(s.run(std::time::Duration::from_secs(5))));
+    let pod_io: Option<Arc<dyn berth_apiserver::PodIo>> = (!args.no_node).then(|| {
+        Arc::new(crate::podio::NodeLogs {
+            data_dir: node_dir.clone(),
+            node_name: node_defaults.node_name.clone(),
+            metrics: sampler.clone(),
+        }) as _
+    });
     let state = berth_apiserver::build_state(store, pki.admin_token.clone(), server_address.clone(), pod_io)
         .await
         .context("starting the API")?;
@@ -81,6 +95,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         let mut config = berth_node::NodeConfig::new(node_dir.clone());
         config.network.pod_cidr = pod_cidr;
         config.network.bridge = args.pod_bridge.clone();
+        config.log_rotation =
+            berth_node::Rotation { max_bytes: args.container_log_max_size, max_files: args.container_log_max_files };
         let stop = shutdown.clone().cancelled_owned();
         tokio::spawn(async move {
             if let Err(e) = berth_node::run_until(client, config, stop).await {
@@ -94,6 +110,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     if let Some(c) = controllers {
         c.abort();
+    }
+    if let Some(s) = sampling {
+        s.abort();
     }
     shutdown.cancel();
     if let Some(n) = node {
