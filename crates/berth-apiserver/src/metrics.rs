@@ -82,12 +82,9 @@ impl ApiMetrics {
     /// Counts one request; `resource` is `None` for paths that are not resources.
     pub fn observe(&self, verb: &str, resource: Option<&ResourcePath>, code: u16, started: Instant) {
         let (group, version, plural, sub) = match resource {
-            Some(rp) => (
-                rp.group.as_str(),
-                rp.version.as_str(),
-                rp.resource.as_str(),
-                rp.subresource.as_deref().unwrap_or(""),
-            ),
+            Some(rp) => {
+                (rp.group.as_str(), rp.version.as_str(), rp.resource.as_str(), rp.subresource.as_deref().unwrap_or(""))
+            }
             None => ("", "", "", ""),
         };
         let base: RequestLabels = vec![
@@ -118,7 +115,8 @@ impl ApiMetrics {
 
 /// The verb upstream's metrics name a request by.
 pub fn verb(method: &Method, rp: Option<&ResourcePath>, q: &Query) -> &'static str {
-    let connect = rp.is_some_and(|rp| matches!(rp.subresource.as_deref(), Some("exec" | "attach" | "portforward" | "proxy")));
+    let connect =
+        rp.is_some_and(|rp| matches!(rp.subresource.as_deref(), Some("exec" | "attach" | "portforward" | "proxy")));
     let named = rp.is_some_and(|rp| rp.name.is_some());
     match *method {
         _ if connect => "CONNECT",
@@ -237,9 +235,7 @@ pub async fn serve(
     };
     if let Some(name) = &rp.name {
         let obj = state.objects.get(&source, ns, name).await.map_err(|_| ApiError::not_found(info, name))?;
-        return render(&obj)
-            .map(|m| json_response(StatusCode::OK, &m))
-            .ok_or_else(|| ApiError::not_found(info, name));
+        return render(&obj).map(|m| json_response(StatusCode::OK, &m)).ok_or_else(|| ApiError::not_found(info, name));
     }
     let mut opts = list_options(&source, q)?;
     opts.limit = None;

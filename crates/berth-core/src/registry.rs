@@ -168,8 +168,28 @@ const BUILTINS: &[Builtin] = &[
     b("rbac.authorization.k8s.io", "v1", "Role", "roles", Namespaced, &[], false, false, false),
     b("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", Namespaced, &[], false, false, false),
     b("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", Cluster, &[], false, false, false),
-    b("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", Cluster, &[], false, false, false),
-    b("apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions", Cluster, &["crd", "crds"], false, true, false),
+    b(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "ClusterRoleBinding",
+        "clusterrolebindings",
+        Cluster,
+        &[],
+        false,
+        false,
+        false,
+    ),
+    b(
+        "apiextensions.k8s.io",
+        "v1",
+        "CustomResourceDefinition",
+        "customresourcedefinitions",
+        Cluster,
+        &["crd", "crds"],
+        false,
+        true,
+        false,
+    ),
 ];
 
 /// The set of resources currently served. Built-ins are fixed; custom resources come and

@@ -534,8 +534,12 @@ mod tests {
         let mut writer = CriLogWriter::new(RotatingFile::open(&path, Rotation::default()).unwrap());
         writer.write(Stream::Stdout, b"old\n", ts("2024-05-01T10:00:00Z")).unwrap();
         writer.write(Stream::Stderr, b"new\n", ts("2024-05-01T11:00:00Z")).unwrap();
-        let options =
-            LogOptions { since: Some(ts("2024-05-01T10:30:00Z")), timestamps: true, limit_bytes: Some(40), ..Default::default() };
+        let options = LogOptions {
+            since: Some(ts("2024-05-01T10:30:00Z")),
+            timestamps: true,
+            limit_bytes: Some(40),
+            ..Default::default()
+        };
         let (first, mut follower) = LogFollower::open(&path, &options).unwrap();
         assert_eq!(first, b"2024-05-01T11:00:00Z new\n");
         writer.write(Stream::Stdout, b"0123456789abcdefghij\n", ts("2024-05-01T11:00:01Z")).unwrap();

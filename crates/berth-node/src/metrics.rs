@@ -180,7 +180,8 @@ impl Reader {
                 stats.id = record.id.clone();
                 stats.image = record.image.clone();
                 stats.fs_usage_bytes = disk_usage(&state_dir.join("rootfs"));
-                stats.start_time = record.started_at.parse::<Timestamp>().map_or(0.0, |t| t.as_millisecond() as f64 / 1000.0);
+                stats.start_time =
+                    record.started_at.parse::<Timestamp>().map_or(0.0, |t| t.as_millisecond() as f64 / 1000.0);
                 stats
             })
             .collect();
@@ -279,7 +280,8 @@ fn disk_usage(dir: &Path) -> u64 {
     let mut stack = vec![dir.to_owned()];
     while let Some(next) = stack.pop() {
         for entry in std::fs::read_dir(&next).into_iter().flatten().flatten() {
-            let Ok(meta) = entry.metadata() else { continue };
+            // Never follows symbolic links: they may point anywhere on the host, even above.
+            let Ok(meta) = std::fs::symlink_metadata(entry.path()) else { continue };
             if meta.dev() != device {
                 continue;
             }
@@ -306,7 +308,8 @@ fn machine_from(stat: &str, meminfo: &str, ticks_per_second: u64) -> MachineStat
             Some("cpu") => {
                 let ticks: Vec<u64> = fields.map(|v| v.parse().unwrap_or(0)).collect();
                 // user nice system idle iowait irq softirq steal: busy is all but idle and iowait.
-                let busy: u64 = ticks.iter().take(8).enumerate().filter(|(i, _)| *i != 3 && *i != 4).map(|(_, v)| v).sum();
+                let busy: u64 =
+                    ticks.iter().take(8).enumerate().filter(|(i, _)| *i != 3 && *i != 4).map(|(_, v)| v).sum();
                 machine.cpu_usage_ns = busy.saturating_mul(1_000_000_000 / ticks_per_second.max(1));
             }
             Some(name) if name.starts_with("cpu") => machine.cpus += 1,
@@ -375,6 +378,7 @@ impl Sampler {
     /// Takes a snapshot now (blocking file reads).
     pub fn sample(&self) {
         let snapshot = Arc::new(self.reader.snapshot());
+        tracing::debug!(pods = snapshot.pods.len(), "usage sampled");
         let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
         kept.push_back(snapshot);
         while kept.len() > self.keep {
@@ -474,18 +478,25 @@ pub fn encode_prometheus(snapshot: &Snapshot) -> String {
         family
     };
     let cpu = counter(&mut registry, "container_cpu_usage_seconds", "Cumulative cpu time consumed in seconds.");
-    let working_set =
-        gauge(&mut registry, "container_memory_working_set_bytes", "Current working set in bytes.");
+    let working_set = gauge(&mut registry, "container_memory_working_set_bytes", "Current working set in bytes.");
     let memory_usage = gauge(
         &mut registry,
         "container_memory_usage_bytes",
         "Current memory usage in bytes, including all memory regardless of when it was accessed.",
     );
     let rss = gauge(&mut registry, "container_memory_rss", "Size of RSS in bytes.");
-    let fs_usage = gauge(&mut registry, "container_fs_usage_bytes", "Number of bytes that are consumed by the container on this filesystem.");
+    let fs_usage = gauge(
+        &mut registry,
+        "container_fs_usage_bytes",
+        "Number of bytes that are consumed by the container on this filesystem.",
+    );
     let fs_reads = counter(&mut registry, "container_fs_reads_bytes", "Cumulative count of bytes read.");
     let fs_writes = counter(&mut registry, "container_fs_writes_bytes", "Cumulative count of bytes written.");
-    let start = gauge(&mut registry, "container_start_time_seconds", "Start time of the container since unix epoch in seconds.");
+    let start = gauge(
+        &mut registry,
+        "container_start_time_seconds",
+        "Start time of the container since unix epoch in seconds.",
+    );
     let rx = counter(&mut registry, "container_network_receive_bytes", "Cumulative count of bytes received.");
     let tx = counter(&mut registry, "container_network_transmit_bytes", "Cumulative count of bytes transmitted.");
     let rx_packets =
@@ -617,7 +628,8 @@ mod tests {
 
     #[test]
     fn machine_cpu_and_memory() {
-        let stat = "cpu  100 0 50 1000 10 0 0 0 0 0\ncpu0 50 0 25 500 5 0 0 0 0 0\ncpu1 50 0 25 500 5 0 0 0 0 0\nintr 1\n";
+        let stat =
+            "cpu  100 0 50 1000 10 0 0 0 0 0\ncpu0 50 0 25 500 5 0 0 0 0 0\ncpu1 50 0 25 500 5 0 0 0 0 0\nintr 1\n";
         let meminfo = "MemTotal:       1000 kB\nMemFree:         100 kB\nMemAvailable:    600 kB\n";
         let machine = machine_from(stat, meminfo, 100);
         assert_eq!(machine.cpus, 2);

@@ -1,10 +1,7 @@
 //! Serves `pods/log` from the node agent's CRI log files (the API server and the node share
 //! this process, so the files are read directly rather than through a kubelet endpoint).
 
-use std::{
-    path::PathBuf,
-    time::Duration,
-};
+use std::{path::PathBuf, time::Duration};
 
 use axum::body::Body;
 use berth_apiserver::{
@@ -162,7 +159,8 @@ impl PodIo for NodeLogs {
                 }
                 let running = berth_node::exec::running_container(&data_dir, &uid, &container)
                     .is_some_and(|record| record.attempt == attempt);
-                let ended = !running && stopped_since.get_or_insert_with(std::time::Instant::now).elapsed() > ENDED_AFTER
+                let ended = !running
+                    && stopped_since.get_or_insert_with(std::time::Instant::now).elapsed() > ENDED_AFTER
                     || next_attempt.exists()
                     || !path.exists();
                 if running {
