@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use crate::{
     discovery,
-    objects::{DeleteOptions, FieldValidation, ListOptions, Objects, WriteOptions, deleted_status, meta_str},
+    objects::{DeleteOptions, FieldValidation, ListOptions, Objects, WriteOptions, deleted_status, meta_str, parse_rv},
     request::{self, ResourcePath, Target},
     subresources, table, watch,
 };
@@ -224,6 +224,10 @@ pub fn list_options(info: &ResourceInfo, q: &Query) -> Result<ListOptions, ApiEr
         }
         _ => None,
     };
+    // Upstream parses the version before reading anything: "abc" is a client error, not "latest".
+    if let Some(rv) = q.get("resourceVersion").filter(|rv| !rv.is_empty()) {
+        parse_rv(rv)?;
+    }
     let continue_key = match q.get("continue") {
         Some(c) if !c.is_empty() => Some(decode_continue(c)?),
         _ => None,
@@ -354,6 +358,9 @@ async fn verbs(
             watch::serve(state, &info, ns.as_deref(), opts, &q, table).await
         }
         (Method::GET, Some(name)) => {
+            if let Some(rv) = q.get("resourceVersion").filter(|rv| !rv.is_empty()) {
+                parse_rv(rv)?;
+            }
             let obj = objects.get(&info, ns.as_deref(), &name).await?;
             if table {
                 return Ok(table_response(&table::table(

@@ -425,20 +425,62 @@ fn bad_input_is_rejected_clearly_and_stores_nothing() {
             "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: neg\nspec:\n  replicas: -1\n  selector: {matchLabels: {a: b}}\n  template:\n    metadata: {labels: {a: b}}\n    spec:\n      containers: [{name: c, image: busybox}]\n",
             &["spec.replicas", "greater than or equal to 0"],
         ),
+        (
+            "kind-in-wrong-group",
+            "apiVersion: apps/v1\nkind: ConfigMap\nmetadata:\n  name: wg\n",
+            &["no matches for kind \"ConfigMap\" in version \"apps/v1\""],
+        ),
+        ("no-kind", "apiVersion: v1\nmetadata:\n  name: nk\n", &["kind not set"]),
+        (
+            "bad-namespace-name",
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: Bad.NS\n",
+            &["metadata.name: Invalid value: \"Bad.NS\"", "RFC 1123 label"],
+        ),
+        (
+            "name-too-long",
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: a234567890123456789012345678901234567890123456789012345678901234\nspec:\n  ports: [{port: 80}]\n",
+            &["must be no more than 63 characters"],
+        ),
+        (
+            "bad-label-key",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: bl\n  labels: {\"bad key!\": v}\n",
+            &["metadata.labels: Invalid value: \"bad key!\""],
+        ),
+        (
+            "nested-unknown-field",
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: nu\nspec:\n  selector: {matchLabels: {a: b}}\n  template:\n    metadata: {labels: {a: b}}\n    spec:\n      containers: [{name: c, image: busybox, imagee: x}]\n",
+            &["unknown field \"spec.template.spec.containers[0].imagee\""],
+        ),
+        (
+            "selector-mismatch",
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: sm\nspec:\n  selector: {matchLabels: {a: b}}\n  template:\n    metadata: {labels: {a: c}}\n    spec:\n      containers: [{name: c, image: busybox}]\n",
+            &["`selector` does not match template `labels`"],
+        ),
     ];
     for (name, body, needles) in cases {
         let f = write_file(dir.path(), &format!("{name}.yaml"), body);
-        let err = s.fails(&["apply", "-f", f.to_str().expect("path")]);
-        assert!(
-            needles.iter().any(|n| err.contains(n)),
-            "{name}: error does not name the problem ({needles:?}):\n{err}"
-        );
+        let f = f.to_str().expect("path");
+        // Both the declarative and the imperative path refuse it.
+        for verb in ["apply", "create"] {
+            let err = s.fails(&[verb, "-f", f]);
+            assert!(
+                needles.iter().any(|n| err.contains(n)),
+                "{name} ({verb}): error does not name the problem ({needles:?}):\n{err}"
+            );
+        }
     }
+    // A missing name is refused by the server, naming the field.
+    let out = s.kubectl_stdin(&["create", "-f", "-"], "apiVersion: v1\nkind: ConfigMap\nmetadata: {}\n");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("metadata.name: Required value"), "{err}");
     // Nothing was stored by any of them.
     let cms = s.ok(&["get", "cm", "-o", "name"]);
     assert!(cms.trim().is_empty(), "configmaps were stored: {cms}");
-    let deps = s.ok(&["get", "deploy,pods", "-o", "name"]);
-    assert!(deps.trim().is_empty(), "objects were stored: {deps}");
+    let deps = s.ok(&["get", "deploy,pods,svc", "-o", "name"]);
+    assert_eq!(deps.trim(), "service/kubernetes", "objects were stored: {deps}");
+    let ns = s.ok(&["get", "ns", "-o", "name"]);
+    assert_eq!(ns.lines().count(), 4, "a namespace was stored: {ns}");
 
     // A body over the size limit is refused with 413, not buffered without bound.
     let big = format!(
@@ -450,9 +492,24 @@ fn bad_input_is_rejected_clearly_and_stores_nothing() {
     assert!(err.contains("too large") || err.contains("RequestEntityTooLarge"), "{err}");
     assert!(s.fails(&["get", "cm", "big"]).contains("NotFound"));
 
-    // A resourceVersion that is not a number.
-    let err = s.fails(&["get", "--raw", "/api/v1/namespaces/default/configmaps?watch=true&resourceVersion=abc"]);
-    assert!(err.contains("BadRequest") || err.contains("invalid resource version"), "{err}");
+    // A resourceVersion that is not a number: on watch, list, get, replace and apply.
+    for path in [
+        "/api/v1/namespaces/default/configmaps?watch=true&resourceVersion=abc",
+        "/api/v1/namespaces/default/configmaps?resourceVersion=abc",
+        "/api/v1/namespaces/default/configmaps/kept?resourceVersion=1x",
+    ] {
+        let err = s.fails(&["get", "--raw", path]);
+        assert!(err.contains("invalid resource version"), "{path}: {err}");
+    }
+    s.ok(&["create", "configmap", "kept", "--from-literal=a=1"]);
+    let stale =
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: kept\n  resourceVersion: \"abc\"\ndata: {a: \"2\"}\n";
+    let f = write_file(dir.path(), "rv.yaml", stale);
+    for verb in ["replace", "apply"] {
+        let err = s.fails(&[verb, "-f", f.to_str().expect("path")]);
+        assert!(err.contains("invalid resource version \"abc\""), "{verb}: {err}");
+    }
+    assert_eq!(s.json(&["get", "cm", "kept"])["data"]["a"], "1");
     // Hostile names in the URL never reach the store.
     let err = s.fails(&["get", "--raw", "/api/v1/namespaces/default/configmaps/..%2F..%2Fetc"]);
     assert!(err.contains("NotFound") || err.contains("not found"), "{err}");

@@ -1,0 +1,557 @@
+//! The node runtime's acceptance, through stock kubectl against a real `berth server` that
+//! runs pods: replicas with their own IPs, memory limits and OOM kills, probes, volumes that
+//! outlive pods, ConfigMap updates, surviving `kill -9` of the server, security contexts,
+//! scheduling limits. Needs root and runc; each test is skipped with a message otherwise.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use berth_testkit::{Server, can_run_pods, wait_for};
+use serde_json::Value;
+
+const NGINX: &str = r#"apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: site
+data:
+  nginx.conf: |
+    worker_processes 1;
+    pid /tmp/nginx.pid;
+    error_log /dev/stderr;
+    events {}
+    http {
+      access_log /dev/stdout;
+      client_body_temp_path /tmp/body;
+      proxy_temp_path /tmp/proxy;
+      fastcgi_temp_path /tmp/fastcgi;
+      uwsgi_temp_path /tmp/uwsgi;
+      scgi_temp_path /tmp/scgi;
+      server {
+        listen 80;
+        root /site;
+      }
+    }
+  index.html: "hello from berth\n"
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: 3
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+      - name: nginx
+        image: host
+        command: [nginx, -g, "daemon off;"]
+        ports:
+        - containerPort: 80
+        readinessProbe:
+          httpGet: {path: /, port: 80}
+          periodSeconds: 1
+        volumeMounts:
+        - {name: site, mountPath: /site}
+        - {name: site, mountPath: /etc/nginx/nginx.conf, subPath: nginx.conf}
+      volumes:
+      - name: site
+        configMap: {name: site}
+"#;
+
+/// One HTTP/1.0 GET of `path` from `ip:port`, if anything answers.
+fn http_get(ip: &str, port: u16, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let addr: std::net::SocketAddr = format!("{ip}:{port}").parse().ok()?;
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {ip}\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+fn container_status(pod: &Value) -> &Value {
+    &pod["status"]["containerStatuses"][0]
+}
+
+fn restarts(pod: &Value) -> i64 {
+    container_status(pod)["restartCount"].as_i64().unwrap_or(0)
+}
+
+fn condition(pod: &Value, kind: &str) -> String {
+    pod["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == kind))
+        .and_then(|c| c["status"].as_str())
+        .unwrap_or("")
+        .to_owned()
+}
+
+/// Events about `name`, as `reason: message` lines.
+fn events_of(s: &Server, name: &str) -> String {
+    let events = s.json(&["get", "events", "--field-selector", &format!("involvedObject.name={name}")]);
+    events["items"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .map(|e| format!("{}: {}\n", e["reason"].as_str().unwrap_or(""), e["message"].as_str().unwrap_or("")))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn wait_running(s: &Server, name: &str) -> Value {
+    wait_for(&format!("pod {name} running"), Duration::from_secs(90), || {
+        let pod = s.json(&["get", "pod", name]);
+        (pod["status"]["phase"] == "Running" && container_status(&pod)["state"]["running"].is_object()).then_some(pod)
+    })
+}
+
+#[test]
+fn nginx_replicas_run_with_their_own_ips_and_serve() {
+    if !can_run_pods() {
+        return;
+    }
+    assert!(std::path::Path::new("/usr/sbin/nginx").exists(), "nginx is needed: run scripts/install-test-deps");
+    let s = Server::start(&[]);
+    s.ok_stdin(&["apply", "-f", "-"], NGINX);
+    s.ok(&["rollout", "status", "deploy/web", "--timeout=120s"]);
+    let pods = s.json(&["get", "pods", "-l", "app=web"]);
+    let items = pods["items"].as_array().expect("items");
+    assert_eq!(items.len(), 3);
+    let mut ips: Vec<String> = items.iter().filter_map(|p| p["status"]["podIP"].as_str().map(str::to_owned)).collect();
+    ips.sort();
+    ips.dedup();
+    assert_eq!(ips.len(), 3, "three distinct pod IPs: {ips:?}");
+    for p in items {
+        assert_eq!(p["status"]["phase"], "Running");
+        assert_eq!(condition(p, "Ready"), "True", "pod not Ready: {}", p["metadata"]["name"]);
+    }
+    let table = s.ok(&["get", "pods", "-l", "app=web"]);
+    assert_eq!(table.lines().filter(|l| l.contains("1/1") && l.contains("Running")).count(), 3, "{table}");
+    for ip in &ips {
+        let resp = http_get(ip, 80, "/").unwrap_or_default();
+        assert!(resp.starts_with("HTTP/1.1 200") && resp.contains("hello from berth"), "{ip}: {resp}");
+    }
+    // nginx's access log reaches kubectl logs.
+    let name = items[0]["metadata"]["name"].as_str().expect("name").to_owned();
+    let ip = items[0]["status"]["podIP"].as_str().expect("ip").to_owned();
+    let _ = http_get(&ip, 80, "/");
+    let logs = wait_for("access log line", Duration::from_secs(20), || {
+        let l = s.ok(&["logs", &name]);
+        l.contains("GET / HTTP/1.0").then_some(l)
+    });
+    assert!(logs.contains("200"), "{logs}");
+
+    let described = s.ok(&["describe", "pod", &name]);
+    for needle in ["Scheduled", "Started", "Successfully assigned default/"] {
+        assert!(described.contains(needle), "describe pod lacks {needle:?}:\n{described}");
+    }
+    assert!(described.lines().any(|l| l.starts_with("Status:") && l.contains("Running")), "{described}");
+
+    // A deleted pod is replaced, and the Deployment gets back to 3 ready.
+    s.ok(&["delete", "pod", &name, "--wait=true", "--timeout=60s"]);
+    wait_for("replacement pod ready", Duration::from_secs(90), || {
+        let d = s.json(&["get", "deploy", "web"]);
+        let gone = !s.ok(&["get", "pods", "-o", "name"]).contains(&name);
+        (d["status"]["readyReplicas"] == 3 && gone).then_some(())
+    });
+    s.ok(&["delete", "deploy", "web", "--wait=true", "--timeout=60s"]);
+    wait_for("pods gone", Duration::from_secs(90), || {
+        s.ok(&["get", "pods", "-o", "name"]).trim().is_empty().then_some(())
+    });
+}
+
+#[test]
+fn logs_of_a_finished_pod_and_its_exit_status() {
+    if !can_run_pods() {
+        return;
+    }
+    let s = Server::start(&[]);
+    s.ok(&[
+        "run",
+        "counter",
+        "--image=host",
+        "--restart=Never",
+        "--command",
+        "--",
+        "sh",
+        "-c",
+        "for i in 1 2 3; do echo line $i; done; exit 3",
+    ]);
+    let pod = wait_for("pod to finish", Duration::from_secs(60), || {
+        let p = s.json(&["get", "pod", "counter"]);
+        let phase = p["status"]["phase"].as_str().unwrap_or("").to_owned();
+        (phase == "Failed" || phase == "Succeeded").then_some(p)
+    });
+    assert_eq!(pod["status"]["phase"], "Failed");
+    assert_eq!(container_status(&pod)["state"]["terminated"]["exitCode"], 3);
+    assert_eq!(s.ok(&["logs", "counter"]), "line 1\nline 2\nline 3\n");
+    assert_eq!(s.ok(&["logs", "counter", "--tail=1"]), "line 3\n");
+    let table = s.ok(&["get", "pod", "counter"]);
+    assert!(table.contains("Error"), "{table}");
+}
+
+const HOG: &str = r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: hog
+spec:
+  containers:
+  - name: hog
+    image: host
+    command: [python3, -c, "import sys; print('allocating', flush=True); b = bytearray(256 * 1024 * 1024); print('survived')"]
+    resources:
+      limits: {memory: 64Mi}
+"#;
+
+#[test]
+fn memory_hog_is_oom_killed_and_backs_off_longer_each_time() {
+    if !can_run_pods() {
+        return;
+    }
+    let s = Server::start(&[]);
+    s.ok_stdin(&["apply", "-f", "-"], HOG);
+    // The first restart comes after 10 s of back-off, the next one waits 20 s.
+    let pod = wait_for("a second OOM kill and a 20 s back-off", Duration::from_secs(120), || {
+        let pod = s.json(&["get", "pod", "hog"]);
+        let waiting = container_status(&pod)["state"]["waiting"]["message"].as_str().unwrap_or("").to_owned();
+        (restarts(&pod) >= 1 && waiting.contains("back-off 20s")).then_some(pod)
+    });
+    let status = container_status(&pod);
+    assert_eq!(status["state"]["waiting"]["reason"], "CrashLoopBackOff", "{status}");
+    assert_eq!(status["lastState"]["terminated"]["reason"], "OOMKilled", "{status}");
+    assert_eq!(status["lastState"]["terminated"]["exitCode"], 137, "{status}");
+
+    let described = s.ok(&["describe", "pod", "hog"]);
+    let lines: Vec<&str> = described.lines().map(str::trim).collect();
+    let at = lines
+        .iter()
+        .position(|l| l.starts_with("Last State:") && l.ends_with("Terminated"))
+        .unwrap_or_else(|| panic!("no Last State: Terminated in\n{described}"));
+    let field = |name: &str| lines[at..].iter().find_map(|l| l.strip_prefix(name)).map(str::trim).unwrap_or("");
+    assert_eq!(field("Reason:"), "OOMKilled", "{described}");
+    assert_eq!(field("Exit Code:"), "137", "{described}");
+    let events = events_of(&s, "hog");
+    assert!(events.contains("BackOff: Back-off restarting failed container hog"), "{events}");
+    // The output of the killed attempt is still there.
+    assert!(s.ok(&["logs", "hog", "--previous"]).contains("allocating"));
+}
+
+const PROBED: &str = r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: lively
+spec:
+  containers:
+  - name: web
+    image: host
+    command: [sh, -c, "mkdir -p /tmp/www && echo ok > /tmp/www/healthz && echo serving && (sleep 4; rm /tmp/www/healthz) & exec busybox httpd -f -p 8080 -h /tmp/www"]
+    livenessProbe:
+      httpGet: {path: /healthz, port: 8080}
+      periodSeconds: 1
+      failureThreshold: 2
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: unready
+spec:
+  containers:
+  - name: app
+    image: host
+    command: [sleep, "3600"]
+    readinessProbe:
+      exec: {command: [cat, /tmp/ready]}
+      periodSeconds: 1
+"#;
+
+#[test]
+fn failing_liveness_restarts_and_failing_readiness_unreadies() {
+    if !can_run_pods() {
+        return;
+    }
+    let s = Server::start(&[]);
+    s.ok_stdin(&["apply", "-f", "-"], PROBED);
+    let pod = wait_for("a liveness restart", Duration::from_secs(90), || {
+        let pod = s.json(&["get", "pod", "lively"]);
+        (restarts(&pod) >= 1).then_some(pod)
+    });
+    assert_eq!(container_status(&pod)["lastState"]["terminated"]["reason"], "Error", "{pod}");
+    let events = wait_for("Unhealthy and Killing events", Duration::from_secs(30), || {
+        let e = events_of(&s, "lively");
+        (e.contains("Unhealthy: Liveness probe failed: HTTP probe failed with statuscode: 404")
+            && e.contains("Killing: Container web failed liveness probe, will be restarted"))
+        .then_some(e)
+    });
+    assert!(!events.contains("Readiness"), "{events}");
+    let table = s.ok(&["get", "pod", "lively"]);
+    let row = table.lines().nth(1).unwrap_or("");
+    let columns: Vec<&str> = row.split_whitespace().collect();
+    assert!(columns.get(3).is_some_and(|r| r.parse::<i64>().is_ok_and(|n| n >= 1)), "RESTARTS column: {table}");
+    // The restarted container's predecessor printed its line.
+    assert!(s.ok(&["logs", "lively", "--previous"]).contains("serving"));
+
+    let unready = wait_for("readiness failures", Duration::from_secs(60), || {
+        let pod = s.json(&["get", "pod", "unready"]);
+        let failing = events_of(&s, "unready").contains("Unhealthy: Readiness probe failed");
+        (pod["status"]["phase"] == "Running" && failing).then_some(pod)
+    });
+    assert_eq!(condition(&unready, "Ready"), "False", "{unready}");
+    assert_eq!(condition(&unready, "ContainersReady"), "False", "{unready}");
+    assert_eq!(container_status(&unready)["ready"], false);
+    assert!(container_status(&unready)["state"]["running"].is_object(), "{unready}");
+    let table = s.ok(&["get", "pod", "unready"]);
+    assert!(table.lines().any(|l| l.contains("0/1") && l.contains("Running")), "{table}");
+    // Once the probe passes, the pod turns Ready without a restart.
+    s.ok(&["exec", "unready", "--", "touch", "/tmp/ready"]);
+    let ready = wait_for("pod ready", Duration::from_secs(30), || {
+        let pod = s.json(&["get", "pod", "unready"]);
+        (condition(&pod, "Ready") == "True").then_some(pod)
+    });
+    assert_eq!(restarts(&ready), 0);
+}
+
+const PVC_APP: &str = r#"apiVersion: v1
+kind: PersistentVolumeClaim
+metadata:
+  name: data
+spec:
+  accessModes: [ReadWriteOnce]
+  resources:
+    requests: {storage: 1Gi}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: keeper
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {app: keeper}
+  template:
+    metadata:
+      labels: {app: keeper}
+    spec:
+      containers:
+      - name: app
+        image: host
+        command: [sh, -c, "echo started by $HOSTNAME >> /data/journal; exec sleep 3600"]
+        volumeMounts:
+        - {name: data, mountPath: /data}
+      volumes:
+      - name: data
+        persistentVolumeClaim: {claimName: data}
+"#;
+
+fn keeper_pod(s: &Server, not: &str) -> String {
+    wait_for("a running keeper pod", Duration::from_secs(90), || {
+        let pods = s.json(&["get", "pods", "-l", "app=keeper"]);
+        pods["items"].as_array()?.iter().find_map(|p| {
+            let name = p["metadata"]["name"].as_str()?;
+            let running = p["status"]["phase"] == "Running" && p["metadata"]["deletionTimestamp"].is_null();
+            (name != not && running).then(|| name.to_owned())
+        })
+    })
+}
+
+#[test]
+fn pvc_data_survives_the_pod_being_replaced() {
+    if !can_run_pods() {
+        return;
+    }
+    let s = Server::start(&[]);
+    s.ok_stdin(&["apply", "-f", "-"], PVC_APP);
+    let first = keeper_pod(&s, "");
+    let claim = s.json(&["get", "pvc", "data"]);
+    assert_eq!(claim["status"]["phase"], "Bound", "{claim}");
+    s.ok(&["exec", &first, "--", "sh", "-c", "echo precious > /data/file"]);
+    s.ok(&["delete", "pod", &first, "--wait=true", "--timeout=60s"]);
+    let second = keeper_pod(&s, &first);
+    assert_ne!(first, second);
+    assert_eq!(s.ok(&["exec", &second, "--", "cat", "/data/file"]), "precious\n");
+    let journal = wait_for("the new pod's journal line", Duration::from_secs(30), || {
+        let j = s.ok(&["exec", &second, "--", "cat", "/data/journal"]);
+        j.contains(&second).then_some(j)
+    });
+    assert!(journal.contains(&format!("started by {first}")), "{journal}");
+}
+
+const WATCHED_CONFIG: &str = r#"apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: settings
+data:
+  mode: first
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: reader
+spec:
+  containers:
+  - name: app
+    image: host
+    command: [sleep, "3600"]
+    volumeMounts:
+    - {name: settings, mountPath: /etc/settings}
+  volumes:
+  - name: settings
+    configMap: {name: settings}
+"#;
+
+#[test]
+fn configmap_update_reaches_the_running_pod_within_a_minute() {
+    if !can_run_pods() {
+        return;
+    }
+    let s = Server::start(&[]);
+    s.ok_stdin(&["apply", "-f", "-"], WATCHED_CONFIG);
+    wait_running(&s, "reader");
+    assert_eq!(s.ok(&["exec", "reader", "--", "cat", "/etc/settings/mode"]), "first");
+    s.ok(&["patch", "configmap", "settings", "-p", r#"{"data":{"mode":"second"}}"#]);
+    // Upstream's bound is the sync period plus the cache's TTL; a minute here, with margin
+    // for a loaded machine.
+    wait_for("the updated file", Duration::from_secs(75), || {
+        (s.ok(&["exec", "reader", "--", "cat", "/etc/settings/mode"]) == "second").then_some(())
+    });
+    let pod = s.json(&["get", "pod", "reader"]);
+    assert_eq!(restarts(&pod), 0, "an update must not restart the container");
+}
+
+const SURVIVORS: &str = r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: survivor
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {app: survivor}
+  template:
+    metadata:
+      labels: {app: survivor}
+    spec:
+      containers:
+      - name: web
+        image: host
+        # Fails once (the emptyDir remembers), so restart counts are worth comparing.
+        command: [sh, -c, "mkdir -p /tmp/www-survivor-token && echo alive > /tmp/www-survivor-token/index.html; if [ ! -e /scratch/once ]; then touch /scratch/once; exit 1; fi; exec busybox httpd -f -p 80 -h /tmp/www-survivor-token"]
+        readinessProbe:
+          tcpSocket: {port: 80}
+          periodSeconds: 1
+        volumeMounts:
+        - {name: scratch, mountPath: /scratch}
+      volumes:
+      - name: scratch
+        emptyDir: {}
+"#;
+
+/// Processes on this machine whose command line contains `token`, as `pid: cmdline`.
+fn processes_with(token: &str) -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    dir.filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()))
+        .filter_map(|e| {
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            text.contains(token).then(|| format!("{}: {text}", e.file_name().to_string_lossy()))
+        })
+        .collect()
+}
+
+/// name -> (uid, ip, restarts) of the survivor pods.
+fn survivors(s: &Server) -> BTreeMap<String, (String, String, i64)> {
+    let pods = s.json(&["get", "pods", "-l", "app=survivor"]);
+    pods["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|p| {
+            let field = |v: &Value| v.as_str().unwrap_or("").to_owned();
+            (field(&p["metadata"]["name"]), (field(&p["metadata"]["uid"]), field(&p["status"]["podIP"]), restarts(p)))
+        })
+        .collect()
+}
+
+#[test]
+fn pods_outlive_kill_9_of_the_server_and_are_adopted() {
+    if !can_run_pods() {
+        return;
+    }
+    let mut s = Server::start(&[]);
+    // The port makes the servers' command lines this test's own.
+    let token = format!("/tmp/www-survivor-{}", s.port);
+    s.ok_stdin(&["apply", "-f", "-"], &SURVIVORS.replace("/tmp/www-survivor-token", &token));
+    s.ok(&["rollout", "status", "deploy/survivor", "--timeout=120s"]);
+    let before = survivors(&s);
+    assert_eq!(before.len(), 2);
+    assert!(before.values().all(|(_, ip, restarts)| !ip.is_empty() && *restarts == 1), "{before:?}");
+    let servers = processes_with(&format!("-h {token}"));
+    assert_eq!(servers.len(), 2, "{servers:?}");
+
+    s.kill9();
+    for (name, (_, ip, _)) in &before {
+        let answer = http_get(ip, 80, "/").unwrap_or_default();
+        assert!(answer.contains("alive"), "{name} stopped serving without the server: {answer}");
+    }
+    s.spawn();
+    // A pod created after the restart runs only once the agent has its initial list, so
+    // when it runs, adoption is done.
+    s.ok(&["run", "after", "--image=host", "--command", "--", "sleep", "3600"]);
+    wait_running(&s, "after");
+    let after = survivors(&s);
+    assert_eq!(before, after, "same pods, UIDs, IPs and restart counts");
+    for name in before.keys() {
+        let pod = s.json(&["get", "pod", name]);
+        assert_eq!(condition(&pod, "Ready"), "True", "{pod}");
+    }
+    for (_, ip, _) in before.values() {
+        assert!(http_get(ip, 80, "/").unwrap_or_default().contains("alive"));
+    }
+    let servers = processes_with(&format!("-h {token}"));
+    assert_eq!(servers.len(), 2, "a container started twice: {servers:#?}");
+    // One shim per running container: two survivors and the new pod.
+    let shims = processes_with(&format!("{}/node/pods/", s.data_dir.display()));
+    assert_eq!(shims.len(), 3, "shims of this server: {shims:#?}");
+}
+
+const RESTRICTED: &str = r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: restricted
+spec:
+  restartPolicy: Never
+  securityContext:
+    runAsUser: 1000
+  containers:
+  - name: app
+    image: host
+    command: [sh, -c, "id -u; id -g; touch /written && echo root-writable; touch /tmp/x && echo tmp-writable; true"]
+    securityContext:
+      readOnlyRootFilesystem: true
+"#;
+
+#[test]
+fn run_as_user_and_read_only_root_filesystem() {
+    if !can_run_pods() {
+        return;
+    }
+    let s = Server::start(&[]);
+    s.ok_stdin(&["apply", "-f", "-"], RESTRICTED);
+    wait_for("pod to finish", Duration::from_secs(60), || {
+        let p = s.json(&["get", "pod", "restricted"]);
+        (p["status"]["phase"] == "Succeeded").then_some(())
+    });
+    let logs = s.ok(&["logs", "restricted"]);
+    let lines: Vec<&str> = logs.lines().collect();
+    assert_eq!(lines.first(), Some(&"1000"), "{logs}");
+    // With no runAsGroup, the group is the user's primary one (0 when /etc/passwd lacks it).
+    assert!(lines.get(1).is_some_and(|g| g.parse::<u32>().is_ok()), "{logs}");
+    assert!(logs.contains("Read-only file system"), "{logs}");
+    assert!(!logs.contains("root-writable") && !logs.contains("tmp-writable"), "{logs}");
+}
