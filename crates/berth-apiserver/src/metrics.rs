@@ -66,12 +66,12 @@ impl Default for ApiMetrics {
         });
         registry.register(
             "apiserver_request",
-            "Counter of apiserver requests broken out for each verb, group, version, resource and HTTP response code.",
+            "Counter of apiserver requests broken out for each verb, group, version, resource and HTTP response code",
             requests.clone(),
         );
         registry.register(
             "apiserver_request_duration_seconds",
-            "Response latency distribution in seconds for each verb, group, version and resource.",
+            "Response latency distribution in seconds for each verb, group, version and resource",
             durations.clone(),
         );
         ApiMetrics { registry, requests, durations }
@@ -161,7 +161,7 @@ fn usage(cpu_nanocores: u64, memory_bytes: u64) -> Value {
 
 fn window(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1000 == 0 { format!("{}s", ms / 1000) } else { format!("{}.{:03}s", ms / 1000, ms % 1000) }
+    if ms.is_multiple_of(1000) { format!("{}s", ms / 1000) } else { format!("{}.{:03}s", ms / 1000, ms % 1000) }
 }
 
 fn metrics_meta(obj: &Value) -> Value {

@@ -477,54 +477,53 @@ pub fn encode_prometheus(snapshot: &Snapshot) -> String {
         registry.register(name, help, family.clone());
         family
     };
-    let cpu = counter(&mut registry, "container_cpu_usage_seconds", "Cumulative cpu time consumed in seconds.");
-    let working_set = gauge(&mut registry, "container_memory_working_set_bytes", "Current working set in bytes.");
+    let cpu = counter(&mut registry, "container_cpu_usage_seconds", "Cumulative cpu time consumed in seconds");
+    let working_set = gauge(&mut registry, "container_memory_working_set_bytes", "Current working set in bytes");
     let memory_usage = gauge(
         &mut registry,
         "container_memory_usage_bytes",
-        "Current memory usage in bytes, including all memory regardless of when it was accessed.",
+        "Current memory usage in bytes, including all memory regardless of when it was accessed",
     );
-    let rss = gauge(&mut registry, "container_memory_rss", "Size of RSS in bytes.");
+    let rss = gauge(&mut registry, "container_memory_rss", "Size of RSS in bytes");
     let fs_usage = gauge(
         &mut registry,
         "container_fs_usage_bytes",
-        "Number of bytes that are consumed by the container on this filesystem.",
+        "Number of bytes that are consumed by the container on this filesystem",
     );
-    let fs_reads = counter(&mut registry, "container_fs_reads_bytes", "Cumulative count of bytes read.");
-    let fs_writes = counter(&mut registry, "container_fs_writes_bytes", "Cumulative count of bytes written.");
-    let start = gauge(
-        &mut registry,
-        "container_start_time_seconds",
-        "Start time of the container since unix epoch in seconds.",
-    );
-    let rx = counter(&mut registry, "container_network_receive_bytes", "Cumulative count of bytes received.");
-    let tx = counter(&mut registry, "container_network_transmit_bytes", "Cumulative count of bytes transmitted.");
+    let fs_reads = counter(&mut registry, "container_fs_reads_bytes", "Cumulative count of bytes read");
+    let fs_writes = counter(&mut registry, "container_fs_writes_bytes", "Cumulative count of bytes written");
+    let start =
+        gauge(&mut registry, "container_start_time_seconds", "Start time of the container since unix epoch in seconds");
+    let rx = counter(&mut registry, "container_network_receive_bytes", "Cumulative count of bytes received");
+    let tx = counter(&mut registry, "container_network_transmit_bytes", "Cumulative count of bytes transmitted");
     let rx_packets =
-        counter(&mut registry, "container_network_receive_packets", "Cumulative count of packets received.");
+        counter(&mut registry, "container_network_receive_packets", "Cumulative count of packets received");
     let tx_packets =
-        counter(&mut registry, "container_network_transmit_packets", "Cumulative count of packets transmitted.");
+        counter(&mut registry, "container_network_transmit_packets", "Cumulative count of packets transmitted");
     let rx_errors = counter(
         &mut registry,
         "container_network_receive_errors",
-        "Cumulative count of errors encountered while receiving.",
+        "Cumulative count of errors encountered while receiving",
     );
     let tx_errors = counter(
         &mut registry,
         "container_network_transmit_errors",
-        "Cumulative count of errors encountered while transmitting.",
+        "Cumulative count of errors encountered while transmitting",
     );
     let rx_dropped = counter(
         &mut registry,
         "container_network_receive_packets_dropped",
-        "Cumulative count of packets dropped while receiving.",
+        "Cumulative count of packets dropped while receiving",
     );
     let tx_dropped = counter(
         &mut registry,
         "container_network_transmit_packets_dropped",
-        "Cumulative count of packets dropped while transmitting.",
+        "Cumulative count of packets dropped while transmitting",
     );
-    let machine_cores = gauge(&mut registry, "machine_cpu_cores", "Number of logical CPU cores.");
-    let machine_memory = gauge(&mut registry, "machine_memory_bytes", "Amount of memory installed on the machine.");
+    let machine_cores = Gauge::<f64, AtomicU64>::default();
+    registry.register("machine_cpu_cores", "Number of logical CPU cores", machine_cores.clone());
+    let machine_memory = Gauge::<f64, AtomicU64>::default();
+    registry.register("machine_memory_bytes", "Amount of memory installed on the machine", machine_memory.clone());
 
     for pod in &snapshot.pods {
         for c in &pod.containers {
@@ -566,8 +565,8 @@ pub fn encode_prometheus(snapshot: &Snapshot) -> String {
             }
         }
     }
-    machine_cores.get_or_create(&Vec::new()).set(f64::from(snapshot.machine.cpus));
-    machine_memory.get_or_create(&Vec::new()).set(snapshot.machine.memory_total as f64);
+    machine_cores.set(f64::from(snapshot.machine.cpus));
+    machine_memory.set(snapshot.machine.memory_total as f64);
     let mut text = String::new();
     if prometheus_client::encoding::text::encode(&mut text, &registry).is_err() {
         text.clear();
