@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use axum::{body::Body, response::Response};
 use berth_core::{ApiError, ResourceInfo};
-use berth_store::{Error as StoreError, EventKind};
+use berth_store::{Error as StoreError, EventKind, Revision};
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode, header};
 use serde_json::{Value, json};
@@ -19,6 +19,7 @@ use crate::{
 /// Upstream's default when the client gives no `timeoutSeconds` (min-request-timeout).
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);
 const BOOKMARK_EVERY: Duration = Duration::from_secs(60);
+const PRE_TIMEOUT_BOOKMARK: Duration = Duration::from_secs(2);
 
 struct Encoder {
     info: ResourceInfo,
@@ -96,16 +97,28 @@ pub async fn serve(
         }
         let deadline = tokio::time::sleep(timeout);
         tokio::pin!(deadline);
+        // As upstream, one bookmark also goes out shortly before the timeout, so a client can
+        // resume from where the server's view was when the watch ends.
+        let pre_timeout = tokio::time::sleep(timeout.saturating_sub(PRE_TIMEOUT_BOOKMARK));
+        tokio::pin!(pre_timeout);
+        let mut pre_timeout_sent = false;
         let mut last_rv = after;
         let mut bookmark = tokio::time::interval(BOOKMARK_EVERY);
         bookmark.tick().await;
+        let bookmark_event = |enc: &mut Encoder, rv: Revision| {
+            let b = json!({"kind": info.gvk.kind, "apiVersion": info.gvk.api_version(), "metadata": {"resourceVersion": rv.to_string()}});
+            enc.event("BOOKMARK", &b)
+        };
         loop {
             tokio::select! {
                 () = &mut deadline => return,
                 () = tx.closed() => return,
                 _ = bookmark.tick(), if bookmarks => {
-                    let b = json!({"kind": info.gvk.kind, "apiVersion": info.gvk.api_version(), "metadata": {"resourceVersion": last_rv.to_string()}});
-                    if tx.send(Ok(enc.event("BOOKMARK", &b))).await.is_err() { return; }
+                    if tx.send(Ok(bookmark_event(&mut enc, last_rv))).await.is_err() { return; }
+                }
+                () = &mut pre_timeout, if bookmarks && !pre_timeout_sent => {
+                    pre_timeout_sent = true;
+                    if tx.send(Ok(bookmark_event(&mut enc, last_rv))).await.is_err() { return; }
                 }
                 ev = watch.next() => {
                     let Some(ev) = ev else { return };

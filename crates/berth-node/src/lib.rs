@@ -19,6 +19,7 @@ pub mod ipam;
 pub mod metrics;
 pub mod network;
 pub mod oci;
+pub mod preflight;
 pub mod resources;
 pub mod rootfs;
 pub mod runtime;

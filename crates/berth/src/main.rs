@@ -40,6 +40,9 @@ pub struct ServerArgs {
     /// Name of the Linux bridge pods are attached to.
     #[arg(long, default_value = "berth0")]
     pod_bridge: String,
+    /// Most pods the node runs at once (its allocatable `pods`; upstream's default is 110).
+    #[arg(long, default_value_t = 110, value_parser = clap::value_parser!(i64).range(1..))]
+    max_pods: i64,
     /// Commit writes with synchronous=NORMAL: faster, but a power loss may lose the last writes.
     #[arg(long)]
     fast_commit: bool,

@@ -97,6 +97,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         config.network.bridge = args.pod_bridge.clone();
         config.log_rotation =
             berth_node::Rotation { max_bytes: args.container_log_max_size, max_files: args.container_log_max_files };
+        config.capacity.pods = Some(args.max_pods);
         let stop = shutdown.clone().cancelled_owned();
         tokio::spawn(async move {
             if let Err(e) = berth_node::run_until(client, config, stop).await {

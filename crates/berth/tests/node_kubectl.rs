@@ -105,6 +105,19 @@ fn events_of(s: &Server, name: &str) -> String {
         .unwrap_or_default()
 }
 
+/// A server that runs pods, with `manifest` applied; `None` (after a message) where pods
+/// cannot run.
+fn server_with(manifest: &str) -> Option<Server> {
+    if !can_run_pods() {
+        return None;
+    }
+    let s = Server::start(&[]);
+    if !manifest.is_empty() {
+        s.ok_stdin(&["apply", "-f", "-"], manifest);
+    }
+    Some(s)
+}
+
 fn wait_running(s: &Server, name: &str) -> Value {
     wait_for(&format!("pod {name} running"), Duration::from_secs(90), || {
         let pod = s.json(&["get", "pod", name]);
@@ -169,10 +182,7 @@ fn nginx_replicas_run_with_their_own_ips_and_serve() {
 
 #[test]
 fn logs_of_a_finished_pod_and_its_exit_status() {
-    if !can_run_pods() {
-        return;
-    }
-    let s = Server::start(&[]);
+    let Some(s) = server_with("") else { return };
     s.ok(&[
         "run",
         "counter",
@@ -212,11 +222,7 @@ spec:
 
 #[test]
 fn memory_hog_is_oom_killed_and_backs_off_longer_each_time() {
-    if !can_run_pods() {
-        return;
-    }
-    let s = Server::start(&[]);
-    s.ok_stdin(&["apply", "-f", "-"], HOG);
+    let Some(s) = server_with(HOG) else { return };
     // The first restart comes after 10 s of back-off, the next one waits 20 s.
     let pod = wait_for("a second OOM kill and a 20 s back-off", Duration::from_secs(120), || {
         let pod = s.json(&["get", "pod", "hog"]);
@@ -273,11 +279,7 @@ spec:
 
 #[test]
 fn failing_liveness_restarts_and_failing_readiness_unreadies() {
-    if !can_run_pods() {
-        return;
-    }
-    let s = Server::start(&[]);
-    s.ok_stdin(&["apply", "-f", "-"], PROBED);
+    let Some(s) = server_with(PROBED) else { return };
     let pod = wait_for("a liveness restart", Duration::from_secs(90), || {
         let pod = s.json(&["get", "pod", "lively"]);
         (restarts(&pod) >= 1).then_some(pod)
@@ -362,11 +364,7 @@ fn keeper_pod(s: &Server, not: &str) -> String {
 
 #[test]
 fn pvc_data_survives_the_pod_being_replaced() {
-    if !can_run_pods() {
-        return;
-    }
-    let s = Server::start(&[]);
-    s.ok_stdin(&["apply", "-f", "-"], PVC_APP);
+    let Some(s) = server_with(PVC_APP) else { return };
     let first = keeper_pod(&s, "");
     let claim = s.json(&["get", "pvc", "data"]);
     assert_eq!(claim["status"]["phase"], "Bound", "{claim}");
@@ -407,11 +405,7 @@ spec:
 
 #[test]
 fn configmap_update_reaches_the_running_pod_within_a_minute() {
-    if !can_run_pods() {
-        return;
-    }
-    let s = Server::start(&[]);
-    s.ok_stdin(&["apply", "-f", "-"], WATCHED_CONFIG);
+    let Some(s) = server_with(WATCHED_CONFIG) else { return };
     wait_running(&s, "reader");
     assert_eq!(s.ok(&["exec", "reader", "--", "cat", "/etc/settings/mode"]), "first");
     s.ok(&["patch", "configmap", "settings", "-p", r#"{"data":{"mode":"second"}}"#]);
@@ -480,10 +474,7 @@ fn survivors(s: &Server) -> BTreeMap<String, (String, String, i64)> {
 
 #[test]
 fn pods_outlive_kill_9_of_the_server_and_are_adopted() {
-    if !can_run_pods() {
-        return;
-    }
-    let mut s = Server::start(&[]);
+    let Some(mut s) = server_with("") else { return };
     // The port makes the servers' command lines this test's own.
     let token = format!("/tmp/www-survivor-{}", s.port);
     s.ok_stdin(&["apply", "-f", "-"], &SURVIVORS.replace("/tmp/www-survivor-token", &token));
@@ -538,11 +529,7 @@ spec:
 
 #[test]
 fn run_as_user_and_read_only_root_filesystem() {
-    if !can_run_pods() {
-        return;
-    }
-    let s = Server::start(&[]);
-    s.ok_stdin(&["apply", "-f", "-"], RESTRICTED);
+    let Some(s) = server_with(RESTRICTED) else { return };
     wait_for("pod to finish", Duration::from_secs(60), || {
         let p = s.json(&["get", "pod", "restricted"]);
         (p["status"]["phase"] == "Succeeded").then_some(())
@@ -554,4 +541,395 @@ fn run_as_user_and_read_only_root_filesystem() {
     assert!(lines.get(1).is_some_and(|g| g.parse::<u32>().is_ok()), "{logs}");
     assert!(logs.contains("Read-only file system"), "{logs}");
     assert!(!logs.contains("root-writable") && !logs.contains("tmp-writable"), "{logs}");
+}
+
+/// A plain HTTP server on the host that answers 200 to anything and keeps each request's
+/// head: probes and hooks with `host: 127.0.0.1` are made by the node, so they land here.
+struct Recorder {
+    port: u16,
+    requests: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Recorder {
+    fn start() -> Recorder {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = requests.clone();
+        std::thread::spawn(move || {
+            for mut stream in listener.incoming().flatten() {
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                seen.lock().expect("lock").push(String::from_utf8_lossy(&head).into_owned());
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+            }
+        });
+        Recorder { port, requests }
+    }
+
+    fn saw(&self, request_line: &str) -> Option<String> {
+        self.requests.lock().expect("lock").iter().find(|r| r.starts_with(request_line)).cloned()
+    }
+}
+
+const GRPC_HEALTH: &str = r#"
+import concurrent.futures, grpc
+def check(request, context):
+    service = request[2:].decode() if request else ""
+    return b"\x08\x02" if service == "down" else b"\x08\x01"
+handler = grpc.method_handlers_generic_handler("grpc.health.v1.Health", {
+    "Check": grpc.unary_unary_rpc_method_handler(check, request_deserializer=bytes, response_serializer=bytes)})
+server = grpc.server(concurrent.futures.ThreadPoolExecutor(2))
+server.add_generic_rpc_handlers((handler,))
+server.add_insecure_port("0.0.0.0:50051")
+server.start()
+print("serving", flush=True)
+server.wait_for_termination()
+"#;
+
+#[test]
+fn https_header_grpc_and_startup_probes() {
+    if !can_run_pods() {
+        return;
+    }
+    let grpc = std::process::Command::new("/usr/bin/python3").args(["-c", "import grpc"]).status();
+    assert!(grpc.is_ok_and(|s| s.success()), "python3-grpcio is needed: run scripts/install-test-deps");
+    let s = Server::start(&[]);
+    let recorder = Recorder::start();
+    // HTTPS without verification (the API server's own self-signed /healthz), and headers.
+    let https = format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: secure
+spec:
+  containers:
+  - name: app
+    image: host
+    command: [sleep, "3600"]
+    readinessProbe:
+      httpGet: {{scheme: HTTPS, host: 127.0.0.1, port: {api}, path: /healthz}}
+      periodSeconds: 1
+    livenessProbe:
+      httpGet:
+        host: 127.0.0.1
+        port: {recorder}
+        path: /alive
+        httpHeaders: [{{name: X-Probe, value: berth}}]
+      periodSeconds: 1
+"#,
+        api = s.port,
+        recorder = recorder.port
+    );
+    s.ok_stdin(&["apply", "-f", "-"], &https);
+    let mut grpc_pod = serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "grpc"},
+        "spec": {"containers": [{
+            "name": "app", "image": "host", "command": ["python3", "-c", GRPC_HEALTH],
+            "readinessProbe": {"grpc": {"port": 50051}, "periodSeconds": 1},
+            "livenessProbe": {"grpc": {"port": 50051, "service": "down"}, "periodSeconds": 1, "failureThreshold": 1000},
+        }]},
+    });
+    s.ok_stdin(&["apply", "-f", "-"], &grpc_pod.to_string());
+    let slow = r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: never-started
+spec:
+  containers:
+  - name: app
+    image: host
+    command: [sleep, "3600"]
+    startupProbe:
+      exec: {command: [cat, /tmp/started]}
+      periodSeconds: 1
+      failureThreshold: 3
+    readinessProbe:
+      exec: {command: ["true"]}
+      periodSeconds: 1
+"#;
+    s.ok_stdin(&["apply", "-f", "-"], slow);
+
+    wait_for("HTTPS readiness", Duration::from_secs(60), || {
+        (condition(&s.json(&["get", "pod", "secure"]), "Ready") == "True").then_some(())
+    });
+    let head = wait_for("a liveness request", Duration::from_secs(30), || recorder.saw("GET /alive HTTP/1.1"));
+    assert!(head.contains("X-Probe: berth\r\n") && head.contains("User-Agent: kube-probe/"), "{head}");
+    assert_eq!(restarts(&s.json(&["get", "pod", "secure"])), 0);
+
+    wait_for("gRPC readiness", Duration::from_secs(60), || {
+        (condition(&s.json(&["get", "pod", "grpc"]), "Ready") == "True").then_some(())
+    });
+    wait_for("a NOT_SERVING liveness answer", Duration::from_secs(30), || {
+        events_of(&s, "grpc")
+            .contains(r#"Unhealthy: Liveness probe failed: service unhealthy (responded with "NOT_SERVING")"#)
+            .then_some(())
+    });
+    grpc_pod["metadata"]["name"] = "grpc-elsewhere".into();
+    grpc_pod["spec"]["containers"][0]["command"] = serde_json::json!(["sleep", "3600"]);
+    grpc_pod["spec"]["containers"][0]["livenessProbe"] = Value::Null;
+    s.ok_stdin(&["apply", "-f", "-"], &grpc_pod.to_string());
+    wait_for("a failed gRPC connection", Duration::from_secs(60), || {
+        let e = events_of(&s, "grpc-elsewhere");
+        e.contains("Unhealthy: Readiness probe failed: timeout: failed to connect service").then_some(())
+    });
+
+    // Not started: not ready either, whatever the readiness probe says; then restarted.
+    let pod = s.json(&["get", "pod", "never-started"]);
+    if restarts(&pod) == 0 && container_status(&pod)["state"]["running"].is_object() {
+        assert_eq!(container_status(&pod)["started"], false, "{pod}");
+        assert_eq!(condition(&pod, "Ready"), "False", "{pod}");
+    }
+    wait_for("a startup probe restart", Duration::from_secs(60), || {
+        (restarts(&s.json(&["get", "pod", "never-started"])) >= 1).then_some(())
+    });
+    let events = events_of(&s, "never-started");
+    assert!(
+        events.contains("Unhealthy: Startup probe failed: cat: /tmp/started: No such file or directory"),
+        "{events}"
+    );
+    assert!(events.contains("Killing: Container app failed startup probe, will be restarted"), "{events}");
+}
+
+#[test]
+fn lifecycle_hooks_and_termination_messages() {
+    let Some(s) = server_with("") else { return };
+    let recorder = Recorder::start();
+    let pods = format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: hooked
+spec:
+  terminationGracePeriodSeconds: 5
+  containers:
+  - name: app
+    image: host
+    command: [sleep, "3600"]
+    lifecycle:
+      postStart:
+        exec: {{command: [sh, -c, "echo from-hook > /tmp/hook"]}}
+      preStop:
+        httpGet: {{host: 127.0.0.1, port: {port}, path: /prestop}}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: announced
+spec:
+  containers:
+  - name: app
+    image: host
+    command: [sleep, "3600"]
+    lifecycle:
+      postStart:
+        httpGet: {{host: 127.0.0.1, port: {port}, path: /poststart}}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: bad-hook
+spec:
+  containers:
+  - name: app
+    image: host
+    command: [sleep, "3600"]
+    lifecycle:
+      postStart:
+        exec: {{command: ["false"]}}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: farewell
+spec:
+  restartPolicy: Never
+  containers:
+  - name: app
+    image: host
+    command: [sh, -c, "echo goodbye > /dev/termination-log; exit 2"]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: last-words
+spec:
+  restartPolicy: Never
+  containers:
+  - name: app
+    image: host
+    command: [sh, -c, "echo something broke; exit 1"]
+    terminationMessagePolicy: FallbackToLogsOnError
+"#,
+        port = recorder.port
+    );
+    s.ok_stdin(&["apply", "-f", "-"], &pods);
+
+    // Running is reported only after the postStart hook completed.
+    wait_running(&s, "hooked");
+    assert_eq!(s.ok(&["exec", "hooked", "--", "cat", "/tmp/hook"]), "from-hook\n");
+    wait_running(&s, "announced");
+    assert!(recorder.saw("GET /poststart HTTP/1.1").is_some());
+
+    wait_for("a failed postStart hook", Duration::from_secs(60), || {
+        let pod = s.json(&["get", "pod", "bad-hook"]);
+        (restarts(&pod) >= 1 && events_of(&s, "bad-hook").contains("FailedPostStartHook: PostStartHook failed"))
+            .then_some(())
+    });
+
+    let terminated = |name: &str| {
+        wait_for(&format!("{name} to end"), Duration::from_secs(60), || {
+            let pod = s.json(&["get", "pod", name]);
+            let t = container_status(&pod)["state"]["terminated"].clone();
+            t.is_object().then_some(t)
+        })
+    };
+    let farewell = terminated("farewell");
+    assert_eq!((farewell["exitCode"].as_i64(), farewell["message"].as_str()), (Some(2), Some("goodbye\n")));
+    let last_words = terminated("last-words");
+    assert_eq!(last_words["message"], "something broke\n", "{last_words}");
+
+    s.ok(&["delete", "pod", "hooked", "--wait=true", "--timeout=60s"]);
+    assert!(recorder.saw("GET /prestop HTTP/1.1").is_some(), "the preStop hook ran before the pod went");
+}
+
+#[test]
+fn max_pods_and_allocatable_leave_pods_pending_with_failed_scheduling() {
+    if !can_run_pods() {
+        return;
+    }
+    let s = Server::start(&["--max-pods", "2"]);
+    let node = wait_for("the node registered", Duration::from_secs(30), || {
+        let nodes = s.json(&["get", "nodes"]);
+        nodes["items"].as_array().is_some_and(|items| !items.is_empty()).then_some(nodes)
+    });
+    assert_eq!(node["items"][0]["status"]["allocatable"]["pods"], "2", "{node}");
+    for name in ["one", "two", "three"] {
+        s.ok(&["run", name, "--image=host", "--command", "--", "sleep", "3600"]);
+    }
+    let pending = wait_for("the third pod refused", Duration::from_secs(60), || {
+        let pods = s.json(&["get", "pods"]);
+        let items = pods["items"].as_array()?.clone();
+        let scheduled = items.iter().filter(|p| condition(p, "PodScheduled") == "True").count();
+        let refused: Vec<Value> = items.into_iter().filter(|p| condition(p, "PodScheduled") == "False").collect();
+        (scheduled == 2 && refused.len() == 1).then(|| refused[0].clone())
+    });
+    let name = pending["metadata"]["name"].as_str().expect("name").to_owned();
+    assert_eq!(pending["status"]["phase"], "Pending");
+    let events = events_of(&s, &name);
+    assert!(events.contains("FailedScheduling: 0/1 nodes are available: 1 Too many pods."), "{events}");
+    let described = s.ok(&["describe", "pod", &name]);
+    assert!(described.contains("FailedScheduling"), "{described}");
+
+    // Room again: the pending pod is bound and runs.
+    let running = ["one", "two", "three"].into_iter().find(|n| *n != name).expect("another pod");
+    s.ok(&["delete", "pod", running, "--wait=true", "--timeout=60s"]);
+    wait_running(&s, &name);
+
+    // More CPU than the node has: pending with the scheduler's reason.
+    s.ok(&["delete", "pod", "--all", "--wait=true", "--timeout=60s"]);
+    let greedy = r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: greedy
+spec:
+  containers:
+  - name: app
+    image: host
+    command: [sleep, "3600"]
+    resources:
+      requests: {cpu: "500", memory: 1Mi}
+"#;
+    s.ok_stdin(&["apply", "-f", "-"], greedy);
+    wait_for("Insufficient cpu", Duration::from_secs(30), || {
+        events_of(&s, "greedy").contains("FailedScheduling: 0/1 nodes are available: 1 Insufficient cpu.").then_some(())
+    });
+    // Bound by its author past the scheduler: kubelet admission rejects it.
+    let node_name = node["items"][0]["metadata"]["name"].as_str().expect("node name");
+    let bound =
+        greedy.replace("name: greedy", "name: bound").replace("spec:\n", &format!("spec:\n  nodeName: {node_name}\n"));
+    s.ok_stdin(&["apply", "-f", "-"], &bound);
+    let rejected = wait_for("admission rejection", Duration::from_secs(30), || {
+        let pod = s.json(&["get", "pod", "bound"]);
+        (pod["status"]["phase"] == "Failed").then_some(pod)
+    });
+    assert_eq!(rejected["status"]["reason"], "OutOfcpu", "{rejected}");
+}
+
+#[test]
+fn without_root_the_node_says_what_is_missing_and_runs_nothing() {
+    if !berth_testkit::is_root() {
+        eprintln!("skipping: needs root to start a server as another user");
+        return;
+    }
+    // The same binary, as user nobody: a real machine where isolation is unavailable.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(tmp.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).expect("chmod");
+    let data = tmp.path().join("data");
+    let port = berth_testkit::free_port();
+    let stderr_path = tmp.path().join("stderr");
+    /// Kills the server however the test ends.
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let server = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"])
+        .arg(berth_testkit::berth_binary())
+        .args(["server", "--data-dir"])
+        .arg(&data)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env("BERTH_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&stderr_path).expect("stderr file"))
+        .spawn()
+        .expect("start berth server as nobody");
+    let _server = Kill(server);
+    let kubeconfig = data.join("kubeconfig");
+    let kubectl = |args: &[&str]| {
+        let out = std::process::Command::new("kubectl")
+            .args(args)
+            .env("KUBECONFIG", &kubeconfig)
+            .env("KUBECACHEDIR", tmp.path().join("cache"))
+            .output()
+            .expect("kubectl");
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let node = wait_for("the node registered", Duration::from_secs(60), || {
+        let (ok, out) = kubectl(&["get", "nodes", "-o", "json"]);
+        let nodes: Value = serde_json::from_str(&out).ok().filter(|_| ok)?;
+        nodes["items"].as_array().and_then(|items| items.first().cloned())
+    });
+    let taints = node["spec"]["taints"].to_string();
+    assert!(taints.contains("node.berth.dev/isolation-unavailable") && taints.contains("NoSchedule"), "{taints}");
+    let ready = node["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready").cloned())
+        .expect("Ready condition");
+    assert_eq!(ready["status"], "False", "{ready}");
+    assert!(ready["message"].as_str().unwrap_or("").contains("root"), "{ready}");
+    let logged = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+    assert!(logged.contains("cannot isolate pods, missing root: berth server runs as uid 65534"), "{logged}");
+
+    assert!(kubectl(&["run", "web", "--image=host", "--command", "--", "sleep", "3600"]).0);
+    let events = wait_for("FailedScheduling", Duration::from_secs(30), || {
+        let (_, out) = kubectl(&["get", "events", "--field-selector", "involvedObject.name=web", "-o", "json"]);
+        out.contains("FailedScheduling").then_some(out)
+    });
+    assert!(events.contains("untolerated taint {node.berth.dev/isolation-unavailable: }"), "{events}");
+    let (_, pod) = kubectl(&["get", "pod", "web", "-o", "json"]);
+    let pod: Value = serde_json::from_str(&pod).expect("pod");
+    assert_eq!(pod["status"]["phase"], "Pending");
+    assert!(pod["spec"]["nodeName"].is_null(), "{pod}");
 }

@@ -3,6 +3,7 @@
 //! one worker each, and removes what is left on the machine of pods that no longer exist.
 
 pub mod backoff;
+pub mod degraded;
 pub mod events;
 pub mod node;
 pub mod probe;
@@ -66,14 +67,36 @@ pub async fn run_until(
     config: NodeConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AgentError> {
+    let missing = crate::preflight::missing(&config);
+    if !missing.is_empty() {
+        let lacking = missing.join("; ");
+        for item in &missing {
+            tracing::error!("this machine cannot isolate pods, missing {item}");
+        }
+        tracing::error!(
+            "the node runs no pods: it is NotReady with the taint {}:NoSchedule until this is fixed",
+            degraded::ISOLATION_TAINT
+        );
+        let capacity = Capacity::detect(&config);
+        let host_ip = config.host_ip.unwrap_or_else(node::detect_host_ip);
+        let runc_version = runc_version(&config).await;
+        let started = Timestamp::now();
+        let node = NodeReport { capacity, host_ip, runc_version, started, missing: Some(lacking.clone()) };
+        register_node(&client, &config, &node).await?;
+        let heartbeat = tokio::spawn(heartbeat(client.clone(), config.clone(), node));
+        let result = degraded::refuse_pods(client, &config.node_name, &lacking, shutdown).await;
+        heartbeat.abort();
+        return result;
+    }
     let runtime = Arc::new(Runtime::new(config.clone()).await?);
     let config = runtime.config().clone();
     let capacity = Capacity::detect(&config);
     let host_ip = config.host_ip.unwrap_or_else(node::detect_host_ip);
     let runc_version = runc_version(&config).await;
     let started = Timestamp::now();
-    register_node(&client, &config, &capacity, host_ip, &runc_version, started).await?;
-    let heartbeat = tokio::spawn(heartbeat(client.clone(), config.clone(), capacity, host_ip, runc_version, started));
+    let node = NodeReport { capacity, host_ip, runc_version, started, missing: None };
+    register_node(&client, &config, &node).await?;
+    let heartbeat = tokio::spawn(heartbeat(client.clone(), config.clone(), node));
 
     let events = EventSink::spawn(client.clone(), &config.node_name);
     let shared = Arc::new(Shared {
@@ -104,26 +127,51 @@ async fn runc_version(config: &NodeConfig) -> String {
     output.lines().next().and_then(|line| line.strip_prefix("runc version ")).unwrap_or("unknown").trim().to_owned()
 }
 
-async fn register_node(
-    client: &kube::Client,
-    config: &NodeConfig,
-    capacity: &Capacity,
+/// What the node reports about itself on every heartbeat.
+struct NodeReport {
+    capacity: Capacity,
     host_ip: IpAddr,
-    runc_version: &str,
+    runc_version: String,
     started: Timestamp,
-) -> Result<(), AgentError> {
+    /// What this machine lacks to isolate pods, if anything (the node then runs none).
+    missing: Option<String>,
+}
+
+impl NodeReport {
+    fn status(&self, config: &NodeConfig) -> k8s_openapi::api::core::v1::NodeStatus {
+        let mut status =
+            node::status(config, &self.capacity, self.host_ip, &self.runc_version, self.started, Timestamp::now());
+        if let Some(missing) = &self.missing {
+            degraded::not_ready(&mut status, missing);
+        }
+        status
+    }
+}
+
+async fn register_node(client: &kube::Client, config: &NodeConfig, report: &NodeReport) -> Result<(), AgentError> {
     let nodes: Api<Node> = Api::all(client.clone());
     let name = config.node_name.clone();
+    let host_ip = report.host_ip;
     let fail = |source| AgentError::Register { name: name.clone(), source };
-    let status = node::status(config, capacity, host_ip, runc_version, started, Timestamp::now());
+    let status = report.status(config);
+    let taints = report.missing.as_ref().map(|_| vec![degraded::taint()]);
     match nodes.get_opt(&name).await.map_err(fail)? {
         None => {
-            nodes.create(&PostParams::default(), &node::node_object(config, status.clone())).await.map_err(fail)?;
+            let mut object = node::node_object(config, status.clone());
+            if let Some(spec) = object.spec.as_mut() {
+                spec.taints.clone_from(&taints);
+            }
+            nodes.create(&PostParams::default(), &object).await.map_err(fail)?;
         }
         Some(_) => {
+            // The taint goes once the machine can isolate pods again (null removes it).
             let metadata = serde_json::json!({
                 "metadata": { "labels": node::labels(&name) },
-                "spec": { "podCIDR": config.network.pod_cidr.to_string(), "podCIDRs": [config.network.pod_cidr.to_string()] },
+                "spec": {
+                    "podCIDR": config.network.pod_cidr.to_string(),
+                    "podCIDRs": [config.network.pod_cidr.to_string()],
+                    "taints": taints,
+                },
             });
             nodes.patch(&name, &PatchParams::default(), &Patch::Merge(&metadata)).await.map_err(fail)?;
         }
@@ -134,20 +182,13 @@ async fn register_node(
     Ok(())
 }
 
-async fn heartbeat(
-    client: kube::Client,
-    config: NodeConfig,
-    capacity: Capacity,
-    host_ip: IpAddr,
-    runc_version: String,
-    started: Timestamp,
-) {
+async fn heartbeat(client: kube::Client, config: NodeConfig, report: NodeReport) {
     let nodes: Api<Node> = Api::all(client);
     let mut tick = tokio::time::interval(HEARTBEAT);
     tick.tick().await;
     loop {
         tick.tick().await;
-        let status = node::status(&config, &capacity, host_ip, &runc_version, started, Timestamp::now());
+        let status = report.status(&config);
         let patch = serde_json::json!({ "status": status });
         if let Err(error) = nodes.patch_status(&config.node_name, &PatchParams::default(), &Patch::Merge(&patch)).await
         {
@@ -383,27 +424,39 @@ impl Agent {
         if self.unschedulable.get(&uid) == Some(&message) {
             return;
         }
-        let (Some(name), Some(namespace)) = (pod.metadata.name.as_deref(), pod.metadata.namespace.as_deref()) else {
-            return;
-        };
-        self.shared.events.send(Source::Scheduler, &pod.object_ref(&()), true, "FailedScheduling", message.clone());
-        let condition = PodCondition {
-            type_: "PodScheduled".to_owned(),
-            status: "False".to_owned(),
-            reason: Some("Unschedulable".to_owned()),
-            message: Some(message.clone()),
-            last_transition_time: Some(Time(
-                Timestamp::from_second(Timestamp::now().as_second()).unwrap_or_else(|_| Timestamp::now()),
-            )),
-            ..Default::default()
-        };
-        let patch = serde_json::json!({ "status": { "phase": "Pending", "conditions": [condition] } });
-        let api: Api<Pod> = Api::namespaced(self.shared.client.clone(), namespace);
-        match api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
-            Ok(_) => {
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        match mark_unschedulable(&self.shared.client, &self.shared.events, pod, &message).await {
+            Ok(()) => {
                 self.unschedulable.insert(uid, message);
             }
             Err(error) => tracing::warn!(pod = %name, %error, "cannot report unschedulable pod"),
         }
     }
+}
+
+/// The scheduler's verdict on a pod that fits nowhere: a `FailedScheduling` event and
+/// `PodScheduled=False`.
+async fn mark_unschedulable(
+    client: &kube::Client,
+    events: &EventSink,
+    pod: &Pod,
+    message: &str,
+) -> Result<(), kube::Error> {
+    let (Some(name), Some(namespace)) = (pod.metadata.name.as_deref(), pod.metadata.namespace.as_deref()) else {
+        return Ok(());
+    };
+    events.send(Source::Scheduler, &pod.object_ref(&()), true, "FailedScheduling", message.to_owned());
+    let condition = PodCondition {
+        type_: "PodScheduled".to_owned(),
+        status: "False".to_owned(),
+        reason: Some("Unschedulable".to_owned()),
+        message: Some(message.to_owned()),
+        last_transition_time: Some(Time(
+            Timestamp::from_second(Timestamp::now().as_second()).unwrap_or_else(|_| Timestamp::now()),
+        )),
+        ..Default::default()
+    };
+    let patch = serde_json::json!({ "status": { "phase": "Pending", "conditions": [condition] } });
+    let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch)).await.map(|_| ())
 }

@@ -559,7 +559,26 @@ impl Worker {
                     let record = waiter.wait().await;
                     (waiter.record.name.clone(), waiter.record.attempt, record)
                 }));
-                let probes = probe::spawn(self.probe_context(&handle, sandbox.ip()));
+                // As kubelet: the postStart hook runs to completion before the container counts
+                // as running; if it fails, the container is killed and restarted by its policy.
+                let post_start = container.lifecycle.as_ref().and_then(|l| l.post_start.clone());
+                let hook_failed = match post_start {
+                    Some(hook) => {
+                        let context = self.probe_context(&handle, sandbox.ip());
+                        run_handler(&context, &hook, POST_START_TIMEOUT).await.err()
+                    }
+                    None => None,
+                };
+                if let Some(message) = &hook_failed {
+                    tracing::info!(pod = %self.name(), container = %container.name, %message, "postStart hook failed");
+                    // Upstream leaves the hook's output out of the event: it may hold secrets.
+                    self.shared.events.warning(&self.pod_ref, "FailedPostStartHook", "PostStartHook failed".to_owned());
+                    let runtime = self.shared.runtime.clone();
+                    let (victim, grace) = (handle.clone(), self.grace_period(None));
+                    // The exit arrives through the container's own waiter.
+                    tokio::spawn(async move { runtime.stop_container(&victim, grace).await });
+                }
+                let probes = hook_failed.is_none().then(|| probe::spawn(self.probe_context(&handle, sandbox.ip())));
                 let has_startup_probe = container.startup_probe.is_some();
                 let slot = if is_init { &mut self.init[index] } else { &mut self.containers[index] };
                 slot.next_attempt = attempt + 1;
@@ -570,8 +589,8 @@ impl Worker {
                     handle,
                     ready: false,
                     started: !has_startup_probe,
-                    killing: false,
-                    _probes: Some(probes),
+                    killing: hook_failed.is_some(),
+                    _probes: probes,
                 });
                 if attempt >= 2 {
                     self.shared.runtime.prune_attempts(&self.uid, &container.name, attempt - 1).await;
@@ -804,13 +823,16 @@ impl Worker {
 /// Upstream gives a container at least this long after its preStop hook before SIGKILL.
 const MIN_GRACE_AFTER_HOOK: Duration = Duration::from_secs(2);
 
-/// Runs a container's preStop hook (exec, httpGet, tcpSocket or sleep), within `grace`;
-/// a failure is reported as a `FailedPreStopHook` event and stopping goes on.
-async fn run_pre_stop(context: &probe::ProbeContext, hook: &LifecycleHandler, grace: Duration) {
+/// Kubelet bounds no hook but the pod's own lifetime; this keeps a hung postStart from
+/// holding the pod worker forever.
+const POST_START_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Runs a lifecycle hook (exec, httpGet, tcpSocket or sleep) within `limit`.
+async fn run_handler(context: &probe::ProbeContext, hook: &LifecycleHandler, limit: Duration) -> Result<(), String> {
     if let Some(sleep) = &hook.sleep {
         let wanted = Duration::from_secs(u64::try_from(sleep.seconds).unwrap_or(0));
-        tokio::time::sleep(wanted.min(grace)).await;
-        return;
+        tokio::time::sleep(wanted.min(limit)).await;
+        return Ok(());
     }
     let as_probe = Probe {
         exec: hook.exec.clone(),
@@ -818,7 +840,17 @@ async fn run_pre_stop(context: &probe::ProbeContext, hook: &LifecycleHandler, gr
         tcp_socket: hook.tcp_socket.clone(),
         ..Probe::default()
     };
-    if let Err(message) = probe::check(context, &as_probe, grace).await {
+    match probe::check(context, &as_probe, limit).await {
+        // Any answer at all is success for an httpGet hook (unlike a probe).
+        Err(message) if hook.http_get.is_some() && message.starts_with("HTTP probe failed with statuscode") => Ok(()),
+        other => other,
+    }
+}
+
+/// Runs a container's preStop hook within `grace`; a failure is reported as a
+/// `FailedPreStopHook` event and stopping goes on.
+async fn run_pre_stop(context: &probe::ProbeContext, hook: &LifecycleHandler, grace: Duration) {
+    if let Err(message) = run_handler(context, hook, grace).await {
         let container = &context.container.name;
         context.events.warning(
             &context.pod_ref,
