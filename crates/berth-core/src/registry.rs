@@ -246,6 +246,7 @@ impl Registry {
                 has_scale: false,
                 custom: false,
                 read_only: true,
+                printer_columns: Vec::new(),
             });
         }
         r
