@@ -2,6 +2,7 @@
 
 mod podio;
 mod server;
+mod up;
 
 use std::{net::SocketAddr, path::PathBuf};
 
@@ -18,6 +19,14 @@ struct Cli {
 enum Command {
     /// Run the control plane (API server, controllers, node agent) in the foreground.
     Server(ServerArgs),
+    /// Start the server, deploy the example app in examples/hello, and print its URL.
+    Up {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// How long the example may take to answer before `up` gives up.
+        #[arg(long, default_value = "120")]
+        timeout_seconds: u64,
+    },
 }
 
 #[derive(clap::Args)]
@@ -95,6 +104,10 @@ fn main() -> anyhow::Result<()> {
         Command::Server(args) => {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             runtime.block_on(server::run(args))
+        }
+        Command::Up { server, timeout_seconds } => {
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            runtime.block_on(up::run(server, std::time::Duration::from_secs(timeout_seconds)))
         }
     }
 }

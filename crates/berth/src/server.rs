@@ -158,7 +158,7 @@ async fn wait_for_signal() {
     }
 }
 
-async fn api_client(kubeconfig: &std::path::Path) -> anyhow::Result<kube::Client> {
+pub async fn api_client(kubeconfig: &std::path::Path) -> anyhow::Result<kube::Client> {
     let kc = kube::config::Kubeconfig::read_from(kubeconfig).context("reading the kubeconfig")?;
     let config = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
         .await
