@@ -26,6 +26,8 @@ pub struct NodeConfig {
     pub host_ip: Option<std::net::IpAddr>,
     /// Registries (`host:port`) pulled from over plain HTTP instead of HTTPS.
     pub insecure_registries: Vec<String>,
+    /// Size-based rotation of container logs.
+    pub log_rotation: crate::crilog::Rotation,
     /// Waited on before a terminating pod's containers get SIGTERM.
     pub drain: Option<DrainHook>,
 }
@@ -86,6 +88,7 @@ impl NodeConfig {
             capacity: CapacityOverrides::default(),
             host_ip: None,
             insecure_registries: Vec::new(),
+            log_rotation: crate::crilog::Rotation::default(),
             drain: None,
         }
     }
