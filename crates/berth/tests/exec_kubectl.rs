@@ -197,3 +197,33 @@ fn older_kubectl_execs_over_spdy() {
         assert!(String::from_utf8_lossy(&out.stderr).contains("oops"), "1.{minor}");
     }
 }
+
+#[test]
+fn older_kubectl_port_forwards_over_spdy() {
+    if !can_run_pods() {
+        return;
+    }
+    let Some(kubectl) = old_kubectl(29) else {
+        eprintln!("skipping: kubectl 1.29 is not installed");
+        return;
+    };
+    let s = Server::start(&[]);
+    start_pod(&s);
+    let local_port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
+    let mut forward = std::process::Command::new(&kubectl)
+        .args(["port-forward", "pod/shell", &format!("{local_port}:80")])
+        .env("KUBECONFIG", s.kubeconfig())
+        .env("KUBECACHEDIR", &s.cache_dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn kubectl 1.29 port-forward");
+    let answer = wait_for("an answer through an SPDY port-forward", Duration::from_secs(30), || {
+        local_http_get(local_port).filter(|r| r.contains("hello-through-port-forward"))
+    });
+    let again = local_http_get(local_port).unwrap_or_default();
+    let _ = forward.kill();
+    let _ = forward.wait();
+    assert!(answer.starts_with("HTTP/1."), "{answer}");
+    assert!(again.contains("hello-through-port-forward"), "{again}");
+}
