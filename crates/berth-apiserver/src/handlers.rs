@@ -355,6 +355,25 @@ async fn verbs(
             let opts = list_options(&info, &q)?;
             watch::serve(state, &info, ns.as_deref(), opts, &q, table).await
         }
+        (Method::GET, None) if !table => {
+            let opts = list_options(&info, &q)?;
+            let (items, rv, cont) = objects.list_json(&info, ns.as_deref(), &opts).await?;
+            let mut meta = json!({"resourceVersion": rv.to_string()});
+            if let Some(c) = cont.as_deref().map(encode_continue) {
+                meta["continue"] = json!(c);
+            }
+            let head = json!({"kind": format!("{}List", info.gvk.kind), "apiVersion": info.gvk.api_version(), "metadata": meta});
+            // `head` is an object: its closing brace gives way to the items.
+            let mut body = serde_json::to_vec(&head).unwrap_or_default();
+            body.pop();
+            body.reserve(items.len() + 12);
+            body.extend_from_slice(b",\"items\":[");
+            body.extend_from_slice(&items);
+            body.extend_from_slice(b"]}");
+            let mut resp = Response::new(Body::from(body));
+            resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            Ok(resp)
+        }
         (Method::GET, None) => {
             let opts = list_options(&info, &q)?;
             let page = objects.list(&info, ns.as_deref(), &opts).await?;

@@ -9,6 +9,7 @@ pub mod admission;
 pub mod crd;
 pub mod discovery;
 pub mod handlers;
+mod listing;
 pub mod objects;
 pub mod patch;
 pub mod pki;

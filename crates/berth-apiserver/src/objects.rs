@@ -192,12 +192,60 @@ impl Objects {
     }
 
     pub async fn list(&self, info: &ResourceInfo, ns: Option<&str>, opts: &ListOptions) -> Result<ListPage, ApiError> {
+        let mut items = Vec::new();
+        let (revision, continue_key) = self
+            .scan(info, ns, opts, |kv| {
+                let obj = self.decode(info, kv)?;
+                let keep = opts.labels.matches_object(&obj) && opts.fields.matches_object(&obj);
+                if keep {
+                    items.push(obj);
+                }
+                Ok(keep)
+            })
+            .await?;
+        Ok(ListPage { items, revision, continue_key })
+    }
+
+    /// A list's items as the JSON array members they are served as, from the stored bytes
+    /// (see `listing.rs`), with the list's revision and continue key.
+    pub async fn list_json(
+        &self,
+        info: &ResourceInfo,
+        ns: Option<&str>,
+        opts: &ListOptions,
+    ) -> Result<(Vec<u8>, Revision, Option<String>), ApiError> {
+        let mut out = Vec::new();
+        let (revision, next) = self
+            .scan(info, ns, opts, |kv| {
+                let mark = out.len();
+                if mark > 0 {
+                    out.push(b',');
+                }
+                let kept = crate::listing::append_item(info, kv, opts, &mut out)?;
+                if !kept {
+                    out.truncate(mark);
+                }
+                Ok(kept)
+            })
+            .await?;
+        Ok((out, revision, next))
+    }
+
+    /// Reads the keys of a list in pages, offering each to `keep` (which says whether it
+    /// matched), until `opts.limit` matches or the end; returns the revision read at and the
+    /// key to continue after.
+    async fn scan(
+        &self,
+        info: &ResourceInfo,
+        ns: Option<&str>,
+        opts: &ListOptions,
+        mut keep: impl FnMut(&KeyValue) -> Result<bool, ApiError>,
+    ) -> Result<(Revision, Option<String>), ApiError> {
         let prefix = info.namespace_prefix(ns);
         // A name selector narrows the read to one key.
-        let only_name = opts.fields.required_value("metadata.name").map(str::to_owned);
-        let mut items = Vec::new();
+        let only_name = opts.fields.required_value("metadata.name").map(|n| format!("/{n}"));
+        let mut kept = 0usize;
         let mut start_after = opts.continue_key.clone();
-        let revision;
         let mut next = None;
         loop {
             // Filters apply after the read, so read generously and stop once the page is full.
@@ -208,14 +256,13 @@ impl Objects {
                 .map_err(|e| store_err(info, "", e))?;
             for kv in &page.items {
                 if let Some(n) = &only_name
-                    && !kv.key.ends_with(&format!("/{n}"))
+                    && !kv.key.ends_with(n.as_str())
                 {
                     continue;
                 }
-                let obj = self.decode(info, kv)?;
-                if opts.labels.matches_object(&obj) && opts.fields.matches_object(&obj) {
-                    items.push(obj);
-                    if opts.limit.is_some_and(|l| l > 0 && items.len() >= l) {
+                if keep(kv)? {
+                    kept += 1;
+                    if opts.limit.is_some_and(|l| l > 0 && kept >= l) {
                         next = Some(kv.key.clone());
                         break;
                     }
@@ -226,12 +273,10 @@ impl Objects {
                 if next.is_some() && !page.more && page.items.last().map(|kv| &kv.key) == next.as_ref() {
                     next = None;
                 }
-                revision = page.revision;
-                break;
+                return Ok((page.revision, next));
             }
             start_after = page.items.last().map(|kv| kv.key.clone());
         }
-        Ok(ListPage { items, revision, continue_key: next })
     }
 
     async fn check_namespace(&self, info: &ResourceInfo, ns: Option<&str>, name: &str) -> Result<(), ApiError> {
@@ -935,6 +980,7 @@ impl Objects {
                     has_scale: v.pointer("/subresources/scale").is_some(),
                     custom: true,
                     read_only: false,
+                    printer_columns: printer_columns(v),
                 });
             }
         });
@@ -945,6 +991,25 @@ impl Objects {
         let plural = crd.pointer("/spec/names/plural").and_then(Value::as_str).unwrap_or_default().to_owned();
         self.with_registry(|r| r.remove_custom(&group, &plural));
     }
+}
+
+/// A CRD version's `additionalPrinterColumns`.
+fn printer_columns(version: &Value) -> Vec<berth_core::PrinterColumn> {
+    let text = |c: &Value, k: &str| c.get(k).and_then(Value::as_str).unwrap_or_default().to_owned();
+    version
+        .get("additionalPrinterColumns")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|c| berth_core::PrinterColumn {
+            name: text(c, "name"),
+            kind: text(c, "type"),
+            format: text(c, "format"),
+            description: text(c, "description"),
+            priority: c.get("priority").and_then(Value::as_i64).unwrap_or(0),
+            json_path: text(c, "jsonPath"),
+        })
+        .collect()
 }
 
 /// A namespace is only removed once its `spec.finalizers` are empty too.
