@@ -516,6 +516,9 @@ impl Runtime {
         std::fs::write(state_dir.join("config.json"), config_json).map_err(io_context("writing config.json"))?;
 
         let log_path = self.log_path(uid, &container.name, attempt);
+        // An attempt's log holds only that attempt's output, even if a start with this number
+        // was tried before.
+        crilog::remove_log(&log_path);
         let shim_config = ShimConfig {
             runc: self.config.runc.clone(),
             runc_root: self.runc_root(),

@@ -79,9 +79,15 @@ fn port_forward_reaches_the_pods_port() {
     }
     let s = Server::start(&[]);
     start_pod(&s);
+    forward_twice(s.kubectl_cmd(&[]));
+}
+
+/// Runs `kubectl port-forward pod/shell PORT:80` with `kubectl` (a command carrying the
+/// kubeconfig) and checks two connections through it reach the pod's web server.
+fn forward_twice(mut kubectl: std::process::Command) {
     let local_port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
-    let mut forward = s
-        .kubectl_cmd(&["port-forward", "pod/shell", &format!("{local_port}:80")])
+    let mut forward = kubectl
+        .args(["port-forward", "pod/shell", &format!("{local_port}:80")])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -146,4 +152,70 @@ fn exec_it_gives_a_shell_on_a_terminal_of_the_callers_size() {
     assert!(screen.contains("42-marker"), "{screen}");
     assert!(screen.contains("/dev/pts/"), "the shell runs on a terminal: {screen}");
     assert!(screen.contains("33 101"), "the terminal has the caller's size: {screen}");
+}
+
+/// `kubectl.1.NN` installed next to the `kubectl` on PATH, if any.
+fn old_kubectl(minor: u32) -> Option<std::path::PathBuf> {
+    let out = std::process::Command::new("sh").args(["-c", "command -v kubectl"]).output().ok()?;
+    let path = std::path::PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    let real = std::fs::canonicalize(path).ok()?;
+    let old = real.parent()?.join(format!("kubectl.1.{minor}"));
+    old.exists().then_some(old)
+}
+
+#[test]
+fn older_kubectl_execs_over_spdy() {
+    if !can_run_pods() {
+        return;
+    }
+    let s = Server::start(&[]);
+    start_pod(&s);
+    for minor in [27, 28, 29] {
+        let Some(kubectl) = old_kubectl(minor) else {
+            eprintln!("skipping kubectl 1.{minor}: not installed");
+            continue;
+        };
+        let run = |args: &[&str], stdin: &str| {
+            use std::io::Write;
+            let mut child = std::process::Command::new(&kubectl)
+                .args(args)
+                .env("KUBECONFIG", s.kubeconfig())
+                .env("KUBECACHEDIR", &s.cache_dir)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("old kubectl");
+            child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("write");
+            child.wait_with_output().expect("output")
+        };
+        let out = run(&["exec", "shell", "--", "cat", "/etc/hostname"], "");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "shell",
+            "1.{minor}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = run(&["exec", "-i", "shell", "--", "cat"], "through spdy\n");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "through spdy\n", "1.{minor}");
+        let out = run(&["exec", "shell", "--", "sh", "-c", "echo oops >&2; exit 3"], "");
+        assert_eq!(out.status.code(), Some(3), "1.{minor}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("oops"), "1.{minor}");
+    }
+}
+
+#[test]
+fn older_kubectl_port_forwards_over_spdy() {
+    if !can_run_pods() {
+        return;
+    }
+    let Some(kubectl) = old_kubectl(29) else {
+        eprintln!("skipping: kubectl 1.29 is not installed");
+        return;
+    };
+    let s = Server::start(&[]);
+    start_pod(&s);
+    let mut cmd = std::process::Command::new(&kubectl);
+    cmd.env("KUBECONFIG", s.kubeconfig()).env("KUBECACHEDIR", &s.cache_dir);
+    forward_twice(cmd);
 }
