@@ -42,7 +42,7 @@ b_import=(); p_import=(); b_pull=(); p_pull=()
 for _ in $(seq "$runs"); do
   rm -rf "$data"; b_import+=("$(ms "$berth" image import "$work/busybox.tar" --data-dir "$data")")
   podman rmi -f bench.local/busybox:1 >/dev/null 2>&1 || true
-  p_import+=("$(ms podman "${podman_flags[@]}" load -i "$work/busybox.tar")")
+  p_import+=("$(ms podman "${podman_flags[@]}" load -q -i "$work/busybox.tar")")
   rm -rf "$data"; b_pull+=("$(ms "$berth" image pull "$image" --insecure-registry 127.0.0.1:$port --data-dir "$data")")
   podman rmi -f "$image" >/dev/null 2>&1 || true
   p_pull+=("$(ms podman "${podman_flags[@]}" pull --tls-verify=false "$image")")
@@ -68,9 +68,9 @@ for i in $(seq "$runs"); do
   podman rmi -f "$image" >/dev/null 2>&1 || true
   s=$(date +%s%N)
   podman "${podman_flags[@]}" pull --tls-verify=false -q "$image" >/dev/null
-  podman "${podman_flags[@]}" run -d --network none --name "first-$i" "$image" >/dev/null
+  podman "${podman_flags[@]}" run -d --network none --ulimit nofile=4096:4096 --ulimit nproc=4096:4096 --name "berth-bench-$$-$i" "$image" >/dev/null
   p_start+=($(( ($(date +%s%N) - s) / 1000000 )))
-  podman rm -f "first-$i" >/dev/null
+  podman rm -f -t 0 "berth-bench-$$-$i" >/dev/null
 done
 kill $server_pid; wait $server_pid 2>/dev/null || true
 
