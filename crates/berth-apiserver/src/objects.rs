@@ -980,6 +980,7 @@ impl Objects {
                     has_scale: v.pointer("/subresources/scale").is_some(),
                     custom: true,
                     read_only: false,
+                    printer_columns: printer_columns(v),
                 });
             }
         });
@@ -990,6 +991,25 @@ impl Objects {
         let plural = crd.pointer("/spec/names/plural").and_then(Value::as_str).unwrap_or_default().to_owned();
         self.with_registry(|r| r.remove_custom(&group, &plural));
     }
+}
+
+/// A CRD version's `additionalPrinterColumns`.
+fn printer_columns(version: &Value) -> Vec<berth_core::PrinterColumn> {
+    let text = |c: &Value, k: &str| c.get(k).and_then(Value::as_str).unwrap_or_default().to_owned();
+    version
+        .get("additionalPrinterColumns")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|c| berth_core::PrinterColumn {
+            name: text(c, "name"),
+            kind: text(c, "type"),
+            format: text(c, "format"),
+            description: text(c, "description"),
+            priority: c.get("priority").and_then(Value::as_i64).unwrap_or(0),
+            json_path: text(c, "jsonPath"),
+        })
+        .collect()
 }
 
 /// A namespace is only removed once its `spec.finalizers` are empty too.

@@ -315,6 +315,7 @@ async fn scale(
         has_scale: false,
         custom: true,
         read_only: false,
+        printer_columns: Vec::new(),
     };
     let (updated, _) = objects
         .guaranteed_update(info, ns, name, None, &opts, |old| {

@@ -13,5 +13,5 @@ pub mod status;
 pub mod table;
 pub mod validation;
 
-pub use registry::{GroupVersionKind, Registry, ResourceInfo, Scope};
+pub use registry::{GroupVersionKind, PrinterColumn, Registry, ResourceInfo, Scope};
 pub use status::{ApiError, FieldError};

@@ -58,6 +58,21 @@ pub struct ResourceInfo {
     pub custom: bool,
     /// Read-only projections (`metrics.k8s.io`) serve only get and list.
     pub read_only: bool,
+    /// A CRD version's `additionalPrinterColumns` (empty for built-in kinds).
+    pub printer_columns: Vec<PrinterColumn>,
+}
+
+/// One `additionalPrinterColumns` entry of a CustomResourceDefinition version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrinterColumn {
+    pub name: String,
+    /// `string`, `integer`, `number`, `boolean` or `date`.
+    pub kind: String,
+    pub format: String,
+    pub description: String,
+    pub priority: i64,
+    /// A simple JSONPath such as `.status.url` or `.spec.ports[0].port`.
+    pub json_path: String,
 }
 
 impl ResourceInfo {
@@ -192,6 +207,7 @@ impl Registry {
                 has_scale: bi.scale,
                 custom: false,
                 read_only: false,
+                printer_columns: Vec::new(),
             });
         }
         r
@@ -299,6 +315,7 @@ mod tests {
                 has_scale: false,
                 custom: true,
                 read_only: false,
+                printer_columns: vec![],
             });
         }
         assert_eq!(r.versions("x.io"), vec!["v1", "v2beta1", "v1alpha1"]);

@@ -24,6 +24,23 @@ pub struct NodeConfig {
     pub capacity: CapacityOverrides,
     /// The node's `InternalIP` (and pods' `hostIP`); detected from the default route if unset.
     pub host_ip: Option<std::net::IpAddr>,
+    /// Waited on before a terminating pod's containers get SIGTERM.
+    pub drain: Option<DrainHook>,
+}
+
+/// Whatever routes traffic to pods (the HTTP router): a terminating pod leaves it first.
+pub trait TrafficDrain: Send + Sync {
+    /// Resolves once nothing routes new requests to `ip` any more, or after `limit`.
+    fn drain(&self, ip: std::net::IpAddr, limit: std::time::Duration) -> futures::future::BoxFuture<'static, ()>;
+}
+
+#[derive(Clone)]
+pub struct DrainHook(pub std::sync::Arc<dyn TrafficDrain>);
+
+impl fmt::Debug for DrainHook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("DrainHook")
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -66,6 +83,7 @@ impl NodeConfig {
             shim_program: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe")),
             capacity: CapacityOverrides::default(),
             host_ip: None,
+            drain: None,
         }
     }
 }

@@ -28,7 +28,7 @@ pub mod spec;
 pub mod volumes;
 
 pub use agent::{AgentError, run, run_until};
-pub use config::{CapacityOverrides, Ipv4Cidr, NetworkConfig, NodeConfig};
+pub use config::{CapacityOverrides, DrainHook, Ipv4Cidr, NetworkConfig, NodeConfig, TrafficDrain};
 pub use crilog::{LogOptions, log_files, log_path, read_log};
 pub use runtime::{ContainerHandle, Runtime, RuntimeError};
 pub use spec::PodInputs;

@@ -110,6 +110,12 @@ impl Server {
     pub fn start_with(binary: PathBuf, args: &[&str]) -> Self {
         let port = free_port();
         let mut args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        // The router's listeners default to ports 80 and 443; tests choose free ports instead.
+        for flag in ["--http-listen", "--https-listen"] {
+            if !args.iter().any(|a| a == flag || a.starts_with(&format!("{flag}="))) {
+                args.extend([flag.to_owned(), "off".to_owned()]);
+            }
+        }
         let slot = (!args.iter().any(|a| a == "--no-node")).then(Slot::acquire);
         if let Some(slot) = &slot {
             args.extend(slot.server_args());

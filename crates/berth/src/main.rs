@@ -46,6 +46,27 @@ pub struct ServerArgs {
     /// Commit writes with synchronous=NORMAL: faster, but a power loss may lose the last writes.
     #[arg(long)]
     fast_commit: bool,
+    /// Where the HTTP router serves plain HTTP (`ADDR:PORT`, `:PORT`, or `off`).
+    #[arg(long, default_value = ":80", value_parser = parse_listen)]
+    http_listen: Listen,
+    /// Where the HTTP router serves HTTPS (`ADDR:PORT`, `:PORT`, or `off`).
+    #[arg(long, default_value = ":443", value_parser = parse_listen)]
+    https_listen: Listen,
+    /// Domain under which Routes get generated hosts [default: <machine-ip>.nip.io].
+    #[arg(long)]
+    route_suffix: Option<String>,
+}
+
+/// A listener address, or none (`off`).
+#[derive(Debug, Clone, Copy)]
+pub struct Listen(pub Option<SocketAddr>);
+
+fn parse_listen(s: &str) -> Result<Listen, String> {
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(Listen(None));
+    }
+    let full = if s.starts_with(':') { format!("0.0.0.0{s}") } else { s.to_owned() };
+    full.parse().map(|a| Listen(Some(a))).map_err(|e| format!("{s:?} is not ADDR:PORT, :PORT or off: {e}"))
 }
 
 fn default_data_dir() -> PathBuf {

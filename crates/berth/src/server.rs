@@ -76,9 +76,20 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             }
         })
     });
+    let route_suffix =
+        args.route_suffix.clone().unwrap_or_else(|| format!("{}.nip.io", berth_node::agent::node::detect_host_ip()));
+    let router_config = berth_router::RouterConfig {
+        http: args.http_listen.0,
+        https: args.https_listen.0,
+        route_suffix,
+        timeouts: berth_router::Timeouts::default(),
+    };
+    let router =
+        berth_router::start(client.clone(), router_config, shutdown.clone()).await.context("starting the router")?;
     let node = (!args.no_node).then(|| {
         let client = client.clone();
         let mut config = berth_node::NodeConfig::new(node_dir.clone());
+        config.drain = Some(berth_node::DrainHook(Arc::new(RouterDrain(router.clone()))));
         config.network.pod_cidr = pod_cidr;
         config.network.bridge = args.pod_bridge.clone();
         config.capacity.pods = Some(args.max_pods);
@@ -103,6 +114,16 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     }
     serve.await.context("server task")??;
     Ok(())
+}
+
+/// Terminating pods leave the router's pools before they are stopped.
+struct RouterDrain(berth_router::RouterHandle);
+
+impl berth_node::TrafficDrain for RouterDrain {
+    fn drain(&self, ip: std::net::IpAddr, limit: std::time::Duration) -> futures::future::BoxFuture<'static, ()> {
+        let handle = self.0.clone();
+        Box::pin(async move { handle.wait_out_of_rotation(ip, limit).await })
+    }
 }
 
 async fn wait_for_signal() {

@@ -106,6 +106,7 @@ pub async fn run_until(
         host_ip: host_ip.to_string(),
         capacity,
         events,
+        drain: config.drain.clone(),
     });
     let mut agent = Agent {
         labels: node::labels(&config.node_name),

@@ -41,6 +41,7 @@ pub struct Shared {
     pub host_ip: String,
     pub capacity: Capacity,
     pub events: EventSink,
+    pub drain: Option<crate::config::DrainHook>,
 }
 
 /// How often a running pod is looked at even when nothing happens (ConfigMap and Secret
@@ -775,6 +776,12 @@ impl Worker {
         tracing::info!(pod = %self.name(), uid = %self.uid, ?grace, gone, "stopping pod");
         let deadline = Instant::now() + grace;
         let pod_ip = self.sandbox.as_ref().map(|sandbox| sandbox.ip());
+        // New requests stop reaching the pod before it is asked to stop, so that none of
+        // them meets a closing server; the wait spends part of the grace period.
+        if let (Some(hook), Some(ip), false) = (&self.shared.drain, pod_ip, gone) {
+            hook.0.drain(std::net::IpAddr::V4(ip), grace.min(MAX_DRAIN_WAIT)).await;
+        }
+        let grace = deadline.saturating_duration_since(Instant::now()).max(MIN_GRACE_AFTER_HOOK.min(grace));
         let mut running_now = Vec::new();
         for slot in self.init.iter_mut().chain(self.containers.iter_mut()) {
             if let Some(running) = slot.running.take() {
@@ -819,6 +826,9 @@ impl Worker {
         }
     }
 }
+
+/// The longest a terminating pod waits for the router to take it out of rotation.
+const MAX_DRAIN_WAIT: Duration = Duration::from_secs(10);
 
 /// Upstream gives a container at least this long after its preStop hook before SIGKILL.
 const MIN_GRACE_AFTER_HOOK: Duration = Duration::from_secs(2);

@@ -1,0 +1,168 @@
+//! Berth's HTTP router: serves `networking.k8s.io/v1` Ingresses (IngressClass `berth`) and
+//! `berth.dev/v1` Routes on the machine's HTTP and HTTPS ports, straight to the ready
+//! endpoints of their Services.
+//!
+//! Everything it knows comes from watches through the API (kube-rs reflectors). After any
+//! change a new [`snapshot::Snapshot`] is built and swapped in atomically; requests read the
+//! snapshot of the moment, so reconfiguring never touches established connections.
+
+pub mod proxy;
+pub mod route;
+pub mod snapshot;
+pub mod tls;
+mod watch;
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+    time::Duration,
+};
+
+use arc_swap::ArcSwap;
+use hyper::service::service_fn;
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo},
+    server::conn::auto,
+};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use proxy::Timeouts;
+pub use snapshot::Snapshot;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RouterError {
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error("API: {0}")]
+    Api(#[from] kube::Error),
+    #[error("{0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// How the router is set up.
+#[derive(Debug, Clone)]
+pub struct RouterConfig {
+    /// Plain HTTP listener; `None` for none.
+    pub http: Option<SocketAddr>,
+    /// HTTPS listener; `None` for none.
+    pub https: Option<SocketAddr>,
+    /// Suffix of generated Route hosts (`<machine-ip>.nip.io` by default).
+    pub route_suffix: String,
+    pub timeouts: Timeouts,
+}
+
+/// A running router's view, shared with the node agent so that a terminating pod is taken
+/// out of rotation before it is stopped.
+#[derive(Clone)]
+pub struct RouterHandle {
+    snapshot: Arc<ArcSwap<Snapshot>>,
+    applied: tokio::sync::watch::Receiver<u64>,
+}
+
+impl RouterHandle {
+    /// Waits until no EndpointSlice lists `ip` as ready and the router has applied that, or
+    /// until `limit` passes.
+    pub async fn wait_out_of_rotation(&self, ip: IpAddr, limit: Duration) {
+        let mut applied = self.applied.clone();
+        let deadline = tokio::time::Instant::now() + limit;
+        while self.snapshot.load().ready_ips.contains(&ip) {
+            match tokio::time::timeout_at(deadline, applied.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => return,
+            }
+        }
+    }
+
+    /// The snapshot in use right now.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+}
+
+/// Binds the listeners (so that a taken port fails `berth server` at once), installs the
+/// Route CRD and the IngressClass, and starts watching; serves until `stop`.
+pub async fn start(
+    client: kube::Client,
+    config: RouterConfig,
+    stop: CancellationToken,
+) -> Result<RouterHandle, RouterError> {
+    let http = match config.http {
+        Some(addr) => Some(TcpListener::bind(addr).await.map_err(|source| RouterError::Listen { addr, source })?),
+        None => None,
+    };
+    let https = match config.https {
+        Some(addr) => Some(TcpListener::bind(addr).await.map_err(|source| RouterError::Listen { addr, source })?),
+        None => None,
+    };
+    let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::default()));
+    watch::install(&client).await?;
+    let naming = route::HostNaming {
+        suffix: config.route_suffix.clone(),
+        http_port: http.as_ref().and_then(|l| l.local_addr().ok()).map_or(80, |a| a.port()),
+    };
+    let (applied_tx, applied) = tokio::sync::watch::channel(0u64);
+    tokio::spawn(watch::run(client, Arc::clone(&snapshot), naming, applied_tx, stop.clone()));
+    let proxy = Arc::new(proxy::Proxy::new(Arc::clone(&snapshot), config.timeouts));
+    if let Some(listener) = http {
+        tracing::info!(addr = ?listener.local_addr().ok(), "router serving HTTP");
+        tokio::spawn(serve(listener, None, Arc::clone(&proxy), stop.clone()));
+    }
+    if let Some(listener) = https {
+        let tls = tokio_rustls::TlsAcceptor::from(Arc::new(tls::server_config(Arc::clone(&snapshot))?));
+        tracing::info!(addr = ?listener.local_addr().ok(), "router serving HTTPS");
+        tokio::spawn(serve(listener, Some(tls), Arc::clone(&proxy), stop.clone()));
+    }
+    Ok(RouterHandle { snapshot, applied })
+}
+
+async fn serve(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    proxy: Arc<proxy::Proxy>,
+    stop: CancellationToken,
+) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = stop.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "router accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let proxy = Arc::clone(&proxy);
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            match tls {
+                None => serve_connection(TokioIo::new(stream), peer, "http", proxy).await,
+                Some(acceptor) => match acceptor.accept(stream).await {
+                    Ok(stream) => serve_connection(TokioIo::new(stream), peer, "https", proxy).await,
+                    Err(e) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                },
+            }
+        });
+    }
+}
+
+async fn serve_connection<I>(io: TokioIo<I>, peer: SocketAddr, scheme: &'static str, proxy: Arc<proxy::Proxy>)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| {
+        let proxy = Arc::clone(&proxy);
+        async move { Ok::<_, std::convert::Infallible>(proxy.handle(req, peer, scheme).await) }
+    });
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(Duration::from_secs(30));
+    if let Err(e) = builder.serve_connection_with_upgrades(io, service).await {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+}

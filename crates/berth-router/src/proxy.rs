@@ -1,0 +1,288 @@
+//! Serving one request: find its backend in the current snapshot, forward it to a ready
+//! endpoint, and stream the answer back (WebSocket and other upgrades are spliced).
+
+use std::{
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::{
+    HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, Version,
+    header::{self, CONNECTION, COOKIE, HOST, SET_COOKIE, UPGRADE},
+};
+use http_body_util::{BodyExt, Empty, Full, combinators::BoxBody};
+use hyper::body::{Body, Incoming};
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::{TokioExecutor, TokioIo},
+};
+
+use crate::snapshot::{Backend, Choice, Snapshot, endpoint_token};
+
+pub type RespBody = BoxBody<Bytes, hyper::Error>;
+
+/// Limits applied to every proxied request.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub connect: Duration,
+    /// From sending the request to the upstream's response headers.
+    pub response: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts { connect: Duration::from_secs(5), response: Duration::from_secs(60) }
+    }
+}
+
+/// Extra tries when the upstream could not be reached at all (never once it saw the request).
+const CONNECT_RETRIES: usize = 2;
+
+pub struct Proxy {
+    pub snapshot: Arc<ArcSwap<Snapshot>>,
+    http1: Client<HttpConnector, RespBody>,
+    h2c: Client<HttpConnector, RespBody>,
+    timeouts: Timeouts,
+}
+
+impl Proxy {
+    pub fn new(snapshot: Arc<ArcSwap<Snapshot>>, timeouts: Timeouts) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(timeouts.connect));
+        let http1 = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(256)
+            .build(connector.clone());
+        let h2c = Client::builder(TokioExecutor::new()).http2_only(true).build(connector);
+        Proxy { snapshot, http1, h2c, timeouts }
+    }
+
+    /// Answers one request that arrived at `peer` over `scheme` (`http` or `https`).
+    pub async fn handle(
+        &self,
+        mut req: Request<Incoming>,
+        peer: SocketAddr,
+        scheme: &'static str,
+    ) -> Response<RespBody> {
+        let started = Instant::now();
+        let host = request_host(&req).unwrap_or_default();
+        let path = req.uri().path().to_owned();
+        let method = req.method().clone();
+        let snapshot = self.snapshot.load_full();
+        let (response, upstream) = match snapshot.find(&host, &path) {
+            None => (page(StatusCode::NOT_FOUND, "No route matches this host and path.\n".into()), None),
+            Some(backend) => {
+                let sticky = backend.sticky_cookie.as_deref().and_then(|name| cookie(req.headers(), name));
+                let pinned = sticky.as_deref().and_then(|t| backend.pinned(t));
+                let first = pinned.or_else(|| backend.next());
+                match first {
+                    None => (unavailable(backend), None),
+                    Some(choice) => {
+                        let upgrade = wants_upgrade(&req);
+                        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+                        prepare(&mut req, &host, peer, scheme, upgrade);
+                        let (resp, endpoint) = self.forward(req, backend, choice).await;
+                        let mut resp = resp;
+                        if let (Some(name), Some(ep)) = (&backend.sticky_cookie, endpoint)
+                            && pinned.is_none_or(|p| p.endpoint != ep)
+                            && let Ok(v) =
+                                HeaderValue::from_str(&format!("{name}={}; Path=/; HttpOnly", endpoint_token(&ep)))
+                        {
+                            resp.headers_mut().append(SET_COOKIE, v);
+                        }
+                        if let Some(on_client) = client_upgrade
+                            && resp.status() == StatusCode::SWITCHING_PROTOCOLS
+                        {
+                            resp = splice(on_client, resp);
+                        }
+                        (resp, endpoint)
+                    }
+                }
+            }
+        };
+        tracing::info!(
+            target: "berth::access",
+            client = %peer.ip(), %method, host = %host, path = %path, status = response.status().as_u16(),
+            upstream = ?upstream, ms = started.elapsed().as_millis() as u64,
+        );
+        response
+    }
+
+    /// Sends the request to `choice`, trying other endpoints while none could be connected to.
+    async fn forward(
+        &self,
+        req: Request<Incoming>,
+        backend: &Backend,
+        choice: Choice<'_>,
+    ) -> (Response<RespBody>, Option<SocketAddr>) {
+        // A request without a body can be rebuilt for another endpoint; one with a body cannot.
+        let replayable = req.body().is_end_stream();
+        let (parts, body) = req.into_parts();
+        let mut body = Some(body.boxed());
+        let mut tried = Vec::new();
+        let mut choice = choice;
+        loop {
+            tried.push(choice.endpoint);
+            let mut upstream = Request::from_parts(parts.clone(), ());
+            *upstream.uri_mut() = upstream_uri(&parts.uri, choice.endpoint);
+            let client = if choice.pool.h2c {
+                *upstream.version_mut() = Version::HTTP_2;
+                &self.h2c
+            } else {
+                *upstream.version_mut() = Version::HTTP_11;
+                &self.http1
+            };
+            let Some(b) = body.take() else {
+                return (page(StatusCode::BAD_GATEWAY, "The upstream could not be reached.\n".into()), None);
+            };
+            let upstream = upstream.map(|()| b);
+            let sent = tokio::time::timeout(self.timeouts.response, client.request(upstream)).await;
+            match sent {
+                Ok(Ok(resp)) => return (resp.map(|b| b.boxed()), Some(choice.endpoint)),
+                Ok(Err(e)) if e.is_connect() && replayable && tried.len() <= CONNECT_RETRIES => {
+                    tracing::debug!(endpoint = %choice.endpoint, error = %e, "upstream unreachable; trying another");
+                    let Some(next) = backend.choose(rand::random(), &tried) else {
+                        return (page(StatusCode::BAD_GATEWAY, "The upstream could not be reached.\n".into()), None);
+                    };
+                    choice = next;
+                    body = Some(Empty::new().map_err(|never| match never {}).boxed());
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(endpoint = %choice.endpoint, error = %e, "upstream request failed");
+                    return (page(StatusCode::BAD_GATEWAY, "The upstream failed to answer.\n".into()), None);
+                }
+                Err(_) => {
+                    return (
+                        page(StatusCode::GATEWAY_TIMEOUT, "The upstream did not answer in time.\n".into()),
+                        Some(choice.endpoint),
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn upstream_uri(original: &Uri, endpoint: SocketAddr) -> Uri {
+    let pq = original.path_and_query().map_or("/", |p| p.as_str());
+    format!("http://{endpoint}{pq}").parse().unwrap_or_else(|_| Uri::from_static("/"))
+}
+
+/// The host the client asked for: the Host header, else the URI's authority (HTTP/2).
+fn request_host<B>(req: &Request<B>) -> Option<String> {
+    req.headers()
+        .get(HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| req.uri().authority().map(|a| a.as_str().to_owned()))
+}
+
+fn wants_upgrade<B>(req: &Request<B>) -> bool {
+    req.version() == Version::HTTP_11
+        && req.headers().contains_key(UPGRADE)
+        && req
+            .headers()
+            .get_all(CONNECTION)
+            .iter()
+            .any(|v| v.to_str().is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade"))))
+}
+
+/// Hop-by-hop headers (RFC 9110 7.6.1) are not forwarded; `te: trailers` is, for gRPC.
+fn prepare<B>(req: &mut Request<B>, host: &str, peer: SocketAddr, scheme: &str, upgrade: bool) {
+    let headers = req.headers_mut();
+    let named: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|s| s.split(',').map(|t| t.trim().to_ascii_lowercase()))
+        .filter(|t| !t.is_empty() && t != "upgrade")
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in ["keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization", "trailer"] {
+        headers.remove(name);
+    }
+    headers.remove(header::TRANSFER_ENCODING);
+    let te_trailers = headers.get(header::TE).is_some_and(|v| v.to_str().is_ok_and(|s| s.contains("trailers")));
+    headers.remove(header::TE);
+    if te_trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+    if upgrade {
+        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(CONNECTION);
+        headers.remove(UPGRADE);
+    }
+    let client = peer.ip().to_string();
+    let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(prev) => format!("{prev}, {client}"),
+        None => client,
+    };
+    if let Ok(v) = HeaderValue::from_str(&forwarded_for) {
+        headers.insert("x-forwarded-for", v);
+    }
+    headers.insert("x-forwarded-proto", HeaderValue::from_static(if scheme == "https" { "https" } else { "http" }));
+    if let Ok(v) = HeaderValue::from_str(host) {
+        headers.insert("x-forwarded-host", v.clone());
+        // HTTP/2 clients send :authority only; HTTP/1.1 upstreams need a Host header.
+        headers.entry(HOST).or_insert(v);
+    }
+}
+
+/// Joins the client's and the upstream's upgraded connections once both sides switched.
+fn splice(on_client: hyper::upgrade::OnUpgrade, mut resp: Response<RespBody>) -> Response<RespBody> {
+    let on_upstream = hyper::upgrade::on(&mut resp);
+    tokio::spawn(async move {
+        let (client, upstream) = match tokio::try_join!(on_client, on_upstream) {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::debug!(error = %e, "upgrade did not complete");
+                return;
+            }
+        };
+        let mut client = TokioIo::new(client);
+        let mut upstream = TokioIo::new(upstream);
+        if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+            tracing::debug!(error = %e, "upgraded connection ended");
+        }
+    });
+    resp
+}
+
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|s| s.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_owned())
+}
+
+fn unavailable(backend: &Backend) -> Response<RespBody> {
+    let names = backend.service_names();
+    let body = match names.as_slice() {
+        [] => "No Service is configured for this route.\n".to_owned(),
+        [one] => format!("Service {one} has no ready endpoints.\n"),
+        many => format!("Services {} have no ready endpoints.\n", many.join(", ")),
+    };
+    page(StatusCode::SERVICE_UNAVAILABLE, body)
+}
+
+/// A small plain-text error page.
+pub fn page(status: StatusCode, message: String) -> Response<RespBody> {
+    let reason = status.canonical_reason().unwrap_or("");
+    let body = format!("{} {reason}\n\n{message}", status.as_u16());
+    let mut resp = Response::new(Full::new(Bytes::from(body)).map_err(|never| match never {}).boxed());
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}

@@ -1,0 +1,226 @@
+//! Watching the API: one reflector per kind, a rebuild of the snapshot after every change,
+//! and the status the router owns (Route URLs, Ingress addresses).
+
+use std::{collections::HashMap, sync::Arc};
+
+use arc_swap::ArcSwap;
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::{
+    api::{
+        core::v1::{Secret, Service},
+        discovery::v1::EndpointSlice,
+        networking::v1::{Ingress, IngressClass},
+    },
+    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+};
+use kube::{
+    Api, Client, Resource,
+    api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams},
+    runtime::{
+        WatchStreamExt,
+        reflector::{self, Store},
+        watcher,
+    },
+};
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    RouterError, route,
+    snapshot::{self, CLASS_NAME, CONTROLLER, Inputs, Snapshot},
+    tls,
+};
+
+fn route_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(route::GROUP, route::VERSION, route::KIND), route::PLURAL)
+}
+
+/// Installs the Route CRD and the default IngressClass `berth` (both left alone if present).
+pub async fn install(client: &Client) -> Result<(), RouterError> {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd: CustomResourceDefinition = serde_json::from_value(route::crd())?;
+    match crds.create(&PostParams::default(), &crd).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            // Keep an existing CRD current with this binary's schema and columns.
+            let name = format!("{}.{}", route::PLURAL, route::GROUP);
+            crds.patch(&name, &PatchParams::default(), &Patch::Merge(&route::crd())).await?;
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let classes: Api<IngressClass> = Api::all(client.clone());
+    let class: IngressClass = serde_json::from_value(json!({
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "IngressClass",
+        "metadata": {"name": CLASS_NAME, "annotations": {"ingressclass.kubernetes.io/is-default-class": "true"}},
+        "spec": {"controller": CONTROLLER}
+    }))?;
+    match classes.create(&PostParams::default(), &class).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Starts a reflector for `api` that pokes `changed` after every event.
+fn reflect<K>(api: Api<K>, changed: Arc<Notify>, stop: &CancellationToken) -> Store<K>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    let (store, writer) = reflector::store();
+    let stream = watcher(api, watcher::Config::default()).default_backoff().reflect(writer);
+    let stop = stop.clone();
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        loop {
+            let next = tokio::select! {
+                _ = stop.cancelled() => return,
+                n = stream.try_next() => n,
+            };
+            match next {
+                Ok(Some(_)) => changed.notify_one(),
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::debug!(kind = %K::kind(&K::DynamicType::default()), error = %e, "watch failed; retrying")
+                }
+            }
+        }
+    });
+    store
+}
+
+pub async fn run(
+    client: Client,
+    snapshot: Arc<ArcSwap<Snapshot>>,
+    naming: route::HostNaming,
+    applied: tokio::sync::watch::Sender<u64>,
+    stop: CancellationToken,
+) {
+    let changed = Arc::new(Notify::new());
+    let ingresses = reflect(Api::<Ingress>::all(client.clone()), Arc::clone(&changed), &stop);
+    let classes = reflect(Api::<IngressClass>::all(client.clone()), Arc::clone(&changed), &stop);
+    let services = reflect(Api::<Service>::all(client.clone()), Arc::clone(&changed), &stop);
+    let slices = reflect(Api::<EndpointSlice>::all(client.clone()), Arc::clone(&changed), &stop);
+    let secrets = reflect(Api::<Secret>::all(client.clone()), Arc::clone(&changed), &stop);
+    let ar = route_resource();
+    let routes_api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
+    let writer = reflector::store::Writer::<DynamicObject>::new(ar.clone());
+    let routes = writer.as_reader();
+    {
+        let changed = Arc::clone(&changed);
+        let stream = watcher(routes_api, watcher::Config::default()).default_backoff().reflect(writer);
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut stream = std::pin::pin!(stream);
+            loop {
+                let next = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    n = stream.next() => n,
+                };
+                match next {
+                    Some(Ok(_)) => changed.notify_one(),
+                    Some(Err(e)) => tracing::debug!(error = %e, "route watch failed; retrying"),
+                    None => return,
+                }
+            }
+        });
+    }
+    for ready in [
+        ingresses.wait_until_ready().await,
+        classes.wait_until_ready().await,
+        services.wait_until_ready().await,
+        slices.wait_until_ready().await,
+        secrets.wait_until_ready().await,
+        routes.wait_until_ready().await,
+    ] {
+        if ready.is_err() {
+            return;
+        }
+    }
+    let mut generation = 0u64;
+    let mut written: HashMap<String, Value> = HashMap::new();
+    loop {
+        let all_ingresses = ingresses.state();
+        let all_classes = classes.state();
+        let all_services = services.state();
+        let all_slices = slices.state();
+        let all_routes = routes.state();
+        let route_values: Vec<Value> =
+            all_routes.iter().filter_map(|r| serde_json::to_value(r.as_ref()).ok()).collect();
+        let certs = referenced_certs(&all_ingresses, &secrets);
+        let inputs = Inputs {
+            ingresses: all_ingresses.iter().map(AsRef::as_ref).collect(),
+            classes: all_classes.iter().map(AsRef::as_ref).collect(),
+            services: all_services.iter().map(AsRef::as_ref).collect(),
+            slices: all_slices.iter().map(AsRef::as_ref).collect(),
+            certs,
+            routes: route_values.iter().collect(),
+            route_hosts: naming.clone(),
+        };
+        let built = snapshot::build(&inputs);
+        tracing::debug!(snapshot = ?built, "router configuration applied");
+        snapshot.store(Arc::new(built));
+        generation += 1;
+        applied.send_replace(generation);
+        write_route_status(&client, &ar, &naming, &route_values, &mut written).await;
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = changed.notified() => {}
+        }
+    }
+}
+
+/// Parses the TLS Secrets that some Ingress names.
+fn referenced_certs(
+    ingresses: &[Arc<Ingress>],
+    secrets: &Store<Secret>,
+) -> HashMap<String, Arc<rustls::sign::CertifiedKey>> {
+    let mut out = HashMap::new();
+    for ing in ingresses {
+        let ns = ing.metadata.namespace.clone().unwrap_or_default();
+        for t in ing.spec.iter().flat_map(|s| s.tls.iter().flatten()) {
+            let Some(name) = &t.secret_name else { continue };
+            let key = format!("{ns}/{name}");
+            if out.contains_key(&key) {
+                continue;
+            }
+            let reference = reflector::ObjectRef::<Secret>::new(name).within(&ns);
+            if let Some(cert) = secrets.get(&reference).and_then(|s| tls::from_secret(&s)) {
+                out.insert(key, Arc::new(cert));
+            }
+        }
+    }
+    out
+}
+
+/// Writes each Route's URL to its status when it differs from what is there.
+async fn write_route_status(
+    client: &Client,
+    ar: &ApiResource,
+    naming: &route::HostNaming,
+    routes: &[Value],
+    written: &mut HashMap<String, Value>,
+) {
+    for r in routes {
+        let (Some(ns), Some(name)) = (
+            r.pointer("/metadata/namespace").and_then(Value::as_str),
+            r.pointer("/metadata/name").and_then(Value::as_str),
+        ) else {
+            continue;
+        };
+        let Some(status) = naming.status(r) else { continue };
+        let key = r.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or(name).to_owned();
+        if r.get("status") == Some(&status) || written.get(&key) == Some(&status) {
+            continue;
+        }
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, ar);
+        match api.patch_status(name, &PatchParams::default(), &Patch::Merge(&json!({"status": status}))).await {
+            Ok(_) => {
+                written.insert(key, status);
+            }
+            Err(e) => tracing::warn!(route = %format!("{ns}/{name}"), error = %e, "cannot write Route status"),
+        }
+    }
+}

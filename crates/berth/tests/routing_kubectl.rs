@@ -1,0 +1,489 @@
+//! The HTTP router end to end: Routes with generated URLs, blue/green by Service selector,
+//! Ingress hosts, paths and TLS, weighted and sticky backends, and zero-error rolling
+//! updates under load. Tests that run pods need root and skip with a message otherwise.
+
+use std::{
+    io::{Read, Write},
+    net::TcpStream,
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use berth_testkit::{Server, can_run_pods, free_port, wait_for};
+
+/// An nginx Deployment (Debian's nginx, `image: host`) serving `page` from a ConfigMap and
+/// naming the pod that answered in `X-Served-By`.
+fn nginx_app(name: &str, labels: &str, replicas: u32, page: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: {name}-site
+data:
+  nginx.conf: |
+    worker_processes 1;
+    pid /tmp/nginx.pid;
+    error_log /dev/stderr;
+    events {{}}
+    http {{
+      access_log off;
+      client_body_temp_path /tmp/body;
+      proxy_temp_path /tmp/proxy;
+      fastcgi_temp_path /tmp/fastcgi;
+      uwsgi_temp_path /tmp/uwsgi;
+      scgi_temp_path /tmp/scgi;
+      server {{
+        listen 80;
+        root /site;
+        add_header X-Served-By $hostname always;
+        add_header X-Saw-Forwarded "$http_x_forwarded_for|$http_x_forwarded_proto|$http_x_forwarded_host" always;
+      }}
+    }}
+  index.html: "{page}\n"
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {name}
+spec:
+  replicas: {replicas}
+  selector:
+    matchLabels: {labels}
+  template:
+    metadata:
+      labels: {labels}
+    spec:
+      containers:
+      - name: nginx
+        image: host
+        command: [nginx, -c, /site/nginx.conf, -g, "daemon off;"]
+        ports:
+        - containerPort: 80
+        readinessProbe:
+          httpGet: {{path: /, port: 80}}
+          periodSeconds: 1
+        volumeMounts:
+        - {{name: site, mountPath: /site}}
+      volumes:
+      - name: site
+        configMap: {{name: {name}-site}}
+"#
+    )
+}
+
+fn service(name: &str, selector: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\nspec:\n  selector: {selector}\n  ports:\n  - port: 80\n    targetPort: 80\n"
+    )
+}
+
+/// One HTTP/1.1 response, read to the end.
+struct Reply {
+    status: u16,
+    head: String,
+    body: String,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<String> {
+        self.head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+        })
+    }
+}
+
+/// `GET path` with `Host: host` to the router on 127.0.0.1:port, with extra header lines.
+fn get(port: u16, host: &str, path: &str, extra: &str) -> Option<Reply> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n{extra}\r\n").ok()?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).ok()?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    // nginx answers small pages with Content-Length; the router's pages too.
+    Some(Reply { status, head: head.to_owned(), body: body.to_owned() })
+}
+
+fn router_server(http: u16) -> Server {
+    Server::start(&["--http-listen", &format!("127.0.0.1:{http}"), "--route-suffix", "test.invalid"])
+}
+
+fn route(name: &str, spec: &str) -> String {
+    format!("apiVersion: berth.dev/v1\nkind: Route\nmetadata:\n  name: {name}\nspec:\n{spec}")
+}
+
+/// Waits until the Route's URL is in its status and returns `status.hosts`.
+fn route_hosts(s: &Server, name: &str) -> Vec<String> {
+    wait_for("Route status", Duration::from_secs(30), || {
+        let r = s.json(&["get", "route", name]);
+        r["status"]["url"].as_str()?;
+        let hosts: Vec<String> =
+            r["status"]["hosts"].as_array()?.iter().filter_map(|h| h.as_str().map(str::to_owned)).collect();
+        (!hosts.is_empty()).then_some(hosts)
+    })
+}
+
+fn pod_ips(s: &Server, selector: &str) -> Vec<String> {
+    let pods = s.json(&["get", "pods", "-l", selector]);
+    let mut ips: Vec<String> = pods["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .filter_map(|p| p["status"]["podIP"].as_str().map(str::to_owned))
+        .collect();
+    ips.sort();
+    ips
+}
+
+/// The ready addresses of the Service's EndpointSlices.
+fn slice_ips(s: &Server, svc: &str) -> Vec<String> {
+    let slices = s.json(&["get", "endpointslices", "-l", &format!("kubernetes.io/service-name={svc}")]);
+    let mut ips: Vec<String> = slices["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|sl| sl["endpoints"].as_array().cloned().unwrap_or_default())
+        .filter(|e| e["conditions"]["ready"] != false)
+        .flat_map(|e| e["addresses"].as_array().cloned().unwrap_or_default())
+        .filter_map(|a| a.as_str().map(str::to_owned))
+        .collect();
+    ips.sort();
+    ips
+}
+
+#[test]
+fn routes_get_urls_printed_by_kubectl_and_honest_error_pages() {
+    // No pods needed: a Service without endpoints.
+    let http = free_port();
+    let s = Server::start(&[
+        "--no-node",
+        "--http-listen",
+        &format!("127.0.0.1:{http}"),
+        "--route-suffix",
+        "10.1.2.3.nip.io",
+    ]);
+    s.ok_stdin(&["apply", "-f", "-"], &service("shop", "{app: shop}"));
+    s.ok_stdin(&["apply", "-f", "-"], &route("shop", "  to: {name: shop}\n"));
+    s.ok_stdin(&["apply", "-f", "-"], &route("brand", "  host: www.example.test\n  to: {name: shop}\n"));
+    let hosts = route_hosts(&s, "shop");
+    assert_eq!(hosts, ["shop-default.10.1.2.3.nip.io", "shop-default.localhost"]);
+    assert_eq!(route_hosts(&s, "brand"), ["www.example.test"]);
+    let table = s.ok(&["get", "routes"]);
+    let header = table.lines().next().unwrap_or_default();
+    for col in ["NAME", "HOST", "URL", "SERVICES", "AGE"] {
+        assert!(header.contains(col), "{table}");
+    }
+    assert!(table.contains(&format!("http://shop-default.10.1.2.3.nip.io:{http}")), "{table}");
+    assert!(table.contains(&format!("http://www.example.test:{http}")), "{table}");
+    let wide = s.ok(&["get", "routes", "-o", "wide"]);
+    assert!(wide.contains(&format!("http://shop-default.localhost:{http}")), "{wide}");
+
+    // A route whose Service has no ready endpoints: 503 naming it.
+    let r = wait_for("503 from the router", Duration::from_secs(20), || {
+        get(http, "shop-default.localhost", "/", "").filter(|r| r.status == 503)
+    });
+    assert!(r.body.contains("default/shop"), "{}", r.body);
+    // No route: 404 that names nothing.
+    let r = get(http, "nobody.example.test", "/", "").expect("answer");
+    assert_eq!(r.status, 404);
+    assert!(!r.body.contains("shop") && !r.body.contains("default"), "{}", r.body);
+
+    // The IngressClass is there and default.
+    let class = s.json(&["get", "ingressclass", "berth"]);
+    assert_eq!(class["metadata"]["annotations"]["ingressclass.kubernetes.io/is-default-class"], "true");
+}
+
+#[test]
+fn blue_green_by_service_selector() {
+    if !can_run_pods() {
+        return;
+    }
+    let http = free_port();
+    let s = router_server(http);
+    s.ok_stdin(&["apply", "-f", "-"], &nginx_app("blue", "{app: webserver, version: blue}", 3, "blue"));
+    s.ok_stdin(&["apply", "-f", "-"], &nginx_app("green", "{app: webserver, version: green}", 3, "green"));
+    s.ok_stdin(&["apply", "-f", "-"], &service("webserver", "{app: webserver}"));
+    s.ok_stdin(&["apply", "-f", "-"], &route("webserver", "  to: {name: webserver}\n"));
+    s.ok(&["rollout", "status", "deploy/blue", "--timeout=120s"]);
+    s.ok(&["rollout", "status", "deploy/green", "--timeout=120s"]);
+    let hosts = route_hosts(&s, "webserver");
+    let host = hosts.iter().find(|h| h.ends_with(".localhost")).expect("a .localhost host").clone();
+    assert_eq!(host, "webserver-default.localhost");
+    let all = pod_ips(&s, "app=webserver");
+    assert_eq!(all.len(), 6);
+    wait_for("all six pods in the Service", Duration::from_secs(30), || {
+        (slice_ips(&s, "webserver") == all).then_some(())
+    });
+
+    let colours = |n: usize| -> Vec<String> {
+        (0..n)
+            .map(|_| {
+                let r = get(http, &host, "/", "").expect("router answers");
+                assert_eq!(r.status, 200, "{}", r.body);
+                r.body.trim().to_owned()
+            })
+            .collect()
+    };
+    // The router may learn of the last endpoints a moment after kubectl does.
+    wait_for("both colours", Duration::from_secs(10), || {
+        let seen = colours(30);
+        (seen.iter().any(|c| c == "blue") && seen.iter().any(|c| c == "green")).then_some(())
+    });
+    let seen = colours(30);
+    assert!(seen.iter().any(|c| c == "blue") && seen.iter().any(|c| c == "green"), "{seen:?}");
+
+    for colour in ["blue", "green"] {
+        let patch = format!(r#"{{"spec":{{"selector":{{"app":"webserver","version":"{colour}"}}}}}}"#);
+        s.ok(&["patch", "svc", "webserver", "-p", &patch]);
+        let wanted = pod_ips(&s, &format!("version={colour}"));
+        wait_for("EndpointSlice follows the selector", Duration::from_secs(20), || {
+            (slice_ips(&s, "webserver") == wanted).then_some(())
+        });
+        let seen = colours(30);
+        assert!(seen.iter().all(|c| c == colour), "after selecting {colour}: {seen:?}");
+    }
+
+    s.ok(&["delete", "deploy", "green", "--wait=false"]);
+    let r = wait_for("503 once green is gone", Duration::from_secs(60), || {
+        get(http, &host, "/", "").filter(|r| r.status == 503)
+    });
+    assert!(r.body.contains("default/webserver"), "503 names the Service: {}", r.body);
+}
+
+#[test]
+fn ingress_hosts_paths_and_tls() {
+    if !can_run_pods() {
+        return;
+    }
+    let http = free_port();
+    let https = free_port();
+    let s = Server::start(&[
+        "--http-listen",
+        &format!("127.0.0.1:{http}"),
+        "--https-listen",
+        &format!("127.0.0.1:{https}"),
+    ]);
+    s.ok_stdin(&["apply", "-f", "-"], &nginx_app("web", "{app: web}", 1, "web"));
+    s.ok_stdin(&["apply", "-f", "-"], &nginx_app("api", "{app: api}", 1, "api"));
+    s.ok_stdin(&["apply", "-f", "-"], &service("web", "{app: web}"));
+    s.ok_stdin(&["apply", "-f", "-"], &service("api", "{app: api}"));
+
+    // A certificate for secure.example.test, made here.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let crt = dir.path().join("tls.crt");
+    let key = dir.path().join("tls.key");
+    let made = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=secure.example.test"])
+        .args(["-addext", "subjectAltName=DNS:secure.example.test", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&crt)
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl");
+    assert!(made.success());
+    s.ok(&[
+        "create",
+        "secret",
+        "tls",
+        "secure-tls",
+        "--cert",
+        crt.to_str().expect("utf-8 path"),
+        "--key",
+        key.to_str().expect("utf-8 path"),
+    ]);
+
+    let ingress = r#"apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: site
+spec:
+  tls:
+  - hosts: [secure.example.test]
+    secretName: secure-tls
+  rules:
+  - host: one.example.test
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}
+      - {path: /api, pathType: Prefix, backend: {service: {name: api, port: {number: 80}}}}
+  - host: two.example.test
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: api, port: {number: 80}}}}
+      - {path: /index.html, pathType: Exact, backend: {service: {name: web, port: {number: 80}}}}
+  - host: secure.example.test
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}
+"#;
+    s.ok_stdin(&["apply", "-f", "-"], ingress);
+    s.ok(&["rollout", "status", "deploy/web", "--timeout=120s"]);
+    s.ok(&["rollout", "status", "deploy/api", "--timeout=120s"]);
+
+    // Which Deployment's pod answered (nginx answers 404 for files it lacks, as upstream would).
+    let who = |host: &str, path: &str| {
+        get(http, host, path, "")
+            .and_then(|r| r.header("x-served-by"))
+            .and_then(|p| p.split('-').next().map(str::to_owned))
+    };
+    wait_for("both backends routed", Duration::from_secs(30), || {
+        (who("one.example.test", "/").as_deref() == Some("web")
+            && who("two.example.test", "/").as_deref() == Some("api"))
+        .then_some(())
+    });
+    assert_eq!(get(http, "one.example.test", "/", "").map(|r| r.body.trim().to_owned()).as_deref(), Some("web"));
+    // /api is a path-element prefix of /api/v1; not of /apix.
+    assert_eq!(who("one.example.test", "/api").as_deref(), Some("api"));
+    assert_eq!(who("one.example.test", "/api/v1").as_deref(), Some("api"));
+    assert_eq!(who("one.example.test", "/apix").as_deref(), Some("web"));
+    assert_eq!(who("two.example.test", "/index.html").as_deref(), Some("web"), "Exact beats Prefix /");
+    assert_eq!(who("two.example.test", "/index.htm").as_deref(), Some("api"));
+    assert_eq!(who("TWO.example.test:80", "/").as_deref(), Some("api"), "hosts compare without case and port");
+    assert_eq!(get(http, "three.example.test", "/", "").map(|r| r.status), Some(404));
+
+    // The upstream sees who asked, how, and for which host.
+    let r = get(http, "one.example.test:8080", "/", "").expect("answer");
+    assert_eq!(r.header("x-saw-forwarded").as_deref(), Some("127.0.0.1|http|one.example.test:8080"));
+
+    let out = Command::new("curl")
+        .args(["-sS", "--fail", "--cacert"])
+        .arg(&crt)
+        .args(["--resolve", &format!("secure.example.test:{https}:127.0.0.1")])
+        .args(["-w", "\n%{http_version}", &format!("https://secure.example.test:{https}/")])
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "curl over TLS with the Secret's CA: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        text.split_whitespace().collect::<Vec<_>>(),
+        ["web", "2"],
+        "served over HTTP/2 with the Secret's certificate"
+    );
+}
+
+#[test]
+fn weighted_and_sticky_routes() {
+    if !can_run_pods() {
+        return;
+    }
+    let http = free_port();
+    let s = router_server(http);
+    s.ok_stdin(&["apply", "-f", "-"], &nginx_app("stable", "{app: stable}", 2, "stable"));
+    s.ok_stdin(&["apply", "-f", "-"], &nginx_app("canary", "{app: canary}", 1, "canary"));
+    s.ok_stdin(&["apply", "-f", "-"], &service("stable", "{app: stable}"));
+    s.ok_stdin(&["apply", "-f", "-"], &service("canary", "{app: canary}"));
+    s.ok_stdin(
+        &["apply", "-f", "-"],
+        &route("shop", "  to: {name: stable, weight: 90}\n  alternateBackends:\n  - {name: canary, weight: 10}\n"),
+    );
+    s.ok_stdin(&["apply", "-f", "-"], &route("sticky", "  to: {name: stable}\n  stickySessions: true\n"));
+    s.ok(&["rollout", "status", "deploy/stable", "--timeout=120s"]);
+    s.ok(&["rollout", "status", "deploy/canary", "--timeout=120s"]);
+    route_hosts(&s, "shop");
+    route_hosts(&s, "sticky");
+    let stable = pod_ips(&s, "app=stable");
+    wait_for("endpoints", Duration::from_secs(30), || {
+        (slice_ips(&s, "stable") == stable && slice_ips(&s, "canary").len() == 1).then_some(())
+    });
+    wait_for("both Services routed", Duration::from_secs(10), || {
+        let seen: Vec<String> =
+            (0..20).filter_map(|_| get(http, "shop-default.localhost", "/", "")).map(|r| r.body).collect();
+        (seen.iter().any(|b| b.contains("canary")) && seen.iter().any(|b| b.contains("stable"))).then_some(())
+    });
+
+    let mut canary = 0;
+    for _ in 0..1000 {
+        let r = get(http, "shop-default.localhost", "/", "").expect("answer");
+        assert_eq!(r.status, 200);
+        if r.body.trim() == "canary" {
+            canary += 1;
+        }
+    }
+    assert!((80..=100).contains(&canary), "90/10 split gave {canary} of 1000 to the canary");
+
+    // Sticky: the first answer sets a cookie; with it every answer comes from the same pod.
+    let first = get(http, "sticky-default.localhost", "/", "").expect("answer");
+    let cookie = first.header("set-cookie").expect("a sticky cookie");
+    let pair = cookie.split(';').next().unwrap_or_default().to_owned();
+    assert!(!pair.contains("10.180."), "the cookie hides the pod address: {pair}");
+    let pinned = first.header("x-served-by").expect("X-Served-By");
+    for _ in 0..20 {
+        let r = get(http, "sticky-default.localhost", "/", &format!("Cookie: {pair}\r\n")).expect("answer");
+        assert_eq!(r.header("x-served-by").as_deref(), Some(pinned.as_str()));
+    }
+    let mut unpinned: Vec<String> = (0..10)
+        .filter_map(|_| get(http, "sticky-default.localhost", "/", "").and_then(|r| r.header("x-served-by")))
+        .collect();
+    unpinned.sort();
+    unpinned.dedup();
+    assert_eq!(unpinned.len(), 2, "without the cookie both pods answer: {unpinned:?}");
+}
+
+/// Runs wrk against the router for `seconds` while `during` runs; returns wrk's report.
+fn under_load(http: u16, host: &str, seconds: u32, during: impl FnOnce()) -> String {
+    let mut wrk = Command::new("wrk")
+        .args(["-t1", "-c16", &format!("-d{seconds}s"), "-H", &format!("Host: {host}")])
+        .arg(format!("http://127.0.0.1:{http}/"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("wrk (Debian package wrk) is needed");
+    during();
+    assert!(wrk.try_wait().expect("wrk status").is_none(), "wrk ended before the change finished");
+    let out = wrk.wait_with_output().expect("wrk output");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn assert_clean(report: &str) {
+    assert!(report.contains("requests in"), "{report}");
+    assert!(!report.contains("Non-2xx"), "non-2xx responses under load:\n{report}");
+    assert!(!report.contains("Socket errors"), "socket errors under load:\n{report}");
+}
+
+#[test]
+fn rolling_update_and_scale_down_under_load_lose_nothing() {
+    if !can_run_pods() {
+        return;
+    }
+    let http = free_port();
+    let s = router_server(http);
+    s.ok_stdin(&["apply", "-f", "-"], &nginx_app("roll", "{app: roll}", 3, "v1"));
+    s.ok_stdin(&["apply", "-f", "-"], &service("roll", "{app: roll}"));
+    s.ok_stdin(&["apply", "-f", "-"], &route("roll", "  to: {name: roll}\n"));
+    s.ok(&["rollout", "status", "deploy/roll", "--timeout=120s"]);
+    route_hosts(&s, "roll");
+    let ips = pod_ips(&s, "app=roll");
+    wait_for("endpoints", Duration::from_secs(30), || (slice_ips(&s, "roll") == ips).then_some(()));
+    wait_for("routed", Duration::from_secs(10), || {
+        get(http, "roll-default.localhost", "/", "").filter(|r| r.status == 200)
+    });
+
+    // A new pod template (only `image: host` exists offline, so the change is an env var)
+    // rolled out with the default grace period while wrk keeps 16 connections busy.
+    let report = under_load(http, "roll-default.localhost", 60, || {
+        s.ok(&["set", "env", "deploy/roll", "RELEASE=2"]);
+        s.ok(&["rollout", "status", "deploy/roll", "--timeout=55s"]);
+        wait_for("old pods gone", Duration::from_secs(50), || {
+            let pods = s.json(&["get", "pods", "-l", "app=roll"]);
+            (pods["items"].as_array().map(Vec::len) == Some(3)).then_some(())
+        });
+    });
+    assert_clean(&report);
+
+    s.ok(&["scale", "deploy/roll", "--replicas=5"]);
+    s.ok(&["rollout", "status", "deploy/roll", "--timeout=120s"]);
+    wait_for("five endpoints", Duration::from_secs(30), || (slice_ips(&s, "roll").len() == 5).then_some(()));
+    let report = under_load(http, "roll-default.localhost", 40, || {
+        s.ok(&["scale", "deploy/roll", "--replicas=2"]);
+        wait_for("three pods gone", Duration::from_secs(35), || {
+            let pods = s.json(&["get", "pods", "-l", "app=roll"]);
+            (pods["items"].as_array().map(Vec::len) == Some(2)).then_some(())
+        });
+    });
+    assert_clean(&report);
+}
