@@ -91,6 +91,10 @@ pub struct Server {
     /// The network resources of a server that runs pods.
     pub slot: Option<Slot>,
     binary: PathBuf,
+    /// `server`, or `up` for a server that also deploys the example app.
+    subcommand: String,
+    /// Standard output lines after the first.
+    lines: Option<std::sync::mpsc::Receiver<String>>,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -108,6 +112,11 @@ impl Server {
 
     /// As [`Server::start`], with another `berth` binary.
     pub fn start_with(binary: PathBuf, args: &[&str]) -> Self {
+        Self::start_command(binary, "server", args)
+    }
+
+    /// As [`Server::start`] with another subcommand that starts a server (`up`).
+    pub fn start_command(binary: PathBuf, subcommand: &str, args: &[&str]) -> Self {
         let port = free_port();
         let mut args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
         // The router's listeners default to ports 80 and 443; tests choose free ports instead.
@@ -123,7 +132,18 @@ impl Server {
         let tmp = tempfile::tempdir().expect("tempdir");
         let data_dir = tmp.path().join("data");
         let cache_dir = tmp.path().join("kubecache");
-        let mut s = Server { child: None, data_dir, port, cache_dir, extra_args: args, slot, binary, _tmp: Some(tmp) };
+        let mut s = Server {
+            child: None,
+            data_dir,
+            port,
+            cache_dir,
+            extra_args: args,
+            slot,
+            binary,
+            subcommand: subcommand.to_owned(),
+            lines: None,
+            _tmp: Some(tmp),
+        };
         s.spawn();
         s
     }
@@ -131,7 +151,7 @@ impl Server {
     /// Starts (or restarts) the server process on the same data dir and port.
     pub fn spawn(&mut self) {
         let mut cmd = Command::new(&self.binary);
-        cmd.arg("server")
+        cmd.arg(&self.subcommand)
             .arg("--data-dir")
             .arg(&self.data_dir)
             .arg("--listen")
@@ -144,16 +164,20 @@ impl Server {
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(line)) = lines.next() {
+            // Keep draining so the server never blocks on a full pipe.
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 let _ = tx.send(line);
             }
-            // Keep draining so the server never blocks on a full pipe.
-            for _ in lines {}
         });
         let line = rx.recv_timeout(Duration::from_secs(60)).expect("server printed its address");
         assert!(line.contains("KUBECONFIG="), "unexpected first line: {line}");
+        self.lines = Some(rx);
         self.child = Some(child);
+    }
+
+    /// The next line the server prints on standard output after its first, within `timeout`.
+    pub fn next_line(&self, timeout: Duration) -> Option<String> {
+        self.lines.as_ref()?.recv_timeout(timeout).ok()
     }
 
     pub fn kubeconfig(&self) -> PathBuf {

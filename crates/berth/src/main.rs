@@ -2,6 +2,7 @@
 
 mod podio;
 mod server;
+mod up;
 
 use std::{net::SocketAddr, path::PathBuf};
 
@@ -18,6 +19,14 @@ struct Cli {
 enum Command {
     /// Run the control plane (API server, controllers, node agent) in the foreground.
     Server(ServerArgs),
+    /// Start the server, deploy the example app in examples/hello, and print its URL.
+    Up {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// How long the example may take to answer before `up` gives up.
+        #[arg(long, default_value = "120")]
+        timeout_seconds: u64,
+    },
 }
 
 #[derive(clap::Args)]
@@ -40,6 +49,21 @@ pub struct ServerArgs {
     /// Name of the Linux bridge pods are attached to.
     #[arg(long, default_value = "berth0")]
     pod_bridge: String,
+    /// Address range Services get cluster IPs from (the first is the `kubernetes` Service's,
+    /// the tenth the cluster DNS's).
+    #[arg(long, default_value = "10.96.0.0/12")]
+    service_cidr: String,
+    /// Port range NodePort and LoadBalancer Services get node ports from.
+    #[arg(long, default_value = "30000-32767")]
+    service_node_port_range: String,
+    /// Name of the dummy interface that holds the cluster IPs (also names this server's
+    /// iptables chains, so servers with different interfaces do not collide).
+    #[arg(long, default_value = "berth-svc")]
+    service_interface: String,
+    /// How Service traffic reaches endpoints: `iptables` (kernel NAT rules) or `userspace`
+    /// (a proxy in this process).
+    #[arg(long, default_value = "iptables", value_parser = ["iptables", "userspace"])]
+    proxy_mode: String,
     /// Most pods the node runs at once (its allocatable `pods`; upstream's default is 110).
     #[arg(long, default_value_t = 110, value_parser = clap::value_parser!(i64).range(1..))]
     max_pods: i64,
@@ -89,6 +113,10 @@ fn main() -> anyhow::Result<()> {
         Command::Server(args) => {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             runtime.block_on(server::run(args))
+        }
+        Command::Up { server, timeout_seconds } => {
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            runtime.block_on(up::run(server, std::time::Duration::from_secs(timeout_seconds)))
         }
     }
 }

@@ -487,3 +487,33 @@ fn rolling_update_and_scale_down_under_load_lose_nothing() {
     });
     assert_clean(&report);
 }
+
+#[test]
+fn berth_up_on_a_fresh_data_dir_prints_a_url_that_answers() {
+    if !can_run_pods() {
+        return;
+    }
+    let http = free_port();
+    let started = std::time::Instant::now();
+    let s = Server::start_command(
+        berth_testkit::berth_binary(),
+        "up",
+        &["--http-listen", &format!("127.0.0.1:{http}"), "--https-listen", "off", "--route-suffix", "test.invalid"],
+    );
+    // README promises the URL within a minute on a fresh data dir.
+    let line = s.next_line(Duration::from_secs(60)).expect("berth up printed the example's URL");
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://") && w.contains(".localhost"))
+        .unwrap_or_else(|| panic!("no local URL in {line:?}"))
+        .to_owned();
+    assert_eq!(url, format!("http://hello-default.localhost:{http}"));
+    assert!(started.elapsed() < Duration::from_secs(60), "took {:?}", started.elapsed());
+    let kubeconfig_line = s.next_line(Duration::from_secs(5)).expect("kubeconfig line");
+    assert!(kubeconfig_line.contains(&format!("KUBECONFIG={}", s.kubeconfig().display())), "{kubeconfig_line}");
+    // curl resolves *.localhost to this machine itself.
+    let out = Command::new("curl").args(["-sS", "--fail", &url]).output().expect("curl");
+    assert!(out.status.success(), "curl {url}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Hello from Berth"));
+    assert_eq!(s.json(&["get", "deploy", "hello"])["status"]["readyReplicas"], 2);
+}

@@ -1,0 +1,190 @@
+#!/usr/bin/env bash
+# HTTP through Berth's router, side by side with the same backend reached directly, through
+# nginx as a reverse proxy and through haproxy, in one run: wrk, keep-alive, 64 connections.
+# Every proxy gets one worker thread (Berth: TOKIO_WORKER_THREADS=1) and no access log.
+# Then the time from a Service selector change to all new requests landing on the new pods.
+#
+# usage (as root: the second part runs pods): bench/router/run.sh [SECONDS_PER_RUN]
+# needs: nginx, haproxy, wrk, python3, kubectl (scripts/install-test-deps)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+SECS=${1:-10}
+PROFILE=${BERTH_PROFILE:-release}   # BERTH_PROFILE=debug only to check the script itself
+if [ "$PROFILE" = release ]; then cargo build --release -q -p berth; fi
+BIN=$PWD/target/$PROFILE/berth
+WORK=$(mktemp -d /tmp/berth-router-bench.XXXXXX)
+IP=$(ip route get 192.0.2.1 | awk '{for (i = 1; i <= NF; i++) if ($i == "src") print $(i + 1)}')
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+BACKEND=$(free_port); NGINX=$(free_port); HAPROXY=$(free_port); ROUTER=$(free_port); API=$(free_port)
+BRIDGE=brbench$$
+BRIDGE=${BRIDGE:0:15}
+export KUBECONFIG=$WORK/berth/kubeconfig KUBECACHEDIR=$WORK/kubecache
+PIDS=()
+BERTH=""
+cleanup() {
+  if [ -n "$BERTH" ]; then
+    # Pods outlive the server by design: remove them first.
+    kubectl delete deploy --all --wait=true --timeout=60s >/dev/null 2>&1 || true
+    kill "$BERTH" 2>/dev/null || true
+    wait "$BERTH" 2>/dev/null || true
+    ip link del "$BRIDGE" 2>/dev/null || true
+    for table in nat filter; do
+      iptables -t $table -S | grep -e "$BRIDGE" -e 10.177.7.0/24 | sed 's/^-A /-D /' |
+        while read -r rule; do eval "iptables -t $table $rule" || true; done
+    done
+  fi
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+printf 'hello\n' >"$WORK/index.html"
+temp_paths="client_body_temp_path $WORK/body; proxy_temp_path $WORK/proxy; fastcgi_temp_path $WORK/fcgi; uwsgi_temp_path $WORK/uwsgi; scgi_temp_path $WORK/scgi;"
+cat >"$WORK/backend.conf" <<EOF
+worker_processes 1; daemon off; pid $WORK/backend.pid; error_log $WORK/backend.err;
+events { worker_connections 4096; }
+http { access_log off; $temp_paths
+  server { listen $IP:$BACKEND; root $WORK; keepalive_requests 10000000; } }
+EOF
+cat >"$WORK/proxy.conf" <<EOF
+worker_processes 1; daemon off; pid $WORK/proxy.pid; error_log $WORK/proxy.err;
+events { worker_connections 4096; }
+http { access_log off; $temp_paths
+  upstream backend { server $IP:$BACKEND; keepalive 64; keepalive_requests 10000000; }
+  server { listen 127.0.0.1:$NGINX; keepalive_requests 10000000;
+    location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection "";
+      proxy_set_header Host \$host; proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto \$scheme; proxy_set_header X-Forwarded-Host \$host; } } }
+EOF
+cat >"$WORK/haproxy.cfg" <<EOF
+global
+  nbthread 1
+  maxconn 4096
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  option forwardfor
+  http-reuse always
+frontend web
+  bind 127.0.0.1:$HAPROXY
+  default_backend backend
+backend backend
+  server b1 $IP:$BACKEND
+EOF
+nginx -c "$WORK/backend.conf" -p "$WORK" & PIDS+=($!)
+nginx -c "$WORK/proxy.conf" -p "$WORK" & PIDS+=($!)
+haproxy -f "$WORK/haproxy.cfg" -db & PIDS+=($!)
+
+# Berth with its node agent (pods for the second part), one runtime worker thread, and the
+# access log off like the peers'.
+TOKIO_WORKER_THREADS=1 BERTH_LOG=warn "$BIN" server --data-dir "$WORK/berth" --listen "127.0.0.1:$API" \
+  --http-listen "127.0.0.1:$ROUTER" --https-listen off --route-suffix bench.invalid \
+  --pod-bridge "$BRIDGE" --pod-cidr 10.177.7.0/24 >"$WORK/berth.out" &
+BERTH=$!
+until grep -q KUBECONFIG "$WORK/berth.out" 2>/dev/null; do sleep 0.1; done
+kubectl apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Service
+metadata: {name: static}
+spec:
+  ports: [{port: 80, targetPort: $BACKEND}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: static-manual
+  labels: {kubernetes.io/service-name: static}
+addressType: IPv4
+ports: [{port: $BACKEND}]
+endpoints: [{addresses: ["$IP"], conditions: {ready: true}}]
+---
+apiVersion: berth.dev/v1
+kind: Route
+metadata: {name: static}
+spec:
+  to: {name: static}
+EOF
+until curl -sf -H 'Host: static-default.localhost' "http://127.0.0.1:$ROUTER/" >/dev/null; do sleep 0.1; done
+
+run_wrk() { # name url [host]
+  local out
+  out=$(wrk -t1 -c64 -d"${SECS}s" --latency ${3:+-H "Host: $3"} "$2")
+  local rps p99
+  rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
+  p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
+  if grep -q -e 'Non-2xx' -e 'Socket errors' <<<"$out"; then echo "$1: errors" >&2; echo "$out" >&2; fi
+  echo "$1 $rps $p99"
+}
+ms() { # wrk latency (us/ms/s) to milliseconds
+  awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n = n; else if (v ~ /s$/) n *= 1000; printf "%.2f", n }'
+}
+echo "== HTTP, wrk -t1 -c64 -d${SECS}s, keep-alive, 6-byte page; one worker thread per proxy"
+results=()
+results+=("$(run_wrk direct "http://$IP:$BACKEND/")")
+results+=("$(run_wrk berth "http://127.0.0.1:$ROUTER/" static-default.localhost)")
+results+=("$(run_wrk nginx "http://127.0.0.1:$NGINX/")")
+results+=("$(run_wrk haproxy "http://127.0.0.1:$HAPROXY/")")
+read -r _ nginx_rps nginx_p99 <<<"${results[2]}"
+printf '%-8s %12s %10s %14s %14s\n' peer requests/s p99_ms rps/nginx p99/nginx
+for r in "${results[@]}"; do
+  read -r name rps p99 <<<"$r"
+  printf '%-8s %12.0f %10s %14.2f %14.2f\n' "$name" "$rps" "$(ms "$p99")" \
+    "$(awk -v a="$rps" -v b="$nginx_rps" 'BEGIN { print a / b }')" \
+    "$(awk -v a="$(ms "$p99")" -v b="$(ms "$nginx_p99")" 'BEGIN { print a / b }')"
+done
+
+echo "== Service selector change to all new requests on the new pods"
+for colour in blue green; do
+  kubectl apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: $colour}
+data:
+  index.html: "$colour"
+  nginx.conf: |
+    worker_processes 1; pid /tmp/nginx.pid; error_log /dev/stderr; daemon off;
+    events {}
+    http { access_log off; client_body_temp_path /tmp/b; proxy_temp_path /tmp/p; fastcgi_temp_path /tmp/f;
+      uwsgi_temp_path /tmp/u; scgi_temp_path /tmp/s; server { listen 80; root /site; } }
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: $colour}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web, version: $colour}}
+  template:
+    metadata: {labels: {app: web, version: $colour}}
+    spec:
+      containers:
+      - name: nginx
+        image: host
+        command: [nginx, -c, /site/nginx.conf]
+        readinessProbe: {httpGet: {path: /, port: 80}, periodSeconds: 1}
+        volumeMounts: [{name: site, mountPath: /site}]
+      volumes: [{name: site, configMap: {name: $colour}}]
+EOF
+done
+kubectl apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  selector: {app: web, version: blue}
+  ports: [{port: 80}]
+---
+apiVersion: berth.dev/v1
+kind: Route
+metadata: {name: web}
+spec:
+  to: {name: web}
+EOF
+kubectl rollout status deploy/blue --timeout=120s >/dev/null
+kubectl rollout status deploy/green --timeout=120s >/dev/null
+until [ "$(curl -s -H 'Host: web-default.localhost' "http://127.0.0.1:$ROUTER/")" = blue ]; do sleep 0.1; done
+TOKEN=$(cat "$WORK/berth/pki/admin.token")
+lat=$(python3 bench/router/switch.py "$API" "$TOKEN" "$ROUTER" web-default.localhost 10)
+echo "switch latencies (ms): $lat"
+echo "$lat" | tr ' ' '\n' | sort -n | awk '{ a[NR] = $1 } END { printf "median %.1f ms, max %.1f ms over %d switches\n", a[int((NR + 1) / 2)], a[NR], NR }'
