@@ -10,6 +10,7 @@ pub mod crd;
 pub mod discovery;
 pub mod handlers;
 mod listing;
+pub mod metrics;
 pub mod objects;
 pub mod patch;
 pub mod pki;
@@ -76,7 +77,14 @@ pub async fn build_state(
     let objects = Arc::new(Objects::with_service_ranges(store, Registry::with_builtins(), service_ranges));
     let api_port = server_address.rsplit_once(':').and_then(|(_, p)| p.parse().ok()).unwrap_or(6443);
     objects.bootstrap(api_port).await?;
-    let state = Arc::new(AppState { objects, token, server_address, max_body_bytes: MAX_BODY_BYTES, pod_io });
+    let state = Arc::new(AppState {
+        objects,
+        token,
+        server_address,
+        max_body_bytes: MAX_BODY_BYTES,
+        pod_io,
+        api_metrics: metrics::ApiMetrics::default(),
+    });
     crd::load_all(&state).await?;
     Ok(state)
 }

@@ -34,6 +34,21 @@ pub trait PodIo: Send + Sync + 'static {
         let _ = (pod, opts);
         Err(ApiError::bad_request("exec is not supported: no node is running here"))
     }
+
+    /// Usage of the pods running here, over the node's sampling window.
+    fn pod_usage(&self) -> Vec<crate::metrics::PodUsage> {
+        Vec::new()
+    }
+
+    /// Usage of the node.
+    fn node_usage(&self) -> Option<crate::metrics::NodeUsage> {
+        None
+    }
+
+    /// The node's per-container series as an OpenMetrics text document (with its `# EOF`).
+    fn prometheus(&self) -> String {
+        String::new()
+    }
 }
 
 #[allow(clippy::too_many_arguments)]

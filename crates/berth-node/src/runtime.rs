@@ -481,6 +481,7 @@ impl Runtime {
             container_id: id.clone(),
             bundle: state_dir.clone(),
             log_path,
+            log_rotation: self.config.log_rotation,
             oom_counter: self.cgroups.oom_counter(&cgroups_path),
         };
         let shim_json = serde_json::to_vec_pretty(&shim_config).map_err(|e| RuntimeError::Shim(e.to_string()))?;
@@ -853,7 +854,7 @@ impl Runtime {
             {
                 tracing::warn!(%error, dir = %dir.display(), "cannot remove old container attempt");
             }
-            let _ = tokio::fs::remove_file(self.log_path(uid, name, attempt)).await;
+            crilog::remove_log(&self.log_path(uid, name, attempt));
         }
     }
 

@@ -70,6 +70,12 @@ pub struct ServerArgs {
     /// Commit writes with synchronous=NORMAL: faster, but a power loss may lose the last writes.
     #[arg(long)]
     fast_commit: bool,
+    /// Size in bytes at which a container's log file is rotated (kubelet's containerLogMaxSize).
+    #[arg(long, default_value_t = 10 * 1024 * 1024)]
+    container_log_max_size: u64,
+    /// Log files kept per container, the live one included (kubelet's containerLogMaxFiles).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(2..))]
+    container_log_max_files: u32,
     /// Where the HTTP router serves plain HTTP (`ADDR:PORT`, `:PORT`, or `off`).
     #[arg(long, default_value = ":80", value_parser = parse_listen)]
     http_listen: Listen,

@@ -49,8 +49,22 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let node_dir = data_dir.join("node");
     let pod_cidr: berth_node::Ipv4Cidr =
         args.pod_cidr.parse().map_err(|e| anyhow::anyhow!("--pod-cidr {}: {e}", args.pod_cidr))?;
-    let pod_io: Option<Arc<dyn berth_apiserver::PodIo>> =
-        (!args.no_node).then(|| Arc::new(crate::podio::NodeLogs { data_dir: node_dir.clone() }) as _);
+    let node_defaults = berth_node::NodeConfig::new(node_dir.clone());
+    // Usage is sampled every few seconds; rates cover the last two intervals.
+    let sampler = (!args.no_node).then(|| {
+        Arc::new(berth_node::metrics::Sampler::new(
+            berth_node::metrics::Reader::new(&node_dir, &node_defaults.cgroup_parent),
+            3,
+        ))
+    });
+    let sampling = sampler.clone().map(|s| tokio::spawn(s.run(std::time::Duration::from_secs(5))));
+    let pod_io: Option<Arc<dyn berth_apiserver::PodIo>> = (!args.no_node).then(|| {
+        Arc::new(crate::podio::NodeLogs {
+            data_dir: node_dir.clone(),
+            node_name: node_defaults.node_name.clone(),
+            metrics: sampler.clone(),
+        }) as _
+    });
     let service_ranges = berth_apiserver::ServiceRanges::parse(&args.service_cidr, &args.service_node_port_range)
         .map_err(|e| anyhow::anyhow!("--service-cidr/--service-node-port-range: {e}"))?;
     let state = berth_apiserver::build_state(
@@ -104,6 +118,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         config.drain = Some(berth_node::DrainHook(Arc::new(RouterDrain(router.clone()))));
         config.network.pod_cidr = pod_cidr;
         config.network.bridge = args.pod_bridge.clone();
+        config.log_rotation =
+            berth_node::Rotation { max_bytes: args.container_log_max_size, max_files: args.container_log_max_files };
         config.capacity.pods = Some(args.max_pods);
         let stop = shutdown.clone().cancelled_owned();
         tokio::spawn(async move {
@@ -144,6 +160,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     if let Some(c) = controllers {
         c.abort();
+    }
+    if let Some(s) = sampling {
+        s.abort();
     }
     if let Some(p) = proxy {
         p.abort();

@@ -30,6 +30,7 @@ use crate::subresources::PodIo;
 
 pub mod portforward;
 pub mod spdy;
+pub mod spdy_upgrade;
 
 pub const V5_PROTOCOL: &str = "v5.channel.k8s.io";
 pub const V4_PROTOCOL: &str = "v4.channel.k8s.io";
@@ -74,10 +75,15 @@ pub async fn exec(io: Arc<dyn PodIo>, pod: &Value, opts: ExecOptions, req: Reque
     if opts.tty && opts.stderr {
         return Err(ApiError::bad_request("stdout and stderr are merged when tty is set; stderr must be false"));
     }
+    if spdy_upgrade::is_spdy_upgrade(req.headers()) {
+        let session = io.exec(pod, &opts)?;
+        return spdy_upgrade::exec(session, opts, req);
+    }
     let (mut parts, _body) = req.into_parts();
     let upgrade = WebSocketUpgrade::from_request_parts(&mut parts, &()).await.map_err(|_| {
         ApiError::bad_request(format!(
-            "exec needs a WebSocket upgrade with subprotocol {V5_PROTOCOL} (SPDY is not supported)"
+            "exec needs an upgrade to WebSocket (subprotocol {V5_PROTOCOL}) or to {}",
+            spdy_upgrade::SPDY_UPGRADE
         ))
     })?;
     let upgrade = upgrade.protocols([V5_PROTOCOL, V4_PROTOCOL]);
