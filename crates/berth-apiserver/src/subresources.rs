@@ -35,6 +35,12 @@ pub trait PodIo: Send + Sync + 'static {
         Err(ApiError::bad_request("exec is not supported: no node is running here"))
     }
 
+    /// Connects to a running container's own process (`kubectl attach`).
+    fn attach(&self, pod: &Value, opts: &crate::stream::ExecOptions) -> Result<crate::stream::ExecIo, ApiError> {
+        let _ = (pod, opts);
+        Err(ApiError::bad_request("attach is not supported: no node is running here"))
+    }
+
     /// Usage of the pods running here, over the node's sampling window.
     fn pod_usage(&self) -> Vec<crate::metrics::PodUsage> {
         Vec::new()
@@ -142,7 +148,7 @@ pub async fn handle(
             resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain"));
             Ok(resp)
         }
-        ("exec", &Method::GET | &Method::POST) if info.gvk.group.is_empty() && info.gvk.kind == "Pod" => {
+        ("exec" | "attach", &Method::GET | &Method::POST) if info.gvk.group.is_empty() && info.gvk.kind == "Pod" => {
             let pod = objects.get(info, ns, name).await?;
             // Container defaulting is the same as for logs.
             let container = log_options(&pod, &q)?.container;
@@ -163,6 +169,7 @@ pub async fn handle(
                 stdout: q.flag("stdout"),
                 stderr: q.flag("stderr"),
                 tty: q.flag("tty"),
+                attach: sub == "attach",
             };
             let Some(io) = state.pod_io.clone() else {
                 return Err(ApiError::bad_request(format!(

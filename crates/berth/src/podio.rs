@@ -106,6 +106,10 @@ impl PodIo for NodeLogs {
         self.exec_in(pod, opts)
     }
 
+    fn attach(&self, pod: &Value, opts: &ExecOptions) -> Result<ExecIo, ApiError> {
+        self.attach_to(pod, opts)
+    }
+
     fn logs(&self, pod: &Value, opts: &LogOptions) -> Result<Body, ApiError> {
         let name = pod.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
         let uid = pod.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default();
@@ -189,6 +193,54 @@ impl PodIo for NodeLogs {
 }
 
 impl NodeLogs {
+    /// `kubectl attach`: the container's output from now on, read from its log as it is
+    /// written, until the container ends. The container's stdin is not connected (Berth
+    /// starts containers without one), so `-i` is refused.
+    fn attach_to(&self, pod: &Value, opts: &ExecOptions) -> Result<ExecIo, ApiError> {
+        let uid = pod.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default().to_owned();
+        if opts.stdin {
+            return Err(ApiError::bad_request(format!(
+                "cannot attach to the stdin of container {:?}: Berth runs containers without stdin",
+                opts.container
+            )));
+        }
+        let record = berth_node::exec::running_container(&self.data_dir, &uid, &opts.container)
+            .ok_or_else(|| ApiError::bad_request(format!("container {:?} is not running", opts.container)))?;
+        let path = berth_node::log_path(&self.data_dir, &uid, &opts.container, record.attempt);
+        let from_now = berth_node::LogOptions { tail_lines: Some(0), ..Default::default() };
+        let (_, mut follower) = berth_node::LogFollower::open(&path, &from_now)
+            .map_err(|e| ApiError::internal(format!("reading the log of {:?}: {e}", opts.container)))?;
+        let (mut writer, reader) = tokio::io::duplex(64 * 1024);
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+        let (data_dir, container, attempt) = (self.data_dir.clone(), opts.container.clone(), record.attempt);
+        tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            loop {
+                tokio::time::sleep(FOLLOW_POLL).await;
+                let running = berth_node::exec::running_container(&data_dir, &uid, &container)
+                    .is_some_and(|r| r.attempt == attempt);
+                let Ok(chunk) = follower.read_new() else { break };
+                if !chunk.is_empty() && writer.write_all(&chunk).await.is_err() {
+                    break;
+                }
+                if !running {
+                    break;
+                }
+            }
+            let _ = done_tx.send(());
+        });
+        Ok(ExecIo {
+            stdin: None,
+            stdout: opts.stdout.then(|| Box::pin(reader) as std::pin::Pin<Box<dyn tokio::io::AsyncRead + Send>>),
+            stderr: None,
+            resize: None,
+            exit: Box::pin(async move {
+                let _ = done_rx.await;
+                Ok(0)
+            }),
+        })
+    }
+
     /// `kubectl exec`: `runc exec` in the newest running attempt of the container.
     fn exec_in(&self, pod: &Value, opts: &ExecOptions) -> Result<ExecIo, ApiError> {
         let name = pod.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();

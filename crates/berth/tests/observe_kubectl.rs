@@ -116,6 +116,33 @@ fn kubectl_logs_follows_filters_and_rotates() {
     let _ = follow.kill();
     let _ = follow.wait();
 
+    // kubectl attach shows the container's output from now on, as it is written.
+    let mut attach = s
+        .kubectl_cmd(&["attach", "talker"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("kubectl attach");
+    let stdout = attach.stdout.take().expect("stdout");
+    let (tx, attached) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    // Say things until one arrives (attach connects asynchronously).
+    let heard = wait_for("output through kubectl attach", Duration::from_secs(30), || {
+        s.ok(&["exec", "talker", "--", "sh", "-c", "echo attached-said > /tmp/say.new && mv /tmp/say.new /tmp/say"]);
+        attached.recv_timeout(Duration::from_secs(2)).ok()
+    });
+    assert_eq!(heard, "attached-said");
+    let _ = attach.kill();
+    let _ = attach.wait();
+    let refused = s.fails(&["attach", "-i", "talker"]);
+    assert!(refused.contains("stdin"), "{refused}");
+
     // --tail, --timestamps, --since, --since-time, --limit-bytes, -c, --all-containers.
     wait_for("counter's output", Duration::from_secs(30), || {
         s.ok(&["logs", "counter", "-c", "main"]).contains("to-stderr").then_some(())
@@ -147,7 +174,8 @@ fn kubectl_logs_follows_filters_and_rotates() {
         pod["status"]["containerStatuses"][0]["restartCount"].as_u64().filter(|n| *n >= 1)
     });
     let previous = s.ok(&["logs", "crasher", "--previous"]);
-    let n: u64 = previous.trim().strip_prefix("attempt-").and_then(|n| n.parse().ok()).expect(&previous);
+    let last = previous.lines().last().unwrap_or_default();
+    let n: u64 = last.strip_prefix("attempt-").and_then(|n| n.parse().ok()).expect(&previous);
     assert!(n >= restarts, "previous attempt printed {previous:?} with restartCount {restarts}");
 
     // Rotation: a log bigger than --container-log-max-size is kept in at most 3 files, the
