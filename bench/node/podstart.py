@@ -338,6 +338,8 @@ def density(api, args, n, namespace="default"):
         "shims_rss_mib": shim_rss / 1024, "shims_pss_mib": shim_pss / 1024,
         "per_pod_rss_kib": (server_rss + shim_rss) / n, "per_pod_pss_kib": (server_pss + shim_pss) / n,
     }
+    # Report before the (long) clean-up, so an interrupted run still has its figures.
+    print_report({"latency": [], "density": result})
     delete_all(api, namespace, label, timeout=1800)
     return result
 
@@ -372,7 +374,7 @@ def main():
         results["density"] = density(api, args, args.density)
     with open(args.out, "w") as f:
         json.dump(results, f, indent=1)
-    print_report(results)
+    print_report({"latency": results["latency"], "density": None})
 
 
 def print_report(results):

@@ -9,7 +9,9 @@
 #   REPLICAS=200 bash bench/workloads/run.sh
 #
 # Environment: CARGO_TARGET_DIR (default <repo>/target-bench), REPLICAS (default 1000),
-# BENCH_WORK_DIR (scratch data dir, default $CARGO_TARGET_DIR/workloads-run).
+# BENCH_WORK_DIR (scratch data dir, default $CARGO_TARGET_DIR/workloads-run), BENCH_PROFILE
+# (release, the default; debug measures the unoptimised build, where a release build does not
+# fit).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -20,11 +22,17 @@ ANCHOR_QPS=20
 
 say() { printf '\n=== %s\n' "$*" >&2; }
 
-say "building (release) into $CARGO_TARGET_DIR"
-cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml" -p berth
-cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml" -p berth-controllers --example workload_bench
-BERTH=$CARGO_TARGET_DIR/release/berth
-DRIVER=$CARGO_TARGET_DIR/release/examples/workload_bench
+PROFILE=${BENCH_PROFILE:-release}
+case $PROFILE in
+    release) PROFILE_FLAG=--release; PROFILE_DIR=release ;;
+    debug) PROFILE_FLAG=; PROFILE_DIR=debug ;;
+    *) echo "BENCH_PROFILE must be release or debug" >&2; exit 2 ;;
+esac
+say "building ($PROFILE) into $CARGO_TARGET_DIR"
+cargo build $PROFILE_FLAG --quiet --manifest-path "$ROOT/Cargo.toml" -p berth
+cargo build $PROFILE_FLAG --quiet --manifest-path "$ROOT/Cargo.toml" -p berth-controllers --example workload_bench
+BERTH=$CARGO_TARGET_DIR/$PROFILE_DIR/berth
+DRIVER=$CARGO_TARGET_DIR/$PROFILE_DIR/examples/workload_bench
 
 rm -rf "$WORK" && mkdir -p "$WORK"
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
@@ -47,27 +55,35 @@ requests_total() {
         awk '/^apiserver_request_total[{ ]/ { sum += $NF; found = 1 } END { if (found) printf "%d\n", sum }'
 }
 
+# The store's revision: every create, update, patch and delete of any object advances it by one,
+# so its growth counts the API writes of every client.
+store_revision() {
+    curl -sk -H "Authorization: Bearer $TOKEN" "https://127.0.0.1:$PORT/api/v1/namespaces?limit=1" |
+        python3 -c 'import json, sys; print(json.load(sys.stdin)["metadata"]["resourceVersion"])'
+}
+
 cpu_seconds() { awk '{ printf "%.2f\n", ($14 + $15) / 100 }' "/proc/$SERVER/stat"; }
 
 field() { python3 -c 'import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$1" "$2"; }
 
 say "Deployment 0 -> $REPLICAS replicas"
-req0=$(requests_total); cpu0=$(cpu_seconds)
+req0=$(requests_total); rev0=$(store_revision); cpu0=$(cpu_seconds)
 scale=$("$DRIVER" "$KUBECONFIG_FILE" scale "$REPLICAS")
-req1=$(requests_total); cpu1=$(cpu_seconds)
+req1=$(requests_total); rev1=$(store_revision); cpu1=$(cpu_seconds)
 echo "$scale" >&2
 
 say "rolling update of $REPLICAS replicas, maxSurge 25%"
 rollout=$("$DRIVER" "$KUBECONFIG_FILE" rollout "$REPLICAS")
-req2=$(requests_total); cpu2=$(cpu_seconds)
+req2=$(requests_total); rev2=$(store_revision); cpu2=$(cpu_seconds)
 echo "$rollout" >&2
 
-exist=$(field "$scale" pods_exist_seconds)
-ready=$(field "$scale" all_ready_seconds)
+round() { awk -v x="$1" 'BEGIN { printf "%.2f", x }'; }
+exist=$(round "$(field "$scale" pods_exist_seconds)")
+ready=$(round "$(field "$scale" all_ready_seconds)")
 anchor=$(awk -v n="$REPLICAS" -v q="$ANCHOR_QPS" 'BEGIN { printf "%.1f", n / q }')
-secs=$(field "$rollout" seconds)
+secs=$(round "$(field "$rollout" seconds)")
 steps=$(field "$rollout" scaling_steps)
-per_step=$(field "$rollout" seconds_per_step)
+per_step=$(round "$(field "$rollout" seconds_per_step)")
 created=$(field "$rollout" pods_created)
 
 per_pod() { # server requests minus the driver's own, per pod
@@ -75,6 +91,12 @@ per_pod() { # server requests minus the driver's own, per pod
     if [[ -z $delta ]]; then echo "n/a (no request counters in this build)"; return; fi
     awk -v d="$delta" -v own="$driver" -v p="$pods" 'BEGIN { printf "%.2f", (d - own) / p }'
 }
+# Writes of everyone but the driver (its status patches and its one scale or template change).
+writes_per_pod() {
+    awk -v d="$1" -v own="$2" -v p="$3" 'BEGIN { printf "%.2f", (d - own) / p }'
+}
+scale_writes=$(writes_per_pod $((rev1 - rev0)) "$(field "$scale" status_writes)" "$REPLICAS")
+rollout_writes=$(writes_per_pod $((rev2 - rev1)) "$(field "$rollout" status_writes)" "$created")
 scale_req=""; rollout_req=""
 if [[ -n $req0 && -n $req1 && -n $req2 ]]; then
     scale_req=$((req1 - req0 - 1)); rollout_req=$((req2 - req1 - 1)) # minus the /metrics scrape
@@ -82,7 +104,7 @@ fi
 
 cat <<EOF
 
-## Results ($REPLICAS replicas; $(nproc) cores; $(date -u +%Y-%m-%dT%H:%MZ))
+## Results ($REPLICAS replicas; $PROFILE build; $(nproc) cores; load average $(cut -d' ' -f1-3 /proc/loadavg); $(date -u +%Y-%m-%dT%H:%MZ))
 
 | measurement | Berth | anchor | ratio |
 |---|---|---|---|
@@ -90,6 +112,8 @@ cat <<EOF
 | 0 -> $REPLICAS: all counted ready | ${ready} s | ${anchor} s | $(awk -v a="$anchor" -v b="$ready" 'BEGIN { printf "%.0fx faster", a / b }') |
 | rolling update, maxSurge 25%: total | ${secs} s, ${steps} scaling steps | | |
 | rolling update: per scaling step | ${per_step} s | | |
+| controller API writes per pod, scale-up | $scale_writes | | |
+| controller API writes per pod, rolling update | $rollout_writes | | |
 | controller requests per pod, scale-up | $(per_pod "$scale_req" "$(field "$scale" driver_requests)" "$REPLICAS") | | |
 | controller requests per pod, rolling update | $(per_pod "$rollout_req" "$(field "$rollout" driver_requests)" "$created") | | |
 | server CPU, scale-up / rolling update | $(awk -v a="$cpu0" -v b="$cpu1" 'BEGIN { printf "%.1f", b - a }') s / $(awk -v a="$cpu1" -v b="$cpu2" 'BEGIN { printf "%.1f", b - a }') s | | |

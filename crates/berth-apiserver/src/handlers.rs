@@ -31,6 +31,8 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// Hooks for subresources served by other components (logs, exec).
     pub pod_io: Option<Arc<dyn subresources::PodIo>>,
+    /// The API server's own Prometheus series.
+    pub api_metrics: crate::metrics::ApiMetrics,
 }
 
 pub type Shared = Arc<AppState>;
@@ -96,9 +98,26 @@ fn accept(headers: &HeaderMap) -> String {
 }
 
 pub async fn handle(State(state): State<Shared>, req: Request) -> Response {
+    let started = std::time::Instant::now();
+    let target = request::parse(req.uri().path());
+    let rp = match &target {
+        Target::Resource(rp) => Some(rp.clone()),
+        _ => None,
+    };
+    let verb = crate::metrics::verb(req.method(), rp.as_ref(), &Query::parse(req.uri().query()));
+    // Health probes are not API requests (upstream leaves them out too).
+    let health = matches!(target, Target::Health(_));
+    let resp = dispatch(&state, target, req).await;
+    if !health {
+        state.api_metrics.observe(verb, rp.as_ref(), resp.status().as_u16(), started);
+    }
+    resp
+}
+
+async fn dispatch(state: &Shared, target: Target, req: Request) -> Response {
+    let state = Arc::clone(state);
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
-    let target = request::parse(&path);
     if let Target::Health(_) = target {
         return plain(StatusCode::OK, "ok");
     }
@@ -142,7 +161,7 @@ pub async fn handle(State(state): State<Shared>, req: Request) -> Response {
             }
             None => error_response(&ApiError::route_not_found(&path)),
         },
-        Target::Metrics => plain(StatusCode::OK, ""),
+        Target::Metrics => crate::metrics::prometheus(&state),
         Target::NotFound => error_response(&ApiError::route_not_found(&path)),
         Target::Resource(rp) => {
             let query = Query::parse(req.uri().query());
@@ -284,6 +303,9 @@ async fn resource(
     let Some(info) = state.objects.lookup(&rp.group, &rp.version, &rp.resource) else {
         return Err(ApiError::route_not_found(&path));
     };
+    if info.read_only {
+        return crate::metrics::serve(state, &info, &rp, &method, &q).await;
+    }
     if info.namespaced() && rp.namespace.is_none() && rp.name.is_some() {
         return Err(ApiError::route_not_found(&path));
     }

@@ -10,11 +10,13 @@ pub mod crd;
 pub mod discovery;
 pub mod handlers;
 mod listing;
+pub mod metrics;
 pub mod objects;
 pub mod patch;
 pub mod pki;
 pub mod protobuf;
 pub mod request;
+pub mod service_ranges;
 pub mod stream;
 pub mod subresources;
 pub mod table;
@@ -35,6 +37,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use handlers::AppState;
 pub use objects::Objects;
+pub use service_ranges::ServiceRanges;
 pub use subresources::{LogOptions, PodIo};
 
 #[derive(Debug, thiserror::Error)]
@@ -69,10 +72,19 @@ pub async fn build_state(
     token: String,
     server_address: String,
     pod_io: Option<Arc<dyn PodIo>>,
+    service_ranges: ServiceRanges,
 ) -> Result<handlers::Shared, Error> {
-    let objects = Arc::new(Objects::new(store, Registry::with_builtins()));
-    objects.bootstrap().await?;
-    let state = Arc::new(AppState { objects, token, server_address, max_body_bytes: MAX_BODY_BYTES, pod_io });
+    let objects = Arc::new(Objects::with_service_ranges(store, Registry::with_builtins(), service_ranges));
+    let api_port = server_address.rsplit_once(':').and_then(|(_, p)| p.parse().ok()).unwrap_or(6443);
+    objects.bootstrap(api_port).await?;
+    let state = Arc::new(AppState {
+        objects,
+        token,
+        server_address,
+        max_body_bytes: MAX_BODY_BYTES,
+        pod_io,
+        api_metrics: metrics::ApiMetrics::default(),
+    });
     crd::load_all(&state).await?;
     Ok(state)
 }

@@ -8,7 +8,6 @@
 
 use std::{
     collections::HashSet,
-    net::Ipv4Addr,
     sync::{Arc, RwLock},
 };
 
@@ -22,6 +21,8 @@ use berth_store::{DynStore, Error as StoreError, KeyValue, Revision};
 use bytes::Bytes;
 use chrono::{SecondsFormat, Utc};
 use rand::Rng;
+
+use crate::service_ranges::ServiceRanges;
 use serde_json::{Map, Value, json};
 
 /// How strictly unknown fields are treated (`fieldValidation`).
@@ -69,6 +70,8 @@ pub struct Objects {
     pub registry: RwLock<Registry>,
     /// One lock per namespace that has ResourceQuotas, held across check and create.
     quota_locks: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Where Services get cluster IPs and NodePorts from.
+    pub service_ranges: ServiceRanges,
 }
 
 pub fn now_rfc3339() -> String {
@@ -145,7 +148,11 @@ fn generate_suffix() -> String {
 
 impl Objects {
     pub fn new(store: DynStore, registry: Registry) -> Self {
-        Self { store, registry: RwLock::new(registry), quota_locks: Default::default() }
+        Self::with_service_ranges(store, registry, ServiceRanges::default())
+    }
+
+    pub fn with_service_ranges(store: DynStore, registry: Registry, service_ranges: ServiceRanges) -> Self {
+        Self { store, registry: RwLock::new(registry), quota_locks: Default::default(), service_ranges }
     }
 
     fn quota_lock(&self, ns: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -442,7 +449,7 @@ impl Objects {
             }
             _ => None,
         };
-        self.allocate(info, &mut obj).await?;
+        self.allocate(info, &mut obj, None).await?;
         if opts.dry_run {
             return Ok((obj, warnings));
         }
@@ -452,73 +459,79 @@ impl Objects {
         Ok((obj, warnings))
     }
 
-    /// Allocates cluster IPs and node ports for Services.
-    async fn allocate(&self, info: &ResourceInfo, obj: &mut Value) -> Result<(), ApiError> {
+    /// Allocates cluster IPs and node ports for a Service being created, or what an updated
+    /// Service (`old`) newly needs (a type change to NodePort, a new port); chosen values are
+    /// checked against the ranges and the other Services.
+    async fn allocate(&self, info: &ResourceInfo, obj: &mut Value, old: Option<&Value>) -> Result<(), ApiError> {
         if !(info.gvk.group.is_empty() && info.gvk.kind == "Service") {
             return Ok(());
         }
+        let name = meta_str(obj, "name").unwrap_or_default().to_owned();
+        let namespace = meta_str(obj, "namespace").unwrap_or_default().to_owned();
         let svc_type = obj.pointer("/spec/type").and_then(Value::as_str).unwrap_or("ClusterIP").to_owned();
         let existing = self.list(info, None, &ListOptions::default()).await?;
+        // Every other Service's allocations; this one's own (on update) are free to keep.
+        let others: Vec<&Value> = existing
+            .items
+            .iter()
+            .filter(|s| {
+                !(meta_str(s, "name") == Some(name.as_str()) && meta_str(s, "namespace") == Some(namespace.as_str()))
+            })
+            .collect();
+        let ranges = &self.service_ranges;
+        let mut errors = Vec::new();
+        let old_ip = old.and_then(|o| o.pointer("/spec/clusterIP")).and_then(Value::as_str).unwrap_or("");
         if svc_type != "ExternalName" {
             let want_ip = obj.pointer("/spec/clusterIP").and_then(Value::as_str).unwrap_or("").to_owned();
+            let used: HashSet<String> = others
+                .iter()
+                .filter_map(|s| s.pointer("/spec/clusterIP").and_then(Value::as_str).map(str::to_owned))
+                .collect();
             if want_ip.is_empty() {
-                let used: HashSet<String> = existing
-                    .items
-                    .iter()
-                    .filter_map(|s| s.pointer("/spec/clusterIP").and_then(Value::as_str).map(str::to_owned))
-                    .collect();
-                let ip = allocate_cluster_ip(&used)
+                let ip = ranges
+                    .allocate_ip(&used)
                     .ok_or_else(|| ApiError::internal("failed to allocate a serviceIP: range is full".to_owned()))?;
                 if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
-                    spec.insert("clusterIP".into(), json!(ip));
-                    spec.insert("clusterIPs".into(), json!([ip]));
+                    spec.insert("clusterIP".into(), json!(ip.to_string()));
+                    spec.insert("clusterIPs".into(), json!([ip.to_string()]));
                 }
-            } else if want_ip != "None" {
-                let taken = existing
-                    .items
-                    .iter()
-                    .any(|s| s.pointer("/spec/clusterIP").and_then(Value::as_str) == Some(want_ip.as_str()));
-                if taken {
-                    let name = meta_str(obj, "name").unwrap_or_default().to_owned();
-                    return Err(ApiError::invalid(
-                        info,
-                        &name,
-                        vec![FieldError::invalid(
-                            "spec.clusterIPs",
-                            &json!([want_ip]),
-                            &format!("failed to allocate IP {want_ip}: provided IP is already allocated"),
-                        )],
-                    ));
+            } else if want_ip != "None" && want_ip != old_ip {
+                if let Err(e) = ranges.check_chosen_ip(&want_ip, &used) {
+                    errors.push(e);
                 }
                 if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
                     spec.insert("clusterIPs".into(), json!([want_ip]));
                 }
             }
             if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
-                if spec.get("clusterIP").and_then(Value::as_str) != Some("None") {
-                    spec.entry("ipFamilies").or_insert_with(|| json!(["IPv4"]));
-                    spec.entry("ipFamilyPolicy").or_insert_with(|| json!("SingleStack"));
-                } else {
-                    spec.entry("ipFamilies").or_insert_with(|| json!(["IPv4"]));
-                    spec.entry("ipFamilyPolicy").or_insert_with(|| json!("SingleStack"));
-                }
+                spec.entry("ipFamilies").or_insert_with(|| json!(["IPv4"]));
+                spec.entry("ipFamilyPolicy").or_insert_with(|| json!("SingleStack"));
             }
         }
         if svc_type == "NodePort" || svc_type == "LoadBalancer" {
-            let mut used: HashSet<i64> = existing
-                .items
-                .iter()
-                .flat_map(|s| {
-                    s.pointer("/spec/ports")
-                        .and_then(Value::as_array)
-                        .map(|ps| ps.iter().filter_map(|p| p.get("nodePort").and_then(Value::as_i64)).collect())
-                        .unwrap_or_else(Vec::new)
-                })
-                .collect();
+            let ports_of = |s: &Value| -> Vec<i64> {
+                s.pointer("/spec/ports")
+                    .and_then(Value::as_array)
+                    .map(|ps| ps.iter().filter_map(|p| p.get("nodePort").and_then(Value::as_i64)).collect())
+                    .unwrap_or_default()
+            };
+            let mut used: HashSet<i64> = others.iter().flat_map(|s| ports_of(s)).collect();
+            let kept: HashSet<i64> = old.map(ports_of).unwrap_or_default().into_iter().collect();
             if let Some(ports) = obj.pointer_mut("/spec/ports").and_then(Value::as_array_mut) {
-                for p in ports {
+                // Chosen ports first, so that allocation does not hand one of them out.
+                for (i, p) in ports.iter().enumerate() {
+                    if let Some(n) = p.get("nodePort").and_then(Value::as_i64).filter(|n| *n != 0) {
+                        if !kept.contains(&n)
+                            && let Err(e) = ranges.check_chosen_port(i, n, &used)
+                        {
+                            errors.push(e);
+                        }
+                        used.insert(n);
+                    }
+                }
+                for p in ports.iter_mut() {
                     if p.get("nodePort").and_then(Value::as_i64).is_none_or(|n| n == 0) {
-                        let port = (30000..=32767).find(|n| !used.contains(n)).ok_or_else(|| {
+                        let port = ranges.allocate_port(&used).ok_or_else(|| {
                             ApiError::internal("failed to allocate a nodePort: range is full".to_owned())
                         })?;
                         used.insert(port);
@@ -528,6 +541,9 @@ impl Objects {
                     }
                 }
             }
+        }
+        if !errors.is_empty() {
+            return Err(ApiError::invalid(info, &name, errors));
         }
         Ok(())
     }
@@ -719,6 +735,9 @@ impl Objects {
             set_rv(&mut new, kv.mod_revision);
             return Ok(new);
         }
+        if !deleting {
+            self.allocate(info, &mut new, Some(old)).await?;
+        }
         let mut old_cmp = old.clone();
         strip_rv(&mut old_cmp);
         if old_cmp == new {
@@ -909,7 +928,7 @@ impl Objects {
     }
 
     /// Creates the namespaces and objects every cluster starts with.
-    pub async fn bootstrap(&self) -> Result<(), ApiError> {
+    pub async fn bootstrap(&self, api_port: u16) -> Result<(), ApiError> {
         let opts = WriteOptions { dry_run: false, field_validation: FieldValidation::Ignore };
         let ns_info = self.lookup("", "v1", "namespaces").ok_or_else(|| ApiError::internal("namespaces missing"))?;
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
@@ -921,15 +940,31 @@ impl Objects {
             }
         }
         let svc_info = self.lookup("", "v1", "services").ok_or_else(|| ApiError::internal("services missing"))?;
-        let svc = json!({"apiVersion": "v1", "kind": "Service",
+        let kubernetes = json!({"apiVersion": "v1", "kind": "Service",
             "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"component": "apiserver", "provider": "kubernetes"}},
-            "spec": {"clusterIP": "10.96.0.1", "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": 6443}]}});
-        match self.get(&svc_info, Some("default"), "kubernetes").await {
-            Ok(_) => {}
-            Err(e) if e.code == 404 => {
-                self.create(&svc_info, Some("default"), svc, &opts).await?;
+            "spec": {"clusterIP": self.service_ranges.kubernetes_ip().to_string(),
+                     "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": api_port}]}});
+        // Cluster DNS answers on this address itself (berth-dns), so the Service has no selector.
+        let dns = json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "kube-dns", "namespace": "kube-system",
+                         "labels": {"k8s-app": "kube-dns", "kubernetes.io/cluster-service": "true", "kubernetes.io/name": "BerthDNS"}},
+            "spec": {"clusterIP": self.service_ranges.dns_ip().to_string(),
+                     "ports": [{"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
+                               {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53}]}});
+        for (ns, name, svc) in [("default", "kubernetes", kubernetes), ("kube-system", "kube-dns", dns)] {
+            match self.get(&svc_info, Some(ns), name).await {
+                Ok(_) => {}
+                Err(e) if e.code == 404 => match self.create(&svc_info, Some(ns), svc, &opts).await {
+                    Ok(_) => {}
+                    // Another range than the data dir was first started with: the address is
+                    // someone else's or out of range; the Service is then allocated freely.
+                    Err(e) if e.reason == "Invalid" => {
+                        tracing::warn!(service = name, error = %e, "cannot keep the conventional cluster IP");
+                    }
+                    Err(e) => return Err(e),
+                },
+                Err(e) => return Err(e),
             }
-            Err(e) => return Err(e),
         }
         Ok(())
     }
@@ -1052,21 +1087,6 @@ pub fn parse_rv(rv: &str) -> Result<Revision, ApiError> {
     rv.parse::<Revision>().ok().filter(|r| *r >= 0).ok_or_else(|| {
         ApiError::bad_request(format!("invalid resource version {rv:?}: must be a non-negative integer"))
     })
-}
-
-/// Service cluster IPs come from 10.96.0.0/12; 10.96.0.1 is the `kubernetes` Service's.
-fn allocate_cluster_ip(used: &HashSet<String>) -> Option<String> {
-    let base = u32::from(Ipv4Addr::new(10, 96, 0, 0));
-    let size = 1u32 << 20;
-    let mut rng = rand::rng();
-    for _ in 0..1000 {
-        let offset = rng.random_range(10..size - 1);
-        let ip = Ipv4Addr::from(base + offset).to_string();
-        if !used.contains(&ip) {
-            return Some(ip);
-        }
-    }
-    (10..size - 1).map(|o| Ipv4Addr::from(base + o).to_string()).find(|ip| !used.contains(ip))
 }
 
 /// The success body of a delete that removed the object at once, for kinds that answer

@@ -34,6 +34,27 @@ pub trait PodIo: Send + Sync + 'static {
         let _ = (pod, opts);
         Err(ApiError::bad_request("exec is not supported: no node is running here"))
     }
+
+    /// Connects to a running container's own process (`kubectl attach`).
+    fn attach(&self, pod: &Value, opts: &crate::stream::ExecOptions) -> Result<crate::stream::ExecIo, ApiError> {
+        let _ = (pod, opts);
+        Err(ApiError::bad_request("attach is not supported: no node is running here"))
+    }
+
+    /// Usage of the pods running here, over the node's sampling window.
+    fn pod_usage(&self) -> Vec<crate::metrics::PodUsage> {
+        Vec::new()
+    }
+
+    /// Usage of the node.
+    fn node_usage(&self) -> Option<crate::metrics::NodeUsage> {
+        None
+    }
+
+    /// The node's per-container series as an OpenMetrics text document (with its `# EOF`).
+    fn prometheus(&self) -> String {
+        String::new()
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -127,7 +148,7 @@ pub async fn handle(
             resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain"));
             Ok(resp)
         }
-        ("exec", &Method::GET | &Method::POST) if info.gvk.group.is_empty() && info.gvk.kind == "Pod" => {
+        ("exec" | "attach", &Method::GET | &Method::POST) if info.gvk.group.is_empty() && info.gvk.kind == "Pod" => {
             let pod = objects.get(info, ns, name).await?;
             // Container defaulting is the same as for logs.
             let container = log_options(&pod, &q)?.container;
@@ -148,6 +169,7 @@ pub async fn handle(
                 stdout: q.flag("stdout"),
                 stderr: q.flag("stderr"),
                 tty: q.flag("tty"),
+                attach: sub == "attach",
             };
             let Some(io) = state.pod_io.clone() else {
                 return Err(ApiError::bad_request(format!(

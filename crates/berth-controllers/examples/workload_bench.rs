@@ -30,6 +30,24 @@ const NAME: &str = "web";
 
 type Result<T> = std::result::Result<T, Box<dyn Error + Send + Sync>>;
 
+/// The driver's own API traffic: all requests, and the writes among them.
+#[derive(Default)]
+struct Counts {
+    requests: AtomicU64,
+    writes: AtomicU64,
+}
+
+impl Counts {
+    fn read(&self) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn write(&self) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.writes.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -40,7 +58,7 @@ async fn main() -> Result<()> {
     let config =
         Config::from_custom_kubeconfig(Kubeconfig::read_from(kubeconfig)?, &KubeConfigOptions::default()).await?;
     let client = Client::try_from(config)?;
-    let requests = Arc::new(AtomicU64::new(0));
+    let requests = Arc::new(Counts::default());
     match phase.as_str() {
         "scale" => scale(client, replicas, requests).await,
         "rollout" => rollout(client, replicas, requests).await,
@@ -56,7 +74,7 @@ fn template(version: &str) -> serde_json::Value {
 }
 
 /// Marks every pod of the namespace Running and Ready as soon as it appears, like kwok.
-fn spawn_kubelet(client: Client, requests: Arc<AtomicU64>) -> tokio::task::JoinHandle<()> {
+fn spawn_kubelet(client: Client, requests: Arc<Counts>) -> tokio::task::JoinHandle<()> {
     let api: Api<Pod> = Api::namespaced(client, NS);
     tokio::spawn(async move {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<String>();
@@ -74,7 +92,7 @@ fn spawn_kubelet(client: Client, requests: Arc<AtomicU64>) -> tokio::task::JoinH
                             let cond = |t: &str| json!({"type": t, "status": "True", "lastTransitionTime": now});
                             let patch = json!({"status": {"phase": "Running", "startTime": now,
                                 "conditions": [cond("PodScheduled"), cond("Initialized"), cond("ContainersReady"), cond("Ready")]}});
-                            requests.fetch_add(1, Ordering::Relaxed);
+                            requests.write();
                             // A pod deleted meanwhile needs nothing.
                             let _ = api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await;
                         }
@@ -83,7 +101,7 @@ fn spawn_kubelet(client: Client, requests: Arc<AtomicU64>) -> tokio::task::JoinH
             })
         };
         let mut done: HashSet<String> = HashSet::new();
-        requests.fetch_add(1, Ordering::Relaxed);
+        requests.read();
         let stream = watcher(api, watcher::Config::default()).default_backoff();
         futures::pin_mut!(stream);
         while let Some(event) = stream.next().await {
@@ -138,9 +156,10 @@ async fn wait_deployment(client: &Client, done: impl Fn(&Deployment) -> bool) ->
 
 /// Deployment 0 -> `replicas`: time until every pod object exists, and until all are counted
 /// ready by the Deployment.
-async fn scale(client: Client, replicas: i32, requests: Arc<AtomicU64>) -> Result<()> {
+async fn scale(client: Client, replicas: i32, requests: Arc<Counts>) -> Result<()> {
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}});
+    requests.write();
     let _ = namespaces.create(&PostParams::default(), &serde_json::from_value(ns)?).await;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), NS);
     let d = json!({
@@ -148,6 +167,7 @@ async fn scale(client: Client, replicas: i32, requests: Arc<AtomicU64>) -> Resul
         "spec": {"replicas": 0, "selector": {"matchLabels": {"app": NAME}}, "template": template("v1"),
                  "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}}}
     });
+    requests.write();
     deployments.create(&PostParams::default(), &serde_json::from_value(d)?).await?;
     wait_deployment(&client, |d| d.status.as_ref().is_some_and(|s| s.observed_generation >= d.metadata.generation))
         .await?;
@@ -173,7 +193,7 @@ async fn scale(client: Client, replicas: i32, requests: Arc<AtomicU64>) -> Resul
         }
     });
     let start = Instant::now();
-    requests.fetch_add(1, Ordering::Relaxed);
+    requests.write();
     deployments
         .patch_scale(NAME, &PatchParams::default(), &Patch::Merge(&json!({"spec": {"replicas": replicas}})))
         .await?;
@@ -185,7 +205,8 @@ async fn scale(client: Client, replicas: i32, requests: Arc<AtomicU64>) -> Resul
     let out = json!({
         "phase": "scale", "replicas": replicas,
         "pods_exist_seconds": exist.as_secs_f64(), "all_ready_seconds": ready.as_secs_f64(),
-        "driver_requests": requests.load(Ordering::Relaxed),
+        "driver_requests": requests.requests.load(Ordering::Relaxed),
+        "status_writes": requests.writes.load(Ordering::Relaxed),
     });
     println!("{out}");
     Ok(())
@@ -193,7 +214,7 @@ async fn scale(client: Client, replicas: i32, requests: Arc<AtomicU64>) -> Resul
 
 /// A template change on `replicas` ready pods with maxSurge 25%: total time, the scaling steps
 /// the controller took, and the pods it created.
-async fn rollout(client: Client, replicas: i32, requests: Arc<AtomicU64>) -> Result<()> {
+async fn rollout(client: Client, replicas: i32, requests: Arc<Counts>) -> Result<()> {
     let kubelet = spawn_kubelet(client.clone(), requests.clone());
     // Every ReplicaSet scale change is one step of the rollout.
     let rs_api: Api<ReplicaSet> = Api::namespaced(client.clone(), NS);
@@ -227,17 +248,17 @@ async fn rollout(client: Client, replicas: i32, requests: Arc<AtomicU64>) -> Res
     let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
     let before: HashSet<String> =
         pods.list(&Default::default()).await?.items.into_iter().filter_map(|p| p.metadata.uid).collect();
-    requests.fetch_add(1, Ordering::Relaxed);
+    requests.read();
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), NS);
     let start = Instant::now();
-    requests.fetch_add(1, Ordering::Relaxed);
+    requests.write();
     deployments
         .patch(NAME, &PatchParams::default(), &Patch::Merge(&json!({"spec": {"template": template("v2")}})))
         .await?;
     wait_deployment(&client, |d| complete(d, replicas)).await?;
     let elapsed = start.elapsed();
     let after: Vec<Pod> = pods.list(&Default::default()).await?.items;
-    requests.fetch_add(1, Ordering::Relaxed);
+    requests.read();
     let created = after.iter().filter(|p| p.metadata.uid.as_ref().is_some_and(|u| !before.contains(u))).count();
     watcher_task.abort();
     kubelet.abort();
@@ -247,7 +268,8 @@ async fn rollout(client: Client, replicas: i32, requests: Arc<AtomicU64>) -> Res
         "scaling_steps": steps,
         "seconds_per_step": if steps > 0 { elapsed.as_secs_f64() / steps as f64 } else { 0.0 },
         "pods_created": created,
-        "driver_requests": requests.load(Ordering::Relaxed),
+        "driver_requests": requests.requests.load(Ordering::Relaxed),
+        "status_writes": requests.writes.load(Ordering::Relaxed),
     });
     println!("{out}");
     Ok(())

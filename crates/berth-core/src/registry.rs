@@ -151,6 +151,9 @@ const fn b(
 use Scope::{Cluster, Namespaced};
 
 #[rustfmt::skip]
+/// The group of the resource metrics API (`kubectl top`).
+pub const METRICS_GROUP: &str = "metrics.k8s.io";
+
 const BUILTINS: &[Builtin] = &[
     b("", "v1", "Namespace", "namespaces", Cluster, &["ns"], false, true, false),
     b("", "v1", "Pod", "pods", Namespaced, &["po"], true, true, false),
@@ -180,8 +183,28 @@ const BUILTINS: &[Builtin] = &[
     b("rbac.authorization.k8s.io", "v1", "Role", "roles", Namespaced, &[], false, false, false),
     b("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", Namespaced, &[], false, false, false),
     b("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", Cluster, &[], false, false, false),
-    b("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", Cluster, &[], false, false, false),
-    b("apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions", Cluster, &["crd", "crds"], false, true, false),
+    b(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "ClusterRoleBinding",
+        "clusterrolebindings",
+        Cluster,
+        &[],
+        false,
+        false,
+        false,
+    ),
+    b(
+        "apiextensions.k8s.io",
+        "v1",
+        "CustomResourceDefinition",
+        "customresourcedefinitions",
+        Cluster,
+        &["crd", "crds"],
+        false,
+        true,
+        false,
+    ),
 ];
 
 /// The set of resources currently served. Built-ins are fixed; custom resources come and
@@ -207,6 +230,22 @@ impl Registry {
                 has_scale: bi.scale,
                 custom: false,
                 read_only: false,
+                printer_columns: Vec::new(),
+            });
+        }
+        // metrics.k8s.io: usage the node measures, served read-only (never stored).
+        for (kind, plural, scope) in [("PodMetrics", "pods", Namespaced), ("NodeMetrics", "nodes", Cluster)] {
+            r.insert(ResourceInfo {
+                gvk: GroupVersionKind::new(METRICS_GROUP, "v1beta1", kind),
+                plural: plural.to_owned(),
+                singular: kind.to_lowercase(),
+                scope,
+                short_names: vec![],
+                categories: vec![],
+                has_status: false,
+                has_scale: false,
+                custom: false,
+                read_only: true,
                 printer_columns: Vec::new(),
             });
         }

@@ -26,31 +26,36 @@ impl CgroupMounts {
 
     fn parse(mountinfo: &str, v2_has_memory: impl Fn(&Path) -> bool) -> CgroupMounts {
         let mut mounts = CgroupMounts { hierarchies: Vec::new(), memory_v1: None, memory_v2: None };
+        for (mount_point, fstype, options) in Self::cgroup_mounts(mountinfo) {
+            if fstype == "cgroup" && options.split(',').any(|o| o == "memory") {
+                mounts.memory_v1 = Some(mount_point.clone());
+            }
+            if fstype == "cgroup2" && v2_has_memory(&mount_point) {
+                mounts.memory_v2 = Some(mount_point.clone());
+            }
+            mounts.hierarchies.push(mount_point);
+        }
+        mounts
+    }
+
+    /// The cgroup mounts in a mountinfo text: mount point, `cgroup` or `cgroup2`, and the
+    /// super-block options (which name a v1 hierarchy's controllers).
+    pub fn cgroup_mounts(mountinfo: &str) -> Vec<(PathBuf, &'static str, String)> {
+        let mut found = Vec::new();
         for line in mountinfo.lines() {
             // "<id> <parent> <dev> <root> <mountpoint> <opts> [optional…] - <fstype> <source> <superopts>"
             let Some((before, after)) = line.split_once(" - ") else { continue };
             let fields: Vec<&str> = before.split_whitespace().collect();
             let tail: Vec<&str> = after.split_whitespace().collect();
             let (Some(mount_point), Some(fstype)) = (fields.get(4), tail.first()) else { continue };
-            let mount_point = PathBuf::from(mount_point);
-            match *fstype {
-                "cgroup" => {
-                    let options = tail.get(2).copied().unwrap_or("");
-                    if options.split(',').any(|o| o == "memory") {
-                        mounts.memory_v1 = Some(mount_point.clone());
-                    }
-                    mounts.hierarchies.push(mount_point);
-                }
-                "cgroup2" => {
-                    if v2_has_memory(&mount_point) {
-                        mounts.memory_v2 = Some(mount_point.clone());
-                    }
-                    mounts.hierarchies.push(mount_point);
-                }
-                _ => {}
-            }
+            let fstype = match *fstype {
+                "cgroup" => "cgroup",
+                "cgroup2" => "cgroup2",
+                _ => continue,
+            };
+            found.push((PathBuf::from(mount_point), fstype, tail.get(2).copied().unwrap_or("").to_owned()));
         }
-        mounts
+        found
     }
 
     /// The file whose `oom_kill` line counts OOM kills in cgroup `path` (as in cgroupsPath).

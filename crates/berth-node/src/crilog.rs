@@ -2,10 +2,11 @@
 //! one file per container attempt at `<data-dir>/pods/<uid>/<container>/<restartCount>.log`.
 //! The shim writes them; the API server reads them through [`read_log`] and friends.
 
-use std::io::{self, BufRead, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::jiff::Timestamp;
+use serde::{Deserialize, Serialize};
 
 /// Longest line written as one record; longer ones are split into partial (`P`) records,
 /// as containerd does.
@@ -159,6 +160,110 @@ pub fn log_files(data_dir: &Path, pod_uid: &str, container: &str) -> io::Result<
     Ok(files)
 }
 
+/// Log rotation of the files the shim writes, as kubelet's `containerLogMaxSize` and
+/// `containerLogMaxFiles` (same defaults: 10 MiB, 5 files counting the live one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rotation {
+    pub max_bytes: u64,
+    pub max_files: u32,
+}
+
+impl Default for Rotation {
+    fn default() -> Self {
+        Rotation { max_bytes: 10 * 1024 * 1024, max_files: 5 }
+    }
+}
+
+/// The rotated files of the log at `path` (`<attempt>.log.<n>`), oldest first.
+pub fn rotated_files(path: &Path) -> Vec<(u64, PathBuf)> {
+    let (Some(dir), Some(base)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else {
+        return Vec::new();
+    };
+    let prefix = format!("{base}.");
+    let mut files: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name();
+            let n = name.to_str()?.strip_prefix(&prefix)?.parse::<u64>().ok()?;
+            Some((n, entry.path()))
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// Removes a container attempt's log with its rotated files.
+pub fn remove_log(path: &Path) {
+    for (_, rotated) in rotated_files(path) {
+        let _ = std::fs::remove_file(rotated);
+    }
+    let _ = std::fs::remove_file(path);
+}
+
+/// A log file that the shim appends to, rotated by size: when a record would take the live
+/// file past `max_bytes`, it is renamed to `<name>.<n+1>` and a new one started; only the
+/// newest `max_files - 1` rotated files are kept. Records are written whole (one
+/// `write_all`), so a rotation never splits one.
+pub struct RotatingFile {
+    path: PathBuf,
+    file: std::fs::File,
+    size: u64,
+    next: u64,
+    rotation: Rotation,
+}
+
+impl RotatingFile {
+    pub fn open(path: &Path, rotation: Rotation) -> io::Result<Self> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let file = std::fs::File::options().create(true).append(true).open(path)?;
+        let size = file.metadata()?.len();
+        let next = rotated_files(path).last().map_or(1, |(n, _)| n + 1);
+        Ok(RotatingFile { path: path.to_owned(), file, size, next, rotation })
+    }
+
+    fn rotate(&mut self) -> io::Result<()> {
+        let mut rotated = self.path.as_os_str().to_owned();
+        rotated.push(format!(".{}", self.next));
+        std::fs::rename(&self.path, &rotated)?;
+        self.next += 1;
+        self.file = std::fs::File::options().create(true).append(true).open(&self.path)?;
+        self.size = 0;
+        let keep = self.rotation.max_files.saturating_sub(1) as usize;
+        let old = rotated_files(&self.path);
+        for (_, path) in old.iter().take(old.len().saturating_sub(keep)) {
+            let _ = std::fs::remove_file(path);
+        }
+        Ok(())
+    }
+}
+
+impl Write for RotatingFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.write_all(buf)?;
+        Ok(buf.len())
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        if self.size > 0 && self.size + buf.len() as u64 > self.rotation.max_bytes {
+            // A failed rotation keeps writing to the live file rather than losing output.
+            if let Err(error) = self.rotate() {
+                eprintln!("rotating {}: {error}", self.path.display());
+            }
+        }
+        self.file.write_all(buf)?;
+        self.size += buf.len() as u64;
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
 /// What `kubectl logs` may ask for.
 #[derive(Debug, Clone, Default)]
 pub struct LogOptions {
@@ -172,33 +277,43 @@ pub struct LogOptions {
     pub limit_bytes: Option<usize>,
 }
 
-/// Reads a CRI log file and renders it as `kubectl logs` prints it: partial records joined,
-/// both streams interleaved in order.
-pub fn read_log(path: &Path, options: &LogOptions) -> io::Result<Vec<u8>> {
-    let file = std::fs::File::open(path)?;
-    let mut lines: Vec<(Timestamp, Vec<u8>)> = Vec::new();
-    let mut partial: [Option<(Timestamp, Vec<u8>)>; 2] = [None, None];
-    for raw in io::BufReader::new(file).split(b'\n') {
-        let raw = raw?;
-        let Some(record) = parse_record(&raw) else { continue };
-        let slot = &mut partial[record.stream.index()];
-        let (first_ts, mut content) = slot.take().unwrap_or((record.timestamp, Vec::new()));
-        content.extend_from_slice(&record.content);
-        if record.partial {
-            *slot = Some((first_ts, content));
-        } else {
-            lines.push((first_ts, content));
+/// One line of container output, its partial records joined.
+type Line = (Timestamp, Vec<u8>);
+
+/// Turns CRI log bytes, fed in any pieces, into whole lines.
+#[derive(Default)]
+struct LineParser {
+    buf: Vec<u8>,
+    partial: [Option<Line>; 2],
+}
+
+impl LineParser {
+    fn feed(&mut self, data: &[u8], lines: &mut Vec<Line>) {
+        self.buf.extend_from_slice(data);
+        let mut start = 0;
+        while let Some(end) = self.buf[start..].iter().position(|b| *b == b'\n') {
+            let raw = &self.buf[start..start + end];
+            start += end + 1;
+            let Some(record) = parse_record(raw) else { continue };
+            let slot = &mut self.partial[record.stream.index()];
+            let (first_ts, mut content) = slot.take().unwrap_or((record.timestamp, Vec::new()));
+            content.extend_from_slice(&record.content);
+            if record.partial {
+                *slot = Some((first_ts, content));
+            } else {
+                lines.push((first_ts, content));
+            }
         }
+        self.buf.drain(..start);
     }
-    if let Some(since) = options.since {
-        lines.retain(|(ts, _)| *ts >= since);
-    }
-    if let Some(tail) = options.tail_lines {
-        let skip = lines.len().saturating_sub(tail);
-        lines.drain(..skip);
-    }
+}
+
+fn render(lines: Vec<Line>, options: &LogOptions) -> Vec<u8> {
     let mut out = Vec::new();
     for (ts, content) in lines {
+        if options.since.is_some_and(|since| ts < since) {
+            continue;
+        }
         if options.timestamps {
             out.extend_from_slice(format_timestamp(ts).as_bytes());
             out.push(b' ');
@@ -206,10 +321,102 @@ pub fn read_log(path: &Path, options: &LogOptions) -> io::Result<Vec<u8>> {
         out.extend_from_slice(&content);
         out.push(b'\n');
     }
+    out
+}
+
+fn apply_tail_and_limit(mut lines: Vec<Line>, options: &LogOptions) -> Vec<u8> {
+    if let Some(since) = options.since {
+        lines.retain(|(ts, _)| *ts >= since);
+    }
+    if let Some(tail) = options.tail_lines {
+        let skip = lines.len().saturating_sub(tail);
+        lines.drain(..skip);
+    }
+    let mut out = render(lines, options);
     if let Some(limit) = options.limit_bytes {
         out.truncate(limit);
     }
-    Ok(out)
+    out
+}
+
+fn read_into(parser: &mut LineParser, file: &mut std::fs::File, lines: &mut Vec<Line>) -> io::Result<usize> {
+    let mut chunk = vec![0u8; 64 * 1024];
+    let mut total = 0;
+    loop {
+        let n = io::Read::read(file, &mut chunk)?;
+        if n == 0 {
+            return Ok(total);
+        }
+        total += n;
+        parser.feed(&chunk[..n], lines);
+    }
+}
+
+/// Reads the log of one container attempt (its rotated files, then the live file at `path`)
+/// and renders it as `kubectl logs` prints it: partial records joined, both streams
+/// interleaved in order.
+pub fn read_log(path: &Path, options: &LogOptions) -> io::Result<Vec<u8>> {
+    Ok(LogFollower::open(path, options)?.0)
+}
+
+/// Follows a container attempt's log as it is written (`kubectl logs -f`), also across
+/// rotations: the open file is read to its end before the new live file is opened.
+pub struct LogFollower {
+    path: PathBuf,
+    file: std::fs::File,
+    parser: LineParser,
+    options: LogOptions,
+    /// Bytes still allowed by `limit_bytes`.
+    budget: Option<usize>,
+}
+
+impl LogFollower {
+    /// What the log holds now, `options` applied, and a follower for what comes next.
+    pub fn open(path: &Path, options: &LogOptions) -> io::Result<(Vec<u8>, LogFollower)> {
+        let mut parser = LineParser::default();
+        let mut lines = Vec::new();
+        for (_, rotated) in rotated_files(path) {
+            // A rotated file removed meanwhile only loses old lines.
+            if let Ok(mut file) = std::fs::File::open(&rotated) {
+                read_into(&mut parser, &mut file, &mut lines)?;
+            }
+        }
+        let mut file = std::fs::File::open(path)?;
+        read_into(&mut parser, &mut file, &mut lines)?;
+        let first = apply_tail_and_limit(lines, options);
+        let budget = options.limit_bytes.map(|limit| limit.saturating_sub(first.len()));
+        let options = LogOptions { tail_lines: None, ..options.clone() };
+        Ok((first, LogFollower { path: path.to_owned(), file, parser, options, budget }))
+    }
+
+    /// Lines written since the last call (empty if none). After a rotation the rest of the
+    /// old file comes first, then the new live file's.
+    pub fn read_new(&mut self) -> io::Result<Vec<u8>> {
+        let mut lines = Vec::new();
+        if read_into(&mut self.parser, &mut self.file, &mut lines)? == 0 {
+            use std::os::unix::fs::MetadataExt;
+            let rotated = match (std::fs::metadata(&self.path), self.file.metadata()) {
+                (Ok(now), Ok(open)) => now.ino() != open.ino(),
+                _ => false,
+            };
+            if rotated {
+                read_into(&mut self.parser, &mut self.file, &mut lines)?;
+                self.file = std::fs::File::open(&self.path)?;
+                read_into(&mut self.parser, &mut self.file, &mut lines)?;
+            }
+        }
+        let mut out = render(lines, &self.options);
+        if let Some(budget) = self.budget.as_mut() {
+            out.truncate(*budget);
+            *budget -= out.len();
+        }
+        Ok(out)
+    }
+
+    /// Whether `limit_bytes` has been reached.
+    pub fn exhausted(&self) -> bool {
+        self.budget == Some(0)
+    }
 }
 
 #[cfg(test)]
@@ -285,5 +492,59 @@ mod tests {
         let attempts: Vec<u32> = log_files(dir.path(), "uid-1", "web").unwrap().into_iter().map(|(a, _)| a).collect();
         assert_eq!(attempts, vec![0, 2, 10]);
         assert!(log_files(dir.path(), "uid-1", "missing").unwrap().is_empty());
+    }
+
+    #[test]
+    fn rotation_keeps_a_few_files_and_readers_see_them_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("0.log");
+        let now = ts("2024-05-01T10:20:30Z");
+        let rotation = Rotation { max_bytes: 200, max_files: 3 };
+        let mut writer = CriLogWriter::new(RotatingFile::open(&path, rotation).unwrap());
+        let (first, mut follower) = LogFollower::open(&path, &LogOptions::default()).unwrap();
+        assert!(first.is_empty());
+        let mut followed = Vec::new();
+        for i in 0..40 {
+            writer.write(Stream::Stdout, format!("line {i}\n").as_bytes(), now).unwrap();
+            // The follower keeps up across rotations as long as it reads before a rotated
+            // file is removed.
+            followed.extend(follower.read_new().unwrap());
+        }
+        let rotated = rotated_files(&path);
+        assert_eq!(rotated.len(), 2, "{rotated:?}");
+        assert!(std::fs::metadata(&path).unwrap().len() <= 200);
+        let expected: String = (0..40).map(|i| format!("line {i}\n")).collect();
+        assert_eq!(String::from_utf8(followed).unwrap(), expected);
+
+        // A fresh read sees only what the kept files hold, oldest first, ending with the last line.
+        let all = String::from_utf8(read_log(&path, &LogOptions::default()).unwrap()).unwrap();
+        assert!(all.ends_with("line 39\n") && !all.contains("line 0\n"), "{all}");
+        assert!(expected.ends_with(&all));
+        let tail = read_log(&path, &LogOptions { tail_lines: Some(2), ..Default::default() }).unwrap();
+        assert_eq!(tail, b"line 38\nline 39\n");
+
+        remove_log(&path);
+        assert!(rotated_files(&path).is_empty() && !path.exists());
+    }
+
+    #[test]
+    fn follower_honours_since_and_limit_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("0.log");
+        let mut writer = CriLogWriter::new(RotatingFile::open(&path, Rotation::default()).unwrap());
+        writer.write(Stream::Stdout, b"old\n", ts("2024-05-01T10:00:00Z")).unwrap();
+        writer.write(Stream::Stderr, b"new\n", ts("2024-05-01T11:00:00Z")).unwrap();
+        let options = LogOptions {
+            since: Some(ts("2024-05-01T10:30:00Z")),
+            timestamps: true,
+            limit_bytes: Some(40),
+            ..Default::default()
+        };
+        let (first, mut follower) = LogFollower::open(&path, &options).unwrap();
+        assert_eq!(first, b"2024-05-01T11:00:00Z new\n");
+        writer.write(Stream::Stdout, b"0123456789abcdefghij\n", ts("2024-05-01T11:00:01Z")).unwrap();
+        let next = follower.read_new().unwrap();
+        assert_eq!(next.len(), 40 - first.len());
+        assert!(follower.exhausted());
     }
 }

@@ -16,6 +16,7 @@ pub mod config;
 pub mod crilog;
 pub mod exec;
 pub mod ipam;
+pub mod metrics;
 pub mod network;
 pub mod oci;
 pub mod preflight;
@@ -29,6 +30,6 @@ pub mod volumes;
 
 pub use agent::{AgentError, run, run_until};
 pub use config::{CapacityOverrides, DrainHook, Ipv4Cidr, NetworkConfig, NodeConfig, TrafficDrain};
-pub use crilog::{LogOptions, log_files, log_path, read_log};
+pub use crilog::{LogFollower, LogOptions, Rotation, log_files, log_path, read_log};
 pub use runtime::{ContainerHandle, Runtime, RuntimeError};
 pub use spec::PodInputs;

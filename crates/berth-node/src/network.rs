@@ -160,6 +160,7 @@ async fn configure(config: &NetworkConfig, info: &PodNetworkInfo) -> Result<(), 
     let host_side = format!(
         "link add {veth} type veth peer name eth0 netns {netns}\n\
          link set {veth} master {bridge}\n\
+         link set {veth} type bridge_slave hairpin on\n\
          link set {veth} up\n",
         veth = info.host_veth,
         netns = info.netns,

@@ -475,12 +475,16 @@ impl Runtime {
         std::fs::write(state_dir.join("config.json"), config_json).map_err(io_context("writing config.json"))?;
 
         let log_path = self.log_path(uid, &container.name, attempt);
+        // An attempt's log holds only that attempt's output, even if a start with this number
+        // was tried before.
+        crilog::remove_log(&log_path);
         let shim_config = ShimConfig {
             runc: self.config.runc.clone(),
             runc_root: self.runc_root(),
             container_id: id.clone(),
             bundle: state_dir.clone(),
             log_path,
+            log_rotation: self.config.log_rotation,
             oom_counter: self.cgroups.oom_counter(&cgroups_path),
         };
         let shim_json = serde_json::to_vec_pretty(&shim_config).map_err(|e| RuntimeError::Shim(e.to_string()))?;
@@ -853,7 +857,7 @@ impl Runtime {
             {
                 tracing::warn!(%error, dir = %dir.display(), "cannot remove old container attempt");
             }
-            let _ = tokio::fs::remove_file(self.log_path(uid, name, attempt)).await;
+            crilog::remove_log(&self.log_path(uid, name, attempt));
         }
     }
 

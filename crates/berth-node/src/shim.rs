@@ -20,7 +20,7 @@ use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use rustix::process::{Pid, PidfdFlags, WaitId, WaitIdOptions, WaitOptions, pidfd_open, waitid, waitpid};
 use serde::{Deserialize, Serialize};
 
-use crate::crilog::{CriLogWriter, Stream};
+use crate::crilog::{CriLogWriter, RotatingFile, Rotation, Stream};
 
 /// First argument that makes the `berth` binary act as a container shim.
 pub const SHIM_ARG: &str = "__berth-node-shim";
@@ -43,6 +43,9 @@ pub struct ShimConfig {
     pub container_id: String,
     pub bundle: PathBuf,
     pub log_path: PathBuf,
+    /// Size-based rotation of the log (absent in the config of shims from older versions).
+    #[serde(default)]
+    pub log_rotation: Rotation,
     /// The cgroup file counting OOM kills (`memory.oom_control` on v1, `memory.events` on
     /// v2), read once the container exits.
     pub oom_counter: Option<PathBuf>,
@@ -191,9 +194,7 @@ fn create(config: &ShimConfig, state_dir: &Path) -> Result<Created, String> {
 
 fn supervise(config: &ShimConfig, state_dir: &Path, created: Created) {
     let Created { pid: _, pidfd, stdout, stderr } = created;
-    let log_file = std::fs::create_dir_all(config.log_path.parent().unwrap_or(Path::new("/")))
-        .and_then(|()| File::options().create(true).append(true).open(&config.log_path));
-    let mut log = match log_file {
+    let mut log = match RotatingFile::open(&config.log_path, config.log_rotation) {
         Ok(file) => Some(CriLogWriter::new(file)),
         Err(error) => {
             eprintln!("cannot open log file {}: {error}", config.log_path.display());

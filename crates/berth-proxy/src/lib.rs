@@ -12,10 +12,11 @@
 
 mod forward;
 mod interface;
+pub mod kernel;
 pub mod table;
 
-use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,7 +34,19 @@ use tokio::sync::Notify;
 use forward::{AbortOnDrop, DataPathSettings};
 pub use interface::InterfaceError;
 use interface::ServiceInterface;
-use table::{Backend, BackendState, Frontend, LoadBalancerStatus, RouteTable, ServicePortKey};
+use kernel::{FrontendKind, Kernel, KernelRoute};
+pub use kernel::{KernelError, remove_rules};
+use table::{Backend, BackendState, Frontend, LoadBalancerStatus, Protocol, RouteTable, ServicePortKey};
+
+/// Which data path carries Service traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyMode {
+    /// iptables NAT rules (see [`kernel`]); Service ports whose endpoints the kernel cannot
+    /// reach (the API server on loopback) stay in user space.
+    Kernel,
+    /// Every frontend is a listener in this process.
+    Userspace,
+}
 
 /// The interface name Berth uses for ClusterIPs by default.
 pub const DEFAULT_SERVICE_INTERFACE: &str = "berth-svc";
@@ -57,6 +70,12 @@ pub struct ProxyConfig {
     /// How often to re-check everything even without changes (retries failed binds, interface
     /// drift and status writes; expires affinity pins).
     pub resync_interval: Duration,
+    /// Kernel rules or user-space listeners.
+    pub mode: ProxyMode,
+    /// The pods' address range: connections from outside it are masqueraded (kernel mode).
+    pub pod_cidr: String,
+    /// Where the `kubernetes` Service in `default` leads: the API server's own address.
+    pub api_endpoint: Option<SocketAddr>,
 }
 
 impl ProxyConfig {
@@ -70,6 +89,9 @@ impl ProxyConfig {
             // Linux conntrack keeps an unreplied UDP entry 30 s.
             udp_idle_timeout: Duration::from_secs(30),
             resync_interval: Duration::from_secs(10),
+            mode: ProxyMode::Userspace,
+            pod_cidr: "10.88.0.0/16".to_owned(),
+            api_endpoint: None,
         }
     }
 }
@@ -121,6 +143,7 @@ pub async fn run(client: Client, config: ProxyConfig) -> Result<(), Error> {
     } else {
         None
     };
+    let kernel = (config.mode == ProxyMode::Kernel).then(|| Kernel::new(&config.service_interface, &config.pod_cidr));
     let changed = Arc::new(Notify::new());
     let (services, services_watch) = watch(Api::<Service>::all(client.clone()), changed.clone());
     let (slices, slices_watch) = watch(Api::<EndpointSlice>::all(client.clone()), changed.clone());
@@ -128,7 +151,7 @@ pub async fn run(client: Client, config: ProxyConfig) -> Result<(), Error> {
     let reconciler = async move {
         // Acting on half-filled caches would drop Services that only look missing.
         let _ = futures::join!(services.wait_until_ready(), slices.wait_until_ready());
-        let mut proxy = Proxy::new(client, config, interface);
+        let mut proxy = Proxy::new(client, config, interface, kernel);
         tracing::info!(node_ip = %proxy.config.node_ip, "service proxy started");
         loop {
             proxy.reconcile(&services.state(), &slices.state()).await;
@@ -162,10 +185,16 @@ struct Proxy {
     /// LoadBalancer statuses written, with the resourceVersion the write produced, so a watch
     /// cache that has not caught up yet does not cause the same write again.
     written_statuses: HashMap<(String, String), (Vec<String>, Option<String>)>,
+    /// The kernel data path (kernel mode), the endpoints its UDP ports had, the last error.
+    kernel: Option<Kernel>,
+    udp_endpoints: BTreeMap<Frontend, Vec<SocketAddr>>,
+    kernel_error: Option<String>,
+    /// LoadBalancer frontends reported as held by another listener.
+    reported_held: HashSet<(Frontend, ServicePortKey)>,
 }
 
 impl Proxy {
-    fn new(client: Client, config: ProxyConfig, interface: Option<ServiceInterface>) -> Self {
+    fn new(client: Client, config: ProxyConfig, interface: Option<ServiceInterface>, kernel: Option<Kernel>) -> Self {
         let settings = Arc::new(DataPathSettings {
             connect_timeout: config.connect_timeout,
             udp_idle_timeout: config.udp_idle_timeout,
@@ -181,14 +210,42 @@ impl Proxy {
             backend_states: HashMap::new(),
             interface_error: None,
             written_statuses: HashMap::new(),
+            kernel,
+            udp_endpoints: BTreeMap::new(),
+            kernel_error: None,
+            reported_held: HashSet::new(),
         }
     }
 
     async fn reconcile(&mut self, services: &[Arc<Service>], slices: &[Arc<EndpointSlice>]) {
-        let desired = table::desired(services, slices, self.config.node_ip);
+        let kernel_mode = self.kernel.is_some();
+        let held = |f: &Frontend| kernel_mode && kernel::held_by_listener(f);
+        let mut desired = table::desired_with(services, slices, self.config.node_ip, &held);
         for (frontend, loser) in &desired.conflicts {
             tracing::debug!(frontend = %frontend.addr, service = %format!("{}/{}", loser.namespace, loser.name), "address already taken by an older service");
         }
+        self.report_held(&desired.held).await;
+        if let Some(api) = self.config.api_endpoint {
+            for (key, spec) in desired.backends.iter_mut() {
+                if key.namespace == "default" && key.name == "kubernetes" && key.protocol == Protocol::Tcp {
+                    spec.endpoints = vec![api];
+                }
+            }
+        }
+        // Frontends served by listeners here: all of them in user-space mode, else those
+        // whose endpoints the kernel cannot DNAT to.
+        let userspace: BTreeSet<Frontend> = desired
+            .routes
+            .iter()
+            .filter(|(_, key)| {
+                !kernel_mode
+                    || desired
+                        .backends
+                        .get(*key)
+                        .is_some_and(|b| b.endpoints.iter().any(|e| !kernel::reachable_by_dnat(e)))
+            })
+            .map(|(f, _)| *f)
+            .collect();
 
         // 1. The routing table first, so a listener opened below finds its backend at once.
         self.backend_states.retain(|key, _| desired.backends.contains_key(key));
@@ -217,14 +274,14 @@ impl Proxy {
 
         // 2. Listeners: close what is no longer routed (its connections live on), open the rest.
         self.listeners.retain(|frontend, _| {
-            let keep = desired.routes.contains_key(frontend);
+            let keep = userspace.contains(frontend);
             if !keep {
                 tracing::info!(frontend = %frontend.addr, protocol = ?frontend.protocol, "closed listener");
             }
             keep
         });
-        self.bind_failures.retain(|frontend, _| desired.routes.contains_key(frontend));
-        for frontend in desired.routes.keys() {
+        self.bind_failures.retain(|frontend, _| userspace.contains(frontend));
+        for frontend in &userspace {
             if self.listeners.contains_key(frontend) {
                 continue;
             }
@@ -242,6 +299,11 @@ impl Proxy {
                     self.bind_failures.insert(*frontend, text);
                 }
             }
+        }
+
+        // 2b. Kernel rules for the rest.
+        if self.kernel.is_some() {
+            self.sync_kernel(&desired, &userspace).await;
         }
 
         // 3. The ClusterIPs on the service interface.
@@ -280,6 +342,90 @@ impl Proxy {
         }
     }
 
+    async fn sync_kernel(&mut self, desired: &table::Desired, userspace: &BTreeSet<Frontend>) {
+        let Some(kernel) = self.kernel.as_mut() else { return };
+        let routes: Vec<KernelRoute> = desired
+            .routes
+            .iter()
+            .filter(|(f, _)| !userspace.contains(*f))
+            .map(|(frontend, key)| {
+                let ip = frontend.addr.ip();
+                let kind = if ip.is_unspecified() {
+                    FrontendKind::NodePort
+                } else if matches!(ip, std::net::IpAddr::V4(v4) if desired.cluster_ips.contains(&v4)) {
+                    FrontendKind::ClusterIp
+                } else {
+                    FrontendKind::External
+                };
+                KernelRoute { frontend: *frontend, kind, key: key.clone() }
+            })
+            .collect();
+        match kernel.apply(&routes, &desired.backends).await {
+            Ok(changed) => {
+                if changed {
+                    tracing::info!(frontends = routes.len(), "updated service rules");
+                }
+                self.kernel_error = None;
+            }
+            Err(err) => {
+                let text = err.to_string();
+                if self.kernel_error.as_ref() != Some(&text) {
+                    tracing::warn!(error = %text, "cannot update service rules; will retry");
+                }
+                self.kernel_error = Some(text);
+                return;
+            }
+        }
+        // UDP flows keep their translation in conntrack: drop the ones the change made wrong.
+        let mut now: BTreeMap<Frontend, Vec<SocketAddr>> = BTreeMap::new();
+        for route in routes.iter().filter(|r| r.frontend.protocol == Protocol::Udp) {
+            let endpoints = desired.backends.get(&route.key).map(|b| b.endpoints.clone()).unwrap_or_default();
+            let before = self.udp_endpoints.get(&route.frontend);
+            let gone: Vec<SocketAddr> =
+                before.into_iter().flatten().filter(|e| !endpoints.contains(e)).copied().collect();
+            let was_empty = before.is_none_or(Vec::is_empty) && !endpoints.is_empty();
+            if !gone.is_empty() || was_empty {
+                kernel.flush_udp(&route.frontend, &gone, was_empty).await;
+            }
+            now.insert(route.frontend, endpoints);
+        }
+        self.udp_endpoints = now;
+    }
+
+    /// Tells, once per Service port and address, that a LoadBalancer waits for a port another
+    /// program holds: a log line and a Warning Event on the Service.
+    async fn report_held(&mut self, held: &[(Frontend, ServicePortKey)]) {
+        let current: HashSet<(Frontend, ServicePortKey)> = held.iter().cloned().collect();
+        self.reported_held.retain(|h| current.contains(h));
+        for (frontend, key) in held {
+            if !self.reported_held.insert((*frontend, key.clone())) {
+                continue;
+            }
+            let message = format!(
+                "cannot expose {}/{} on {} ({:?}): another program on this machine listens there; the load balancer stays pending",
+                key.namespace, key.name, frontend.addr, frontend.protocol
+            );
+            tracing::warn!("{message}");
+            let now = chrono_now();
+            let event = serde_json::json!({
+                "metadata": {"generateName": format!("{}.", key.name), "namespace": key.namespace},
+                "involvedObject": {"apiVersion": "v1", "kind": "Service", "namespace": key.namespace, "name": key.name},
+                "reason": "PortInUse",
+                "message": message,
+                "type": "Warning",
+                "source": {"component": "berth-service-proxy"},
+                "firstTimestamp": now,
+                "lastTimestamp": now,
+                "count": 1,
+            });
+            let Ok(event) = serde_json::from_value::<k8s_openapi::api::core::v1::Event>(event) else { continue };
+            let api: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(self.client.clone(), &key.namespace);
+            if let Err(err) = api.create(&kube::api::PostParams::default(), &event).await {
+                tracing::debug!(%err, "cannot record event");
+            }
+        }
+    }
+
     /// Writes one LoadBalancer status; returns the Service's new resourceVersion.
     async fn write_status(&self, status: &LoadBalancerStatus) -> Option<String> {
         let api: Api<Service> = Api::namespaced(self.client.clone(), &status.namespace);
@@ -304,6 +450,12 @@ impl Proxy {
             }
         }
     }
+}
+
+/// Now, in the RFC 3339 form with second precision that Kubernetes timestamps use.
+fn chrono_now() -> String {
+    use k8s_openapi::jiff::Timestamp;
+    Timestamp::from_second(Timestamp::now().as_second()).map(|t| t.to_string()).unwrap_or_default()
 }
 
 /// Whether resourceVersion `seen` is older than `written` (both as the numbers Berth and etcd

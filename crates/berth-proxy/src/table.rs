@@ -93,6 +93,8 @@ pub struct Desired {
     pub status_updates: Vec<LoadBalancerStatus>,
     /// Frontends two Services asked for; the older Service keeps it.
     pub conflicts: Vec<(Frontend, ServicePortKey)>,
+    /// LoadBalancer frontends another program on the machine already listens on.
+    pub held: Vec<(Frontend, ServicePortKey)>,
 }
 
 fn spec(service: &Service) -> Option<&k8s_openapi::api::core::v1::ServiceSpec> {
@@ -182,6 +184,17 @@ fn port_number(n: i32) -> Option<u16> {
 /// Computes what to serve. Services claim frontends oldest first, so a newer Service asking
 /// for a port an older one holds (a LoadBalancer port on the node IP) does not take it.
 pub fn desired(services: &[Arc<Service>], slices: &[Arc<EndpointSlice>], node_ip: Ipv4Addr) -> Desired {
+    desired_with(services, slices, node_ip, &|_| false)
+}
+
+/// [`desired`], where `held` tells which LoadBalancer frontends another program already
+/// listens on: such a Service stays pending rather than take the port's traffic.
+pub fn desired_with(
+    services: &[Arc<Service>],
+    slices: &[Arc<EndpointSlice>],
+    node_ip: Ipv4Addr,
+    held: &dyn Fn(&Frontend) -> bool,
+) -> Desired {
     let mut slices_by_service: HashMap<(&str, &str), Vec<&EndpointSlice>> = HashMap::new();
     for slice in slices {
         let ns = slice.metadata.namespace.as_deref().unwrap_or("");
@@ -240,6 +253,11 @@ pub fn desired(services: &[Arc<Service>], slices: &[Arc<EndpointSlice>], node_ip
                     frontends.push((Frontend { protocol, addr: on_node }, true));
                 }
                 for (frontend, is_lb) in frontends {
+                    if is_lb && !out.routes.contains_key(&frontend) && held(&frontend) {
+                        out.held.push((frontend, key.clone()));
+                        lb_complete = false;
+                        continue;
+                    }
                     if let Some(holder) = out.routes.get(&frontend) {
                         if *holder != key {
                             out.conflicts.push((frontend, key.clone()));

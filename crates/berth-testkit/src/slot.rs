@@ -65,7 +65,19 @@ impl Slot {
 
     /// The `berth server` flags that put a server on this slot.
     pub fn server_args(&self) -> Vec<String> {
-        vec!["--pod-bridge".into(), self.bridge(), "--pod-cidr".into(), self.pod_cidr()]
+        let (first, last) = self.node_ports();
+        vec![
+            "--pod-bridge".into(),
+            self.bridge(),
+            "--pod-cidr".into(),
+            self.pod_cidr(),
+            "--service-cidr".into(),
+            self.service_cidr(),
+            "--service-interface".into(),
+            self.service_interface(),
+            "--service-node-port-range".into(),
+            format!("{first}-{last}"),
+        ]
     }
 
     /// Removes what a server on this slot leaves on the machine: its bridge, its service
@@ -76,6 +88,7 @@ impl Slot {
                 let _ = Command::new("ip").args(["link", "del", &link]).output();
             }
         }
+        remove_service_chains(&format!("BRT-{}-", self.service_interface()));
         let marks = [self.bridge(), self.pod_cidr(), self.service_cidr(), self.service_interface()];
         for table in ["filter", "nat"] {
             let Ok(out) = Command::new("iptables").args(["-t", table, "-S"]).output() else { return };
@@ -88,6 +101,34 @@ impl Slot {
                 let _ = Command::new("iptables").args(["-t", table, "-D"]).args(&args).output();
             }
         }
+    }
+}
+
+/// Deletes the service proxy's nat chains named `prefix…` and the jumps into them.
+fn remove_service_chains(prefix: &str) {
+    let Ok(out) = Command::new("iptables-save").args(["-t", "nat"]).output() else { return };
+    let text = String::from_utf8_lossy(&out.stdout);
+    let chains: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix(':'))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| c.starts_with(prefix))
+        .collect();
+    if chains.is_empty() {
+        return;
+    }
+    for rule in text.lines().filter_map(|l| l.strip_prefix("-A ")) {
+        let args = split_rule(rule);
+        let jumps_in = args.windows(2).any(|w| w[0] == "-j" && w[1].starts_with(prefix));
+        if jumps_in && !args.first().is_some_and(|c| c.starts_with(prefix)) {
+            let _ = Command::new("iptables").args(["-w", "-t", "nat", "-D"]).args(&args).output();
+        }
+    }
+    for chain in &chains {
+        let _ = Command::new("iptables").args(["-w", "-t", "nat", "-F", chain]).output();
+    }
+    for chain in &chains {
+        let _ = Command::new("iptables").args(["-w", "-t", "nat", "-X", chain]).output();
     }
 }
 

@@ -49,12 +49,33 @@ pub struct ServerArgs {
     /// Name of the Linux bridge pods are attached to.
     #[arg(long, default_value = "berth0")]
     pod_bridge: String,
+    /// Address range Services get cluster IPs from (the first is the `kubernetes` Service's,
+    /// the tenth the cluster DNS's).
+    #[arg(long, default_value = "10.96.0.0/12")]
+    service_cidr: String,
+    /// Port range NodePort and LoadBalancer Services get node ports from.
+    #[arg(long, default_value = "30000-32767")]
+    service_node_port_range: String,
+    /// Name of the dummy interface that holds the cluster IPs (also names this server's
+    /// iptables chains, so servers with different interfaces do not collide).
+    #[arg(long, default_value = "berth-svc")]
+    service_interface: String,
+    /// How Service traffic reaches endpoints: `iptables` (kernel NAT rules) or `userspace`
+    /// (a proxy in this process).
+    #[arg(long, default_value = "iptables", value_parser = ["iptables", "userspace"])]
+    proxy_mode: String,
     /// Most pods the node runs at once (its allocatable `pods`; upstream's default is 110).
     #[arg(long, default_value_t = 110, value_parser = clap::value_parser!(i64).range(1..))]
     max_pods: i64,
     /// Commit writes with synchronous=NORMAL: faster, but a power loss may lose the last writes.
     #[arg(long)]
     fast_commit: bool,
+    /// Size in bytes at which a container's log file is rotated (kubelet's containerLogMaxSize).
+    #[arg(long, default_value_t = 10 * 1024 * 1024)]
+    container_log_max_size: u64,
+    /// Log files kept per container, the live one included (kubelet's containerLogMaxFiles).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(2..))]
+    container_log_max_files: u32,
     /// Where the HTTP router serves plain HTTP (`ADDR:PORT`, `:PORT`, or `off`).
     #[arg(long, default_value = ":80", value_parser = parse_listen)]
     http_listen: Listen,

@@ -1,10 +1,7 @@
 //! Serves `pods/log` from the node agent's CRI log files (the API server and the node share
 //! this process, so the files are read directly rather than through a kubelet endpoint).
 
-use std::{
-    path::{Path, PathBuf},
-    time::Duration,
-};
+use std::{path::PathBuf, time::Duration};
 
 use axum::body::Body;
 use berth_apiserver::{
@@ -18,10 +15,17 @@ use serde_json::Value;
 
 pub struct NodeLogs {
     pub data_dir: PathBuf,
+    /// The node's name, for its NodeMetrics.
+    pub node_name: String,
+    /// Usage readings of the pods (kubectl top, /metrics).
+    pub metrics: Option<std::sync::Arc<berth_node::metrics::Sampler>>,
 }
 
 /// How often a followed log is checked for new lines.
 const FOLLOW_POLL: Duration = Duration::from_millis(200);
+/// How long a followed container must have been seen not running before the stream ends
+/// (covers the moment between its log file appearing and its record being written).
+const ENDED_AFTER: Duration = Duration::from_secs(1);
 
 fn restart_count(pod: &Value, container: &str) -> Option<u32> {
     ["containerStatuses", "initContainerStatuses"]
@@ -51,13 +55,59 @@ impl NodeLogs {
     }
 }
 
-fn read(path: &Path, opts: &berth_node::LogOptions) -> Result<Vec<u8>, ApiError> {
-    berth_node::read_log(path, opts).map_err(|e| ApiError::internal(format!("reading log: {e}")))
+fn rfc3339(ts: Timestamp) -> String {
+    // Second precision, as upstream serialises metav1.Time.
+    format!("{ts:.0}")
 }
 
 impl PodIo for NodeLogs {
+    fn pod_usage(&self) -> Vec<berth_apiserver::metrics::PodUsage> {
+        let Some(sampler) = &self.metrics else { return Vec::new() };
+        sampler
+            .pods()
+            .into_iter()
+            .map(|p| berth_apiserver::metrics::PodUsage {
+                uid: p.uid,
+                timestamp: rfc3339(p.timestamp),
+                window: p.window,
+                containers: p
+                    .containers
+                    .into_iter()
+                    .map(|c| berth_apiserver::metrics::ContainerUsage {
+                        name: c.name,
+                        cpu_nanocores: c.cpu_nanocores,
+                        memory_bytes: c.memory_bytes,
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+
+    fn node_usage(&self) -> Option<berth_apiserver::metrics::NodeUsage> {
+        let machine = self.metrics.as_ref()?.machine()?;
+        Some(berth_apiserver::metrics::NodeUsage {
+            node: self.node_name.clone(),
+            timestamp: rfc3339(machine.timestamp),
+            window: machine.window,
+            cpu_nanocores: machine.cpu_nanocores,
+            memory_bytes: machine.memory_bytes,
+        })
+    }
+
+    fn prometheus(&self) -> String {
+        self.metrics
+            .as_ref()
+            .and_then(|sampler| sampler.latest())
+            .map(|snapshot| berth_node::metrics::encode_prometheus(&snapshot))
+            .unwrap_or_default()
+    }
+
     fn exec(&self, pod: &Value, opts: &ExecOptions) -> Result<ExecIo, ApiError> {
         self.exec_in(pod, opts)
+    }
+
+    fn attach(&self, pod: &Value, opts: &ExecOptions) -> Result<ExecIo, ApiError> {
+        self.attach_to(pod, opts)
     }
 
     fn logs(&self, pod: &Value, opts: &LogOptions) -> Result<Body, ApiError> {
@@ -85,37 +135,52 @@ impl PodIo for NodeLogs {
             current
         };
         let path = berth_node::log_path(&self.data_dir, uid, &opts.container, attempt);
-        if !path.exists() {
-            return Err(waiting());
-        }
         let node_opts = Self::options(opts)?;
-        let first = read(&path, &node_opts)?;
-        if !opts.follow || opts.previous {
+        let (first, mut follower) = match berth_node::LogFollower::open(&path, &node_opts) {
+            Ok(opened) => opened,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(waiting()),
+            Err(e) => return Err(ApiError::internal(format!("reading log: {e}"))),
+        };
+        if !opts.follow || opts.previous || follower.exhausted() {
             return Ok(Body::from(first));
         }
-        // Follow: send what is there, then whatever the file grows by, until the container is
-        // restarted (a newer attempt's file appears), its pod is removed, or the client leaves.
+        // Follow: send what is there, then what is written, until the container ends (is no
+        // longer running for a moment, or a newer attempt's log appears), the pod is removed,
+        // the byte limit is reached, or the client leaves.
         let next_attempt = berth_node::log_path(&self.data_dir, uid, &opts.container, attempt + 1);
+        let data_dir = self.data_dir.clone();
+        let (uid, container) = (uid.to_owned(), opts.container.clone());
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
-        let full_opts = berth_node::LogOptions { tail_lines: None, limit_bytes: None, ..node_opts };
-        let mut sent_of_full = read(&path, &full_opts).map(|v| v.len()).unwrap_or(0);
         tokio::spawn(async move {
-            if tx.send(Ok(Bytes::from(first))).await.is_err() {
+            if !first.is_empty() && tx.send(Ok(Bytes::from(first))).await.is_err() {
                 return;
             }
+            let mut stopped_since: Option<std::time::Instant> = None;
             loop {
                 tokio::select! {
                     () = tx.closed() => return,
                     () = tokio::time::sleep(FOLLOW_POLL) => {}
                 }
-                let Ok(all) = berth_node::read_log(&path, &full_opts) else { return };
-                if all.len() > sent_of_full {
-                    let chunk = Bytes::copy_from_slice(&all[sent_of_full..]);
-                    sent_of_full = all.len();
-                    if tx.send(Ok(chunk)).await.is_err() {
+                let running = berth_node::exec::running_container(&data_dir, &uid, &container)
+                    .is_some_and(|record| record.attempt == attempt);
+                let ended = !running
+                    && stopped_since.get_or_insert_with(std::time::Instant::now).elapsed() > ENDED_AFTER
+                    || next_attempt.exists()
+                    || !path.exists();
+                if running {
+                    stopped_since = None;
+                }
+                let chunk = match follower.read_new() {
+                    Ok(chunk) => chunk,
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
                         return;
                     }
-                } else if next_attempt.exists() || !path.exists() {
+                };
+                if !chunk.is_empty() && tx.send(Ok(Bytes::from(chunk))).await.is_err() {
+                    return;
+                }
+                if ended || follower.exhausted() {
                     return;
                 }
             }
@@ -128,6 +193,54 @@ impl PodIo for NodeLogs {
 }
 
 impl NodeLogs {
+    /// `kubectl attach`: the container's output from now on, read from its log as it is
+    /// written, until the container ends. The container's stdin is not connected (Berth
+    /// starts containers without one), so `-i` is refused.
+    fn attach_to(&self, pod: &Value, opts: &ExecOptions) -> Result<ExecIo, ApiError> {
+        let uid = pod.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default().to_owned();
+        if opts.stdin {
+            return Err(ApiError::bad_request(format!(
+                "cannot attach to the stdin of container {:?}: Berth runs containers without stdin",
+                opts.container
+            )));
+        }
+        let record = berth_node::exec::running_container(&self.data_dir, &uid, &opts.container)
+            .ok_or_else(|| ApiError::bad_request(format!("container {:?} is not running", opts.container)))?;
+        let path = berth_node::log_path(&self.data_dir, &uid, &opts.container, record.attempt);
+        let from_now = berth_node::LogOptions { tail_lines: Some(0), ..Default::default() };
+        let (_, mut follower) = berth_node::LogFollower::open(&path, &from_now)
+            .map_err(|e| ApiError::internal(format!("reading the log of {:?}: {e}", opts.container)))?;
+        let (mut writer, reader) = tokio::io::duplex(64 * 1024);
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+        let (data_dir, container, attempt) = (self.data_dir.clone(), opts.container.clone(), record.attempt);
+        tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            loop {
+                tokio::time::sleep(FOLLOW_POLL).await;
+                let running = berth_node::exec::running_container(&data_dir, &uid, &container)
+                    .is_some_and(|r| r.attempt == attempt);
+                let Ok(chunk) = follower.read_new() else { break };
+                if !chunk.is_empty() && writer.write_all(&chunk).await.is_err() {
+                    break;
+                }
+                if !running {
+                    break;
+                }
+            }
+            let _ = done_tx.send(());
+        });
+        Ok(ExecIo {
+            stdin: None,
+            stdout: opts.stdout.then(|| Box::pin(reader) as std::pin::Pin<Box<dyn tokio::io::AsyncRead + Send>>),
+            stderr: None,
+            resize: None,
+            exit: Box::pin(async move {
+                let _ = done_rx.await;
+                Ok(0)
+            }),
+        })
+    }
+
     /// `kubectl exec`: `runc exec` in the newest running attempt of the container.
     fn exec_in(&self, pod: &Value, opts: &ExecOptions) -> Result<ExecIo, ApiError> {
         let name = pod.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();

@@ -22,6 +22,10 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         "kubernetes.default.svc".to_owned(),
         "kubernetes.default.svc.cluster.local".to_owned(),
     ];
+    // Pods reach the API at the `kubernetes` Service's cluster IP.
+    if let Ok(ranges) = berth_apiserver::ServiceRanges::parse(&args.service_cidr, &args.service_node_port_range) {
+        names.push(ranges.kubernetes_ip().to_string());
+    }
     let ip = args.listen.ip();
     if !ip.is_unspecified() && !names.contains(&ip.to_string()) {
         names.push(ip.to_string());
@@ -45,11 +49,33 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let node_dir = data_dir.join("node");
     let pod_cidr: berth_node::Ipv4Cidr =
         args.pod_cidr.parse().map_err(|e| anyhow::anyhow!("--pod-cidr {}: {e}", args.pod_cidr))?;
-    let pod_io: Option<Arc<dyn berth_apiserver::PodIo>> =
-        (!args.no_node).then(|| Arc::new(crate::podio::NodeLogs { data_dir: node_dir.clone() }) as _);
-    let state = berth_apiserver::build_state(store, pki.admin_token.clone(), server_address.clone(), pod_io)
-        .await
-        .context("starting the API")?;
+    let node_defaults = berth_node::NodeConfig::new(node_dir.clone());
+    // Usage is sampled every few seconds; rates cover the last two intervals.
+    let sampler = (!args.no_node).then(|| {
+        Arc::new(berth_node::metrics::Sampler::new(
+            berth_node::metrics::Reader::new(&node_dir, &node_defaults.cgroup_parent),
+            3,
+        ))
+    });
+    let sampling = sampler.clone().map(|s| tokio::spawn(s.run(std::time::Duration::from_secs(5))));
+    let pod_io: Option<Arc<dyn berth_apiserver::PodIo>> = (!args.no_node).then(|| {
+        Arc::new(crate::podio::NodeLogs {
+            data_dir: node_dir.clone(),
+            node_name: node_defaults.node_name.clone(),
+            metrics: sampler.clone(),
+        }) as _
+    });
+    let service_ranges = berth_apiserver::ServiceRanges::parse(&args.service_cidr, &args.service_node_port_range)
+        .map_err(|e| anyhow::anyhow!("--service-cidr/--service-node-port-range: {e}"))?;
+    let state = berth_apiserver::build_state(
+        store,
+        pki.admin_token.clone(),
+        server_address.clone(),
+        pod_io,
+        service_ranges.clone(),
+    )
+    .await
+    .context("starting the API")?;
     let listener = berth_apiserver::bind(args.listen).await?;
     let kubeconfig = berth_apiserver::pki::write_kubeconfig(&data_dir, &url, &pki)?;
 
@@ -92,11 +118,39 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         config.drain = Some(berth_node::DrainHook(Arc::new(RouterDrain(router.clone()))));
         config.network.pod_cidr = pod_cidr;
         config.network.bridge = args.pod_bridge.clone();
+        config.log_rotation =
+            berth_node::Rotation { max_bytes: args.container_log_max_size, max_files: args.container_log_max_files };
         config.capacity.pods = Some(args.max_pods);
         let stop = shutdown.clone().cancelled_owned();
         tokio::spawn(async move {
             if let Err(e) = berth_node::run_until(client, config, stop).await {
                 tracing::error!(error = %e, "node agent stopped: pods on this machine will not run");
+            }
+        })
+    });
+    // Service traffic runs with the node: both program this machine's network.
+    let proxy = (!args.no_node).then(|| {
+        let node_ip = match berth_node::agent::node::detect_host_ip() {
+            std::net::IpAddr::V4(ip) => ip,
+            std::net::IpAddr::V6(_) => std::net::Ipv4Addr::LOCALHOST,
+        };
+        let mut config = berth_proxy::ProxyConfig::new(node_ip);
+        config.service_interface = args.service_interface.clone();
+        config.pod_cidr = pod_cidr.to_string();
+        let api_ip = if ip.is_unspecified() { std::net::IpAddr::from([127, 0, 0, 1]) } else { ip };
+        config.api_endpoint = Some(std::net::SocketAddr::new(api_ip, args.listen.port()));
+        config.mode = if args.proxy_mode == "userspace" {
+            berth_proxy::ProxyMode::Userspace
+        } else if berth_node::command::available(std::path::Path::new("iptables-restore")) {
+            berth_proxy::ProxyMode::Kernel
+        } else {
+            tracing::warn!("iptables-restore not found: Service traffic goes through the user-space proxy");
+            berth_proxy::ProxyMode::Userspace
+        };
+        let client = client.clone();
+        tokio::spawn(async move {
+            if let Err(e) = berth_proxy::run(client, config).await {
+                tracing::error!(error = %e, "service proxy stopped: Services will not answer");
             }
         })
     });
@@ -106,6 +160,19 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     if let Some(c) = controllers {
         c.abort();
+    }
+    if let Some(s) = sampling {
+        s.abort();
+    }
+    if let Some(p) = proxy {
+        p.abort();
+        // The rules and addresses are this instance's; pods keep running without them.
+        if let Err(e) = berth_proxy::remove_rules(&args.service_interface).await {
+            tracing::warn!(error = %e, "cannot remove service rules");
+        }
+        if let Err(e) = berth_proxy::remove_service_interface(&args.service_interface).await {
+            tracing::warn!(error = %e, "cannot remove the service interface");
+        }
     }
     shutdown.cancel();
     if let Some(n) = node {

@@ -79,9 +79,15 @@ fn port_forward_reaches_the_pods_port() {
     }
     let s = Server::start(&[]);
     start_pod(&s);
+    forward_twice(s.kubectl_cmd(&[]));
+}
+
+/// Runs `kubectl port-forward pod/shell PORT:80` with `kubectl` (a command carrying the
+/// kubeconfig) and checks two connections through it reach the pod's web server.
+fn forward_twice(mut kubectl: std::process::Command) {
     let local_port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
-    let mut forward = s
-        .kubectl_cmd(&["port-forward", "pod/shell", &format!("{local_port}:80")])
+    let mut forward = kubectl
+        .args(["port-forward", "pod/shell", &format!("{local_port}:80")])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -95,4 +101,121 @@ fn port_forward_reaches_the_pods_port() {
     let _ = forward.wait();
     assert!(answer.starts_with("HTTP/1."), "{answer}");
     assert!(again.contains("hello-through-port-forward"), "{again}");
+}
+
+/// Runs `kubectl exec -it shell -- sh` on a pseudo-terminal of `rows`×`cols` (python3's `pty`
+/// module plays the user's terminal), types `input`, and returns everything the terminal showed.
+fn interactive_shell(s: &Server, rows: u16, cols: u16, input: &str) -> String {
+    const DRIVER: &str = r##"
+import fcntl, os, pty, select, struct, sys, termios, time
+rows, cols, text = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+pid, fd = pty.fork()
+if pid == 0:
+    fcntl.ioctl(sys.stdin.fileno(), termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+    os.execvp("kubectl", ["kubectl", "exec", "-it", "shell", "--", "sh"])
+out = b""
+deadline = time.time() + 60
+sent = False
+while time.time() < deadline:
+    ready, _, _ = select.select([fd], [], [], 0.5)
+    if ready:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    if not sent and (b"#" in out or b"$" in out):
+        os.write(fd, text.encode())
+        sent = True
+os.waitpid(pid, 0)
+sys.stdout.write(out.decode(errors="replace"))
+"##;
+    let out = std::process::Command::new("python3")
+        .args(["-c", DRIVER, &rows.to_string(), &cols.to_string(), input])
+        .env("KUBECONFIG", s.kubeconfig())
+        .env("KUBECACHEDIR", &s.cache_dir)
+        .output()
+        .expect("python3 pty driver");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn exec_it_gives_a_shell_on_a_terminal_of_the_callers_size() {
+    if !can_run_pods() {
+        return;
+    }
+    let s = Server::start(&[]);
+    start_pod(&s);
+    let screen = interactive_shell(&s, 33, 101, "echo $((6*7))-marker; tty; stty size; exit\n");
+    assert!(screen.contains("42-marker"), "{screen}");
+    assert!(screen.contains("/dev/pts/"), "the shell runs on a terminal: {screen}");
+    assert!(screen.contains("33 101"), "the terminal has the caller's size: {screen}");
+}
+
+/// `kubectl.1.NN` installed next to the `kubectl` on PATH, if any.
+fn old_kubectl(minor: u32) -> Option<std::path::PathBuf> {
+    let out = std::process::Command::new("sh").args(["-c", "command -v kubectl"]).output().ok()?;
+    let path = std::path::PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    let real = std::fs::canonicalize(path).ok()?;
+    let old = real.parent()?.join(format!("kubectl.1.{minor}"));
+    old.exists().then_some(old)
+}
+
+#[test]
+fn older_kubectl_execs_over_spdy() {
+    if !can_run_pods() {
+        return;
+    }
+    let s = Server::start(&[]);
+    start_pod(&s);
+    for minor in [27, 28, 29] {
+        let Some(kubectl) = old_kubectl(minor) else {
+            eprintln!("skipping kubectl 1.{minor}: not installed");
+            continue;
+        };
+        let run = |args: &[&str], stdin: &str| {
+            use std::io::Write;
+            let mut child = std::process::Command::new(&kubectl)
+                .args(args)
+                .env("KUBECONFIG", s.kubeconfig())
+                .env("KUBECACHEDIR", &s.cache_dir)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("old kubectl");
+            child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("write");
+            child.wait_with_output().expect("output")
+        };
+        let out = run(&["exec", "shell", "--", "cat", "/etc/hostname"], "");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "shell",
+            "1.{minor}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = run(&["exec", "-i", "shell", "--", "cat"], "through spdy\n");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "through spdy\n", "1.{minor}");
+        let out = run(&["exec", "shell", "--", "sh", "-c", "echo oops >&2; exit 3"], "");
+        assert_eq!(out.status.code(), Some(3), "1.{minor}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("oops"), "1.{minor}");
+    }
+}
+
+#[test]
+fn older_kubectl_port_forwards_over_spdy() {
+    if !can_run_pods() {
+        return;
+    }
+    let Some(kubectl) = old_kubectl(29) else {
+        eprintln!("skipping: kubectl 1.29 is not installed");
+        return;
+    };
+    let s = Server::start(&[]);
+    start_pod(&s);
+    let mut cmd = std::process::Command::new(&kubectl);
+    cmd.env("KUBECONFIG", s.kubeconfig()).env("KUBECACHEDIR", &s.cache_dir);
+    forward_twice(cmd);
 }

@@ -30,6 +30,7 @@ use crate::subresources::PodIo;
 
 pub mod portforward;
 pub mod spdy;
+pub mod spdy_upgrade;
 
 pub const V5_PROTOCOL: &str = "v5.channel.k8s.io";
 pub const V4_PROTOCOL: &str = "v4.channel.k8s.io";
@@ -50,6 +51,8 @@ pub struct ExecOptions {
     pub stdout: bool,
     pub stderr: bool,
     pub tty: bool,
+    /// `pods/attach`: connect to the container's own process instead of starting one.
+    pub attach: bool,
 }
 
 /// A process started by [`PodIo::exec`]: its streams, a terminal resize hook, and its exit.
@@ -65,7 +68,7 @@ pub struct ExecIo {
 
 /// Serves `pods/exec`: checks the request, starts the process, then upgrades to WebSocket.
 pub async fn exec(io: Arc<dyn PodIo>, pod: &Value, opts: ExecOptions, req: Request) -> Result<Response, ApiError> {
-    if opts.command.is_empty() {
+    if opts.command.is_empty() && !opts.attach {
         return Err(ApiError::bad_request("you must specify at least one command for the container"));
     }
     if !(opts.stdin || opts.stdout || opts.stderr) {
@@ -74,10 +77,15 @@ pub async fn exec(io: Arc<dyn PodIo>, pod: &Value, opts: ExecOptions, req: Reque
     if opts.tty && opts.stderr {
         return Err(ApiError::bad_request("stdout and stderr are merged when tty is set; stderr must be false"));
     }
+    if spdy_upgrade::is_spdy_upgrade(req.headers()) {
+        let session = if opts.attach { io.attach(pod, &opts)? } else { io.exec(pod, &opts)? };
+        return spdy_upgrade::exec(session, opts, req);
+    }
     let (mut parts, _body) = req.into_parts();
     let upgrade = WebSocketUpgrade::from_request_parts(&mut parts, &()).await.map_err(|_| {
         ApiError::bad_request(format!(
-            "exec needs a WebSocket upgrade with subprotocol {V5_PROTOCOL} (SPDY is not supported)"
+            "exec needs an upgrade to WebSocket (subprotocol {V5_PROTOCOL}) or to {}",
+            spdy_upgrade::SPDY_UPGRADE
         ))
     })?;
     let upgrade = upgrade.protocols([V5_PROTOCOL, V4_PROTOCOL]);
@@ -90,7 +98,7 @@ pub async fn exec(io: Arc<dyn PodIo>, pod: &Value, opts: ExecOptions, req: Reque
             )));
         }
     };
-    let session = io.exec(pod, &opts)?;
+    let session = if opts.attach { io.attach(pod, &opts)? } else { io.exec(pod, &opts)? };
     Ok(upgrade.on_upgrade(move |socket| pump_exec(socket, session, v5)))
 }
 

@@ -9,7 +9,7 @@ use std::{collections::HashMap, net::IpAddr};
 use axum::{
     extract::{
         FromRequestParts, Request,
-        ws::{Message, WebSocket, WebSocketUpgrade},
+        ws::{Message, WebSocketUpgrade},
     },
     response::Response,
 };
@@ -36,17 +36,82 @@ pub async fn port_forward(pod: &Value, req: Request) -> Result<Response, ApiErro
         .and_then(Value::as_str)
         .and_then(|ip| ip.parse().ok())
         .ok_or_else(|| ApiError::bad_request(format!("pod {name} does not have an IP address yet")))?;
+    if super::spdy_upgrade::is_spdy_upgrade(req.headers()) {
+        return Ok(plain_spdy(req, ip));
+    }
     let (mut parts, _body) = req.into_parts();
     let upgrade = WebSocketUpgrade::from_request_parts(&mut parts, &()).await.map_err(|_| {
         ApiError::bad_request(format!(
-            "port-forward needs a WebSocket upgrade with subprotocol {PORT_FORWARD_PROTOCOL} (SPDY upgrades are not supported)"
+            "port-forward needs an upgrade to WebSocket (subprotocol {PORT_FORWARD_PROTOCOL}) or to SPDY/3.1"
         ))
     })?;
     let upgrade = upgrade.protocols([PORT_FORWARD_PROTOCOL]);
     if upgrade.selected_protocol().is_none() {
         return Err(ApiError::bad_request(format!("unsupported streaming protocol: offer {PORT_FORWARD_PROTOCOL}")));
     }
-    Ok(upgrade.on_upgrade(move |socket| serve_session(socket, ip)))
+    Ok(upgrade.on_upgrade(move |socket| {
+        let (mut sink, from_client) = socket.split();
+        let incoming = from_client.filter_map(|msg| async move {
+            match msg {
+                Ok(Message::Binary(bytes)) => Some(Ok(bytes)),
+                Ok(Message::Close(_)) | Err(_) => Some(Err(())),
+                Ok(_) => None,
+            }
+        });
+        let (tx, mut rx) = mpsc::channel::<Bytes>(64);
+        tokio::spawn(async move {
+            while let Some(bytes) = rx.recv().await {
+                if sink.send(Message::Binary(bytes)).await.is_err() {
+                    return;
+                }
+            }
+            let _ = sink.close().await;
+        });
+        serve_session(Box::pin(incoming), tx, ip)
+    }))
+}
+
+/// `Upgrade: SPDY/3.1` on the HTTP/1.1 connection itself (kubectl before 1.31): the same
+/// session on the raw upgraded bytes.
+fn plain_spdy(mut req: Request, ip: IpAddr) -> Response {
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(upgraded) => hyper_util::rt::TokioIo::new(upgraded),
+            Err(e) => {
+                tracing::debug!(error = %e, "SPDY upgrade failed");
+                return;
+            }
+        };
+        let (read_half, mut write_half) = tokio::io::split(upgraded);
+        let incoming = futures::stream::unfold(read_half, |mut r| async move {
+            let mut chunk = vec![0u8; 32 * 1024];
+            match r.read(&mut chunk).await {
+                Ok(0) | Err(_) => None,
+                Ok(n) => {
+                    chunk.truncate(n);
+                    Some((Ok::<Bytes, ()>(Bytes::from(chunk)), r))
+                }
+            }
+        });
+        let (tx, mut rx) = mpsc::channel::<Bytes>(64);
+        tokio::spawn(async move {
+            while let Some(bytes) = rx.recv().await {
+                if write_half.write_all(&bytes).await.is_err() {
+                    return;
+                }
+            }
+            let _ = write_half.shutdown().await;
+        });
+        serve_session(Box::pin(incoming), tx, ip).await;
+    });
+    let mut resp = Response::new(axum::body::Body::empty());
+    *resp.status_mut() = http::StatusCode::SWITCHING_PROTOCOLS;
+    let headers = resp.headers_mut();
+    headers.insert(http::header::CONNECTION, http::HeaderValue::from_static("Upgrade"));
+    headers.insert(http::header::UPGRADE, http::HeaderValue::from_static("SPDY/3.1"));
+    headers.insert("X-Stream-Protocol-Version", http::HeaderValue::from_static("portforward.k8s.io"));
+    resp
 }
 
 /// What the session loop hears from the per-connection tasks.
@@ -59,8 +124,13 @@ struct DataStream {
     task: JoinHandle<()>,
 }
 
-async fn serve_session(socket: WebSocket, pod_ip: IpAddr) {
-    let (mut sink, mut from_client) = socket.split();
+/// Serves one SPDY session: `incoming` yields the client's bytes (an `Err` ends the
+/// session), encoded frames go to `to_client`.
+async fn serve_session(
+    mut from_client: impl futures::Stream<Item = Result<Bytes, ()>> + Unpin,
+    to_client: mpsc::Sender<Bytes>,
+    pod_ip: IpAddr,
+) {
     let (out_tx, mut out_rx) = mpsc::channel::<Outgoing>(64);
     // One writer owns the compression context, so header blocks stay in order.
     let writer = tokio::spawn(async move {
@@ -71,22 +141,17 @@ async fn serve_session(socket: WebSocket, pod_ip: IpAddr) {
                 tracing::debug!(error = %e, "encoding a SPDY frame");
                 continue;
             }
-            if sink.send(Message::Binary(buf.freeze())).await.is_err() {
+            if to_client.send(buf.freeze()).await.is_err() {
                 return;
             }
         }
-        let _ = sink.close().await;
     });
     let mut codec = Codec::new();
     let mut buf = BytesMut::new();
     let mut data_streams: HashMap<u32, DataStream> = HashMap::new();
     let mut error_streams: HashMap<String, u32> = HashMap::new();
-    'session: while let Some(Ok(msg)) = from_client.next().await {
-        match msg {
-            Message::Binary(bytes) => buf.extend_from_slice(&bytes),
-            Message::Close(_) => break,
-            _ => continue,
-        }
+    'session: while let Some(Ok(bytes)) = from_client.next().await {
+        buf.extend_from_slice(&bytes);
         loop {
             let frame = match codec.decode(&mut buf) {
                 Ok(Some(frame)) => frame,

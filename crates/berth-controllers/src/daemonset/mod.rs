@@ -19,6 +19,7 @@ use kube::{Api, Client};
 use crate::expectations::Expectations;
 use crate::history::{self, CONTROLLER_REVISION_HASH};
 use crate::runtime::{self, Outcome, Queue};
+use crate::util::claim;
 use crate::util::events::{EventType, Recorder};
 use crate::util::informer::Informer;
 use crate::util::meta;
@@ -253,43 +254,10 @@ impl<'a> DaemonSync<'a> {
 
     async fn claim_pods(&self, selector: &Selector) -> Result<Vec<Pod>, Error> {
         let ns = meta::namespace(&self.ds.metadata).to_string();
-        let uid = meta::uid(&self.ds.metadata).to_string();
-        let deleting = self.ds.metadata.deletion_timestamp.is_some();
-        let mut owned = Vec::new();
-        for pod in self.ctx.pods.state_filter(|p| meta::namespace(&p.metadata) == ns) {
-            let matches = selector.matches(pod.metadata.labels.as_ref());
-            match meta::controller_of(&pod.metadata) {
-                Some(owner) if owner.uid == uid => {
-                    if matches || deleting {
-                        owned.push((*pod).clone());
-                        continue;
-                    }
-                    let mut released = (*pod).clone();
-                    if let Some(refs) = released.metadata.owner_references.as_mut() {
-                        refs.retain(|r| r.uid != uid);
-                    }
-                    match self.pods_api.replace(meta::name(&pod.metadata), &PostParams::default(), &released).await {
-                        Ok(_) => {}
-                        Err(e) if meta::is_not_found(&e) => {}
-                        Err(e) => return Err(api_err(format!("releasing pod {}", meta::key(&pod.metadata)))(e)),
-                    }
-                }
-                Some(_) => {}
-                None => {
-                    if deleting || !matches || pod.metadata.deletion_timestamp.is_some() {
-                        continue;
-                    }
-                    let mut adopted = (*pod).clone();
-                    adopted.metadata.owner_references.get_or_insert_with(Vec::new).push(meta::controller_ref(&self.ds));
-                    match self.pods_api.replace(meta::name(&pod.metadata), &PostParams::default(), &adopted).await {
-                        Ok(p) => owned.push(p),
-                        Err(e) if meta::is_not_found(&e) => {}
-                        Err(e) => return Err(api_err(format!("adopting pod {}", meta::key(&pod.metadata)))(e)),
-                    }
-                }
-            }
-        }
-        Ok(owned)
+        let candidates = self.ctx.pods.state_filter(|p| meta::namespace(&p.metadata) == ns);
+        claim::claim_pods(&self.pods_api, &self.ds, selector, candidates, |_| true)
+            .await
+            .map_err(|e| Error::Api { action: e.action, source: e.source })
     }
 
     /// The revisions, with the one matching the template created or renumbered to be the

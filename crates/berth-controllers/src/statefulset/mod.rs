@@ -18,6 +18,7 @@ use kube::{Api, Client};
 
 use crate::history;
 use crate::runtime::{self, Outcome, Queue};
+use crate::util::claim;
 use crate::util::events::{EventType, Recorder};
 use crate::util::informer::Informer;
 use crate::util::meta;
@@ -206,53 +207,15 @@ impl<'a> SetSync<'a> {
         Ok(wait.map_or_else(Outcome::done, Outcome::after))
     }
 
-    /// The pods this set controls (terminating and finished ones included), adopting orphans
-    /// named after the set that match its selector and releasing owned pods that no longer match.
+    /// The pods this set controls, adopting orphans named after it.
     async fn claim_pods(&self, selector: &Selector) -> Result<Vec<Pod>, Error> {
         let ns = meta::namespace(&self.set.metadata).to_string();
-        let uid = meta::uid(&self.set.metadata).to_string();
-        let deleting = self.set.metadata.deletion_timestamp.is_some();
         let candidates = self.ctx.pods.state_filter(|p| meta::namespace(&p.metadata) == ns);
-        let mut owned = Vec::new();
-        for pod in candidates {
-            let matches = selector.matches(pod.metadata.labels.as_ref());
-            match meta::controller_of(&pod.metadata) {
-                Some(owner) if owner.uid == uid => {
-                    if matches || deleting {
-                        owned.push((*pod).clone());
-                        continue;
-                    }
-                    let mut released = (*pod).clone();
-                    if let Some(refs) = released.metadata.owner_references.as_mut() {
-                        refs.retain(|r| r.uid != uid);
-                    }
-                    match self.pods_api.replace(meta::name(&pod.metadata), &PostParams::default(), &released).await {
-                        Ok(_) => {}
-                        Err(e) if meta::is_not_found(&e) => {}
-                        Err(e) => return Err(api_err(format!("releasing pod {}", meta::key(&pod.metadata)))(e)),
-                    }
-                }
-                Some(_) => {}
-                None => {
-                    let named_after = logic::ordinal_of(&self.set, &pod).is_some();
-                    if deleting || !matches || !named_after || pod.metadata.deletion_timestamp.is_some() {
-                        continue;
-                    }
-                    let mut adopted = (*pod).clone();
-                    adopted
-                        .metadata
-                        .owner_references
-                        .get_or_insert_with(Vec::new)
-                        .push(meta::controller_ref(&self.set));
-                    match self.pods_api.replace(meta::name(&pod.metadata), &PostParams::default(), &adopted).await {
-                        Ok(p) => owned.push(p),
-                        Err(e) if meta::is_not_found(&e) => {}
-                        Err(e) => return Err(api_err(format!("adopting pod {}", meta::key(&pod.metadata)))(e)),
-                    }
-                }
-            }
-        }
-        Ok(owned)
+        claim::claim_pods(&self.pods_api, &self.set, selector, candidates, |p| {
+            logic::ordinal_of(&self.set, p).is_some()
+        })
+        .await
+        .map_err(|e| Error::Api { action: e.action, source: e.source })
     }
 
     fn revisions(&self) -> Vec<ControllerRevision> {

@@ -2,6 +2,7 @@
 //! informers (watch-fed caches that fan events out to controllers) and per-object retry back-off.
 
 pub mod backoff;
+pub mod claim;
 pub mod discovery;
 pub mod events;
 pub mod informer;

@@ -1,0 +1,367 @@
+//! Services end to end: stock kubectl against a real `berth server` that runs pods (Debian's
+//! busybox, python3 and redis from the `host` image), Service traffic through the kernel
+//! rules the server programs, and cluster DNS. Tests that run pods need root and runc and
+//! skip with a message otherwise; each server holds its own network slot.
+
+use std::net::UdpSocket;
+use std::process::Command;
+use std::time::Duration;
+
+use berth_testkit::{Server, can_run_pods, free_port, wait_for};
+
+const WEB: &str = r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+      - name: web
+        image: host
+        command: [sh, -c, "mkdir -p /tmp/w && hostname > /tmp/w/index.html && exec busybox httpd -f -p 8080 -h /tmp/w"]
+        ports:
+        - {name: http, containerPort: 8080}
+        readinessProbe:
+          tcpSocket: {port: 8080}
+          periodSeconds: 1
+"#;
+
+const CLIENT: &str = r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: client
+spec:
+  containers:
+  - name: main
+    image: host
+    command: [sleep, "3600"]
+"#;
+
+/// `curl` from the host; the body, if anything answered with success.
+fn curl(url: &str) -> Option<String> {
+    let out = Command::new("curl").args(["-sf", "--max-time", "3", url]).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// `curl` run inside pod `pod`.
+fn curl_in(s: &Server, pod: &str, url: &str) -> Option<String> {
+    let out = s.kubectl(&["exec", pod, "--", "curl", "-sfk", "--max-time", "3", url]);
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+fn cluster_ip(s: &Server, svc: &str) -> String {
+    s.ok(&["get", "svc", svc, "-o", "jsonpath={.spec.clusterIP}"])
+}
+
+fn node_ip(s: &Server) -> String {
+    s.ok(&["get", "nodes", "-o", "jsonpath={.items[0].status.addresses[?(@.type==\"InternalIP\")].address}"])
+}
+
+/// Waits until the Service's EndpointSlices list `n` ready endpoints.
+fn wait_ready_endpoints(s: &Server, svc: &str, n: usize) {
+    wait_for(&format!("{n} ready endpoints of {svc}"), Duration::from_secs(120), || {
+        let label = format!("kubernetes.io/service-name={svc}");
+        let slices = s.json(&["get", "endpointslices", "-l", &label]);
+        let ready = slices["items"]
+            .as_array()?
+            .iter()
+            .flat_map(|sl| sl["endpoints"].as_array().cloned().unwrap_or_default())
+            .filter(|e| e["conditions"]["ready"] != false)
+            .count();
+        (ready == n).then_some(())
+    });
+}
+
+fn wait_running(s: &Server, pod: &str) {
+    wait_for(&format!("pod {pod} running"), Duration::from_secs(120), || {
+        (s.json(&["get", "pod", pod])["status"]["phase"] == "Running").then_some(())
+    });
+}
+
+fn pod_ip(s: &Server, pod: &str) -> String {
+    s.ok(&["get", "pod", pod, "-o", "jsonpath={.status.podIP}"])
+}
+
+fn web_pods(s: &Server) -> Vec<String> {
+    let pods = s.json(&["get", "pods", "-l", "app=web"]);
+    pods["items"]
+        .as_array()
+        .map(|items| items.iter().filter_map(|p| p["metadata"]["name"].as_str().map(str::to_owned)).collect())
+        .unwrap_or_default()
+}
+
+/// Collects the distinct answers of `fetch` until `want` differ (each a web pod's hostname).
+fn wait_distinct(what: &str, want: usize, mut fetch: impl FnMut() -> Option<String>) -> Vec<String> {
+    let mut seen = std::collections::BTreeSet::new();
+    wait_for(what, Duration::from_secs(60), || {
+        if let Some(body) = fetch() {
+            assert!(body.starts_with("web-"), "unexpected answer {body:?}");
+            seen.insert(body);
+        }
+        (seen.len() >= want).then(|| seen.iter().cloned().collect())
+    })
+}
+
+#[test]
+fn services_answer_on_cluster_ip_node_port_and_load_balancer() {
+    if !can_run_pods() {
+        return;
+    }
+    let s = Server::start(&[]);
+    let (node_port, _) = s.slot.as_ref().expect("slot").node_ports();
+    let lb_port = free_port();
+    s.ok_stdin(&["apply", "-f", "-"], WEB);
+    s.ok_stdin(&["apply", "-f", "-"], CLIENT);
+    let services = format!(
+        r#"apiVersion: v1
+kind: Service
+metadata: {{name: web}}
+spec:
+  selector: {{app: web}}
+  ports: [{{port: 80, targetPort: http}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: web-np}}
+spec:
+  type: NodePort
+  selector: {{app: web}}
+  ports: [{{port: 80, targetPort: http, nodePort: {node_port}}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: web-lb}}
+spec:
+  type: LoadBalancer
+  selector: {{app: web}}
+  ports: [{{port: {lb_port}, targetPort: 8080}}]
+"#
+    );
+    s.ok_stdin(&["apply", "-f", "-"], &services);
+    wait_ready_endpoints(&s, "web", 2);
+    wait_running(&s, "client");
+
+    // ClusterIP from the host: spread over both pods (a named targetPort, resolved per pod).
+    let ip = cluster_ip(&s, "web");
+    let seen = wait_distinct("both pods through the ClusterIP from the host", 2, || curl(&format!("http://{ip}/")));
+    let mut pods = web_pods(&s);
+    pods.sort();
+    assert_eq!(seen, pods);
+
+    // From another pod, and from a backend to its own Service (hairpin).
+    wait_distinct("both pods through the ClusterIP from a pod", 2, || curl_in(&s, "client", &format!("http://{ip}/")));
+    for _ in 0..6 {
+        let body = curl_in(&s, &pods[0], &format!("http://{ip}/")).expect("a backend reaches its own Service");
+        assert!(pods.contains(&body), "{body}");
+    }
+
+    // NodePort on the host's address.
+    let node = node_ip(&s);
+    wait_distinct("the NodePort", 1, || curl(&format!("http://{node}:{node_port}/")));
+
+    // LoadBalancer: the machine's address as EXTERNAL-IP, answering there.
+    wait_for("the LoadBalancer's external IP", Duration::from_secs(30), || {
+        let table = s.ok(&["get", "svc", "web-lb"]);
+        table.lines().nth(1).is_some_and(|row| row.split_whitespace().nth(3) == Some(node.as_str())).then_some(())
+    });
+    wait_distinct("the LoadBalancer address", 1, || curl(&format!("http://{node}:{lb_port}/")));
+
+    // The `kubernetes` Service leads pods to the API server.
+    let api = cluster_ip(&s, "kubernetes");
+    let slot_range = s.slot.as_ref().expect("slot").service_cidr();
+    assert_eq!(api, slot_range.replace(".0/24", ".1"), "the first address of the slot's range");
+    let version = wait_for("the API through the kubernetes Service", Duration::from_secs(30), || {
+        curl_in(&s, "client", &format!("https://{api}/version"))
+    });
+    assert!(version.contains("gitVersion"), "{version}");
+
+    // Deleting the Service stops its traffic.
+    s.ok(&["delete", "svc", "web"]);
+    wait_for("the ClusterIP to stop answering", Duration::from_secs(30), || {
+        curl(&format!("http://{ip}/")).is_none().then_some(())
+    });
+}
+
+#[test]
+fn affinity_udp_manual_endpoints_and_unready_addresses() {
+    if !can_run_pods() {
+        return;
+    }
+    let s = Server::start(&[]);
+    s.ok_stdin(&["apply", "-f", "-"], WEB);
+    let extra = r#"apiVersion: v1
+kind: Service
+metadata: {name: sticky}
+spec:
+  selector: {app: web}
+  sessionAffinity: ClientIP
+  ports: [{port: 80, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: echo
+  labels: {app: echo}
+spec:
+  containers:
+  - name: main
+    image: host
+    command:
+    - python3
+    - -c
+    - |
+      import socket
+      s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+      s.bind(("", 9000))
+      while True:
+          data, peer = s.recvfrom(512)
+          s.sendto(b"echo:" + data, peer)
+---
+apiVersion: v1
+kind: Service
+metadata: {name: echo}
+spec:
+  selector: {app: echo}
+  ports: [{port: 53, targetPort: 9000, protocol: UDP}]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: unready
+  labels: {app: unready}
+spec:
+  containers:
+  - name: main
+    image: host
+    command: [sh, -c, "mkdir -p /tmp/w && echo unready > /tmp/w/index.html && exec busybox httpd -f -p 8080 -h /tmp/w"]
+    readinessProbe:
+      exec: {command: ["false"]}
+      periodSeconds: 1
+---
+apiVersion: v1
+kind: Service
+metadata: {name: unready-published}
+spec:
+  selector: {app: unready}
+  publishNotReadyAddresses: true
+  ports: [{port: 80, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: unready-hidden}
+spec:
+  selector: {app: unready}
+  ports: [{port: 80, targetPort: 8080}]
+"#;
+    s.ok_stdin(&["apply", "-f", "-"], extra);
+    wait_ready_endpoints(&s, "sticky", 2);
+
+    // Session affinity: one client address keeps its pod.
+    let ip = cluster_ip(&s, "sticky");
+    let first = wait_for("the sticky Service", Duration::from_secs(30), || curl(&format!("http://{ip}/")));
+    for _ in 0..12 {
+        assert_eq!(curl(&format!("http://{ip}/")).as_deref(), Some(first.as_str()), "affinity kept");
+    }
+
+    // A Service without selector, with Endpoints written by hand (mirrored into a slice).
+    let target = web_pods(&s).into_iter().find(|p| *p != first).expect("a second pod");
+    let target_ip = pod_ip(&s, &target);
+    let manual = format!(
+        r#"apiVersion: v1
+kind: Service
+metadata: {{name: manual}}
+spec:
+  ports: [{{port: 80, targetPort: 8080}}]
+---
+apiVersion: v1
+kind: Endpoints
+metadata: {{name: manual}}
+subsets:
+- addresses: [{{ip: "{target_ip}"}}]
+  ports: [{{port: 8080}}]
+"#
+    );
+    s.ok_stdin(&["apply", "-f", "-"], &manual);
+    let manual_ip = cluster_ip(&s, "manual");
+    let body = wait_for("the manual Endpoints", Duration::from_secs(30), || curl(&format!("http://{manual_ip}/")));
+    assert_eq!(body, target);
+
+    // UDP.
+    wait_ready_endpoints(&s, "echo", 1);
+    let echo_ip = cluster_ip(&s, "echo");
+    let socket = UdpSocket::bind("0.0.0.0:0").expect("udp socket");
+    socket.set_read_timeout(Some(Duration::from_millis(500))).expect("timeout");
+    let reply = wait_for("a UDP reply through the ClusterIP", Duration::from_secs(30), || {
+        socket.send_to(b"ping", format!("{echo_ip}:53")).ok()?;
+        let mut buf = [0u8; 512];
+        let (n, _) = socket.recv_from(&mut buf).ok()?;
+        Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+    });
+    assert_eq!(reply, "echo:ping");
+
+    // publishNotReadyAddresses lets an unready pod serve; without it, it gets nothing.
+    wait_running(&s, "unready");
+    let published = cluster_ip(&s, "unready-published");
+    let body = wait_for("the unready pod through publishNotReadyAddresses", Duration::from_secs(60), || {
+        curl(&format!("http://{published}/"))
+    });
+    assert_eq!(body, "unready");
+    let hidden = cluster_ip(&s, "unready-hidden");
+    assert_eq!(curl(&format!("http://{hidden}/")), None, "a not-ready pod gets no traffic");
+}
+
+/// Allocation needs no pods: cluster IPs and node ports come from the server's ranges.
+#[test]
+fn cluster_ips_and_node_ports_come_from_the_configured_ranges() {
+    let s = Server::start(&[
+        "--no-node",
+        "--no-controllers",
+        "--service-cidr",
+        "10.199.0.0/24",
+        "--service-node-port-range",
+        "31000-31009",
+    ]);
+    assert_eq!(cluster_ip(&s, "kubernetes"), "10.199.0.1");
+    assert_eq!(
+        s.ok(&["get", "svc", "-n", "kube-system", "kube-dns", "-o", "jsonpath={.spec.clusterIP}"]),
+        "10.199.0.10"
+    );
+
+    s.ok(&["create", "service", "clusterip", "auto", "--tcp=80:8080"]);
+    let auto = cluster_ip(&s, "auto");
+    assert!(auto.starts_with("10.199.0."), "{auto}");
+
+    s.ok(&["create", "service", "clusterip", "chosen", "--tcp=80", "--clusterip=10.199.0.77"]);
+    assert_eq!(cluster_ip(&s, "chosen"), "10.199.0.77");
+    let taken = s.fails(&["create", "service", "clusterip", "again", "--tcp=80", "--clusterip=10.199.0.77"]);
+    assert!(taken.contains("Invalid") && taken.contains("provided IP is already allocated"), "{taken}");
+    let outside = s.fails(&["create", "service", "clusterip", "outside", "--tcp=80", "--clusterip=10.96.0.50"]);
+    assert!(outside.contains("not in the valid range") && outside.contains("10.199.0.0/24"), "{outside}");
+
+    // Kept on update, released on delete.
+    s.ok(&["label", "svc", "chosen", "tier=x"]);
+    assert_eq!(cluster_ip(&s, "chosen"), "10.199.0.77");
+    s.ok(&["delete", "svc", "chosen"]);
+    s.ok(&["create", "service", "clusterip", "again", "--tcp=80", "--clusterip=10.199.0.77"]);
+
+    s.ok(&["create", "service", "clusterip", "headless", "--clusterip=None"]);
+    assert_eq!(cluster_ip(&s, "headless"), "None");
+
+    s.ok(&["create", "service", "nodeport", "np", "--tcp=80", "--node-port=31005"]);
+    let port = s.ok(&["get", "svc", "np", "-o", "jsonpath={.spec.ports[0].nodePort}"]);
+    assert_eq!(port, "31005");
+    let clash = s.fails(&["create", "service", "nodeport", "np2", "--tcp=80", "--node-port=31005"]);
+    assert!(clash.contains("provided port is already allocated"), "{clash}");
+    let range = s.fails(&["create", "service", "nodeport", "np3", "--tcp=80", "--node-port=30000"]);
+    assert!(range.contains("31000-31009"), "{range}");
+    // A type change to NodePort allocates from the range.
+    s.ok(&["patch", "svc", "auto", "-p", r#"{"spec":{"type":"NodePort"}}"#]);
+    let port: u16 = s.ok(&["get", "svc", "auto", "-o", "jsonpath={.spec.ports[0].nodePort}"]).parse().expect("port");
+    assert!((31000..=31009).contains(&port), "{port}");
+}
