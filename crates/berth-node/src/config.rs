@@ -24,6 +24,8 @@ pub struct NodeConfig {
     pub capacity: CapacityOverrides,
     /// The node's `InternalIP` (and pods' `hostIP`); detected from the default route if unset.
     pub host_ip: Option<std::net::IpAddr>,
+    /// Registries (`host:port`) pulled from over plain HTTP instead of HTTPS.
+    pub insecure_registries: Vec<String>,
     /// Size-based rotation of container logs.
     pub log_rotation: crate::crilog::Rotation,
     /// Waited on before a terminating pod's containers get SIGTERM.
@@ -85,6 +87,7 @@ impl NodeConfig {
             shim_program: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe")),
             capacity: CapacityOverrides::default(),
             host_ip: None,
+            insecure_registries: Vec::new(),
             log_rotation: crate::crilog::Rotation::default(),
             drain: None,
         }

@@ -15,6 +15,7 @@ pub mod command;
 pub mod config;
 pub mod crilog;
 pub mod exec;
+pub mod images;
 pub mod ipam;
 pub mod metrics;
 pub mod network;

@@ -30,6 +30,7 @@ use crate::cgroups::CgroupMounts;
 use crate::command::{self, CommandError};
 use crate::config::NodeConfig;
 use crate::crilog;
+use crate::images;
 use crate::ipam::{Ipam, IpamError};
 use crate::network::{self, NetworkError};
 use crate::oci::{self, Mount, Namespace};
@@ -47,8 +48,16 @@ pub enum RuntimeError {
     MissingTool { program: String, package: &'static str },
     #[error("pod UID {0:?} is not usable as a file name")]
     BadUid(String),
-    #[error("Failed to pull image \"{0}\": only the built-in image \"host\" is available on this node")]
-    ImagePull(String),
+    #[error("{message}")]
+    ImagePull { image: String, message: String },
+    #[error("Container image \"{0}\" is not present with pull policy of Never")]
+    ImageNeverPull(String),
+    #[error("image \"{image}\": {source}")]
+    Image {
+        image: String,
+        #[source]
+        source: berth_image::ImageError,
+    },
     #[error(transparent)]
     Spec(#[from] SpecError),
     #[error(transparent)]
@@ -81,7 +90,8 @@ impl RuntimeError {
     /// The container waiting reason kubelet shows for this failure.
     pub fn reason(&self) -> &'static str {
         match self {
-            RuntimeError::ImagePull(_) => "ErrImagePull",
+            RuntimeError::ImagePull { .. } => "ErrImagePull",
+            RuntimeError::ImageNeverPull(_) => "ErrImageNeverPull",
             RuntimeError::Spec(error) => error.reason(),
             RuntimeError::Volume(_) | RuntimeError::UnknownVolume(_) | RuntimeError::BadSubPath(_) => {
                 "CreateContainerConfigError"
@@ -188,6 +198,7 @@ pub struct Runtime {
     config: NodeConfig,
     ipam: Ipam,
     host_image: HostImage,
+    images: berth_image::ImageStore,
     cgroups: CgroupMounts,
     host_resolv_conf: String,
     limits: HostLimits,
@@ -259,6 +270,8 @@ impl Runtime {
         let ipam = Ipam::open(config.data_dir.join("network").join("ipam"), config.network.pod_cidr)?;
         network::setup_host(&config.network).await?;
         let host_image = HostImage::from_host(&config.data_dir);
+        let images = berth_image::ImageStore::open(images::store_dir(&config.data_dir))
+            .map_err(|source| RuntimeError::Image { image: String::new(), source })?;
         let host_resolv_conf = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
         let limits = HostLimits::detect();
         if limits.min_oom_score_adj > -1000 {
@@ -267,7 +280,7 @@ impl Runtime {
                 "no CAP_SYS_RESOURCE: container oom_score_adj is kept at or above Berth's own"
             );
         }
-        Ok(Runtime { config, ipam, host_image, cgroups: CgroupMounts::detect(), host_resolv_conf, limits })
+        Ok(Runtime { config, ipam, host_image, images, cgroups: CgroupMounts::detect(), host_resolv_conf, limits })
     }
 
     pub fn config(&self) -> &NodeConfig {
@@ -276,6 +289,11 @@ impl Runtime {
 
     pub fn data_dir(&self) -> &Path {
         &self.config.data_dir
+    }
+
+    /// The node's image store.
+    pub fn images(&self) -> &berth_image::ImageStore {
+        &self.images
     }
 
     fn pod_dir(&self, uid: &str) -> PathBuf {
@@ -425,6 +443,7 @@ impl Runtime {
     pub async fn remove_pod(&self, uid: &str) -> Result<(), RuntimeError> {
         check_uid(uid)?;
         self.teardown_sandbox(uid).await;
+        images::unmount_pod_rootfs(&self.containers_dir(uid));
         let dir = self.pod_dir(uid);
         match tokio::fs::remove_dir_all(&dir).await {
             Ok(()) => Ok(()),
@@ -451,25 +470,47 @@ impl Runtime {
         let uid = sandbox.uid.as_str();
         check_uid(uid)?;
         let image = container.image.clone().unwrap_or_default();
-        if image != HOST_IMAGE {
-            return Err(RuntimeError::ImagePull(image));
-        }
-        let process = spec::process_spec(pod, container, inputs, placement, &sandbox.hostname)?;
+        // Anything but `host` was pulled or imported before the start (agent::pull).
+        let resolved = if image == HOST_IMAGE {
+            None
+        } else {
+            let resolved = self.images.resolve(&image).map_err(|source| match source {
+                berth_image::ImageError::NotFound(_) => RuntimeError::ImagePull {
+                    message: format!("image \"{image}\" is not present on this node"),
+                    image: image.clone(),
+                },
+                source => RuntimeError::Image { image: image.clone(), source },
+            })?;
+            Some(resolved)
+        };
+        let process = match &resolved {
+            None => spec::process_spec(pod, container, inputs, placement, &sandbox.hostname)?,
+            Some(resolved) => {
+                let filled = images::with_image_defaults(container, resolved);
+                let mut process = spec::process_spec(pod, &filled, inputs, placement, &sandbox.hostname)?;
+                images::merge_env(&mut process, container, &resolved.defaults);
+                process
+            }
+        };
         let state_dir = self.container_dir(uid, &container.name, attempt);
         let id = format!("{uid}-{}-{attempt}", container.name);
         if state_dir.exists() {
             // Left over from a start that did not finish (Berth stopped half-way).
             let _ = self.runc(&["delete", "--force", id.as_str()]).await;
+            images::unmount_rootfs(&state_dir);
             tokio::fs::remove_dir_all(&state_dir)
                 .await
                 .map_err(io_context(format!("removing {}", state_dir.display())))?;
         }
         tokio::fs::create_dir_all(&state_dir).await.map_err(io_context(format!("creating {}", state_dir.display())))?;
-        self.host_image.prepare_rootfs(&state_dir.join("rootfs"))?;
+        match &resolved {
+            None => self.host_image.prepare_rootfs(&state_dir.join("rootfs"))?,
+            Some(resolved) => images::mount_rootfs(&state_dir, resolved)?,
+        }
         std::fs::write(state_dir.join(TERMINATION_LOG), b"").map_err(io_context("creating the termination log"))?;
 
         let cgroups_path = format!("{}/{}", self.pod_cgroup(uid), container.name);
-        let mounts = self.container_mounts(sandbox, container, &process, volumes, &state_dir)?;
+        let mounts = self.container_mounts(sandbox, container, &process, volumes, &state_dir, resolved.is_none())?;
         let bundle = self.oci_spec(sandbox, &process, mounts, &cgroups_path);
         let config_json = serde_json::to_vec_pretty(&bundle).map_err(|e| RuntimeError::Shim(e.to_string()))?;
         std::fs::write(state_dir.join("config.json"), config_json).map_err(io_context("writing config.json"))?;
@@ -561,6 +602,7 @@ impl Runtime {
         process: &ProcessSpec,
         volumes: &PreparedVolumes,
         state_dir: &Path,
+        host_image: bool,
     ) -> Result<Vec<Mount>, RuntimeError> {
         let sys_options: &[&str] =
             if process.privileged { &["nosuid", "noexec", "nodev"] } else { &["nosuid", "noexec", "nodev", "ro"] };
@@ -622,7 +664,9 @@ impl Runtime {
                 is_dir: std::fs::metadata(&bind.source).map(|m| m.is_dir()).unwrap_or(true),
             })
             .collect();
-        mounts.extend(self.host_image.mounts_for(&targets, &state_dir.join("mountpoints"))?);
+        if host_image {
+            mounts.extend(self.host_image.mounts_for(&targets, &state_dir.join("mountpoints"))?);
+        }
         mounts.extend(binds);
         Ok(mounts)
     }
@@ -852,6 +896,7 @@ impl Runtime {
         }
         for attempt in 0..keep_from {
             let dir = self.container_dir(uid, name, attempt);
+            images::unmount_rootfs(&dir);
             if tokio::fs::metadata(&dir).await.is_ok()
                 && let Err(error) = tokio::fs::remove_dir_all(&dir).await
             {
@@ -863,6 +908,7 @@ impl Runtime {
 
     /// Removes the on-disk state of an ended container attempt (its log stays).
     pub async fn remove_container(&self, handle: &ContainerHandle) -> Result<(), RuntimeError> {
+        images::unmount_rootfs(&handle.state_dir);
         match tokio::fs::remove_dir_all(&handle.state_dir).await {
             Ok(()) => Ok(()),
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),

@@ -1,5 +1,6 @@
 //! The `berth` command: the one binary users run.
 
+mod image;
 mod podio;
 mod server;
 mod up;
@@ -19,6 +20,8 @@ struct Cli {
 enum Command {
     /// Run the control plane (API server, controllers, node agent) in the foreground.
     Server(ServerArgs),
+    /// Work with the node's local images (import, pull, ls, rm, prune).
+    Image(image::ImageArgs),
     /// Start the server, deploy the example app in examples/hello, and print its URL.
     Up {
         #[command(flatten)]
@@ -70,6 +73,9 @@ pub struct ServerArgs {
     /// Commit writes with synchronous=NORMAL: faster, but a power loss may lose the last writes.
     #[arg(long)]
     fast_commit: bool,
+    /// Pull from this registry (`host:port`) over plain HTTP; may be repeated.
+    #[arg(long = "insecure-registry")]
+    insecure_registries: Vec<String>,
     /// Size in bytes at which a container's log file is rotated (kubelet's containerLogMaxSize).
     #[arg(long, default_value_t = 10 * 1024 * 1024)]
     container_log_max_size: u64,
@@ -120,6 +126,7 @@ fn main() -> anyhow::Result<()> {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             runtime.block_on(server::run(args))
         }
+        Command::Image(args) => image::run(args),
         Command::Up { server, timeout_seconds } => {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             runtime.block_on(up::run(server, std::time::Duration::from_secs(timeout_seconds)))

@@ -118,6 +118,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         config.drain = Some(berth_node::DrainHook(Arc::new(RouterDrain(router.clone()))));
         config.network.pod_cidr = pod_cidr;
         config.network.bridge = args.pod_bridge.clone();
+        config.insecure_registries = args.insecure_registries.clone();
         config.log_rotation =
             berth_node::Rotation { max_bytes: args.container_log_max_size, max_files: args.container_log_max_files };
         config.capacity.pods = Some(args.max_pods);

@@ -8,6 +8,7 @@ pub mod events;
 pub mod node;
 pub mod probe;
 pub mod provisioner;
+mod pull;
 pub mod scheduler;
 pub mod status;
 mod worker;

@@ -545,14 +545,12 @@ impl Worker {
         let run =
             PodRun { sandbox: &sandbox, pod: &self.pod, inputs: &inputs, volumes: &volumes, placement: &placement };
         let image = container.image.clone().unwrap_or_default();
-        let result = self.shared.runtime.start_container(&run, &container, attempt).await;
+        let result = match super::pull::ensure_image(&self.shared, &self.pod, &self.pod_ref, &container).await {
+            Ok(()) => self.shared.runtime.start_container(&run, &container, attempt).await,
+            Err(error) => Err(error),
+        };
         match result {
             Ok(handle) => {
-                self.shared.events.normal(
-                    &self.pod_ref,
-                    "Pulled",
-                    format!("Container image \"{image}\" already present on machine"),
-                );
                 self.shared.events.normal(&self.pod_ref, "Created", format!("Created container: {}", container.name));
                 self.shared.events.normal(&self.pod_ref, "Started", format!("Started container {}", container.name));
                 let waiter = handle.clone();
