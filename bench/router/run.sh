@@ -13,6 +13,7 @@ PROFILE=${BERTH_PROFILE:-release}   # BERTH_PROFILE=debug only to check the scri
 if [ "$PROFILE" = release ]; then cargo build --release -q -p berth; fi
 BIN=$PWD/target/$PROFILE/berth
 WORK=$(mktemp -d /tmp/berth-router-bench.XXXXXX)
+chmod 755 "$WORK"   # nginx workers (www-data) read the page
 IP=$(ip route get 192.0.2.1 | awk '{for (i = 1; i <= NF; i++) if ($i == "src") print $(i + 1)}')
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 BACKEND=$(free_port); NGINX=$(free_port); HAPROXY=$(free_port); ROUTER=$(free_port); API=$(free_port)
