@@ -257,9 +257,12 @@ spec:
   containers:
   - name: web
     image: host
-    command: [sh, -c, "mkdir -p /tmp/www && echo ok > /tmp/www/healthz && echo serving && (sleep 4; rm /tmp/www/healthz) & exec busybox httpd -f -p 8080 -h /tmp/www"]
+    # `;`, not `&&`: a trailing `&` would put the whole `&&` list, mkdir included, in the
+    # background, racing httpd's start.
+    command: [sh, -c, "mkdir -p /tmp/www; echo ok > /tmp/www/healthz; echo serving; (sleep 5; rm /tmp/www/healthz) & exec busybox httpd -f -p 8080 -h /tmp/www"]
     livenessProbe:
       httpGet: {path: /healthz, port: 8080}
+      initialDelaySeconds: 2
       periodSeconds: 1
       failureThreshold: 2
 ---
