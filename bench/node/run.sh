@@ -82,7 +82,7 @@ tar -C "$rootfs" -c . | "${PODMAN[@]}" import --quiet --change "ENV PATH=/bin" -
 # --- Berth.
 say "starting berth server"
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-BERTH_LOG=${BERTH_LOG:-warn} "$BERTH_BIN" server --data-dir "$WORK/berth" --listen "127.0.0.1:$PORT" \
+BERTH_LOG=${BERTH_LOG:-warn} "$BERTH_BIN" server --data-dir "$WORK/berth" --listen "127.0.0.1:$PORT" --http-listen off --https-listen off \
     --pod-bridge "$BRIDGE" --pod-cidr "$POD_CIDR" --max-pods 1100 >"$WORK/server.out" 2>"$WORK/server.err" &
 SERVER_PID=$!
 for _ in $(seq 300); do

@@ -37,7 +37,7 @@ DRIVER=$CARGO_TARGET_DIR/$PROFILE_DIR/examples/workload_bench
 rm -rf "$WORK" && mkdir -p "$WORK"
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 say "starting berth server on 127.0.0.1:$PORT (controllers, no node agent)"
-BERTH_LOG=warn "$BERTH" server --data-dir "$WORK/data" --listen "127.0.0.1:$PORT" --no-node \
+BERTH_LOG=warn "$BERTH" server --data-dir "$WORK/data" --listen "127.0.0.1:$PORT" --no-node --http-listen off --https-listen off \
     >"$WORK/server.out" 2>"$WORK/server.log" &
 SERVER=$!
 trap 'kill "$SERVER" 2>/dev/null || true; wait "$SERVER" 2>/dev/null || true' EXIT

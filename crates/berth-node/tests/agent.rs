@@ -55,7 +55,7 @@ async fn start_server(binary: &PathBuf) -> Server {
     let data_dir = tempfile::tempdir().unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let child = std::process::Command::new(binary)
-        .args(["server", "--no-node", "--no-controllers", "--listen"])
+        .args(["server", "--no-node", "--no-controllers", "--http-listen", "off", "--https-listen", "off", "--listen"])
         .arg(format!("127.0.0.1:{port}"))
         .arg("--data-dir")
         .arg(data_dir.path())

@@ -100,6 +100,8 @@ impl Server {
             .args(["server", "--data-dir"])
             .arg(dir.path())
             .args(["--listen", &format!("127.0.0.1:{port}"), "--no-node", "--fast-commit"])
+            // Parallel tests must not compete for the router's ports 80 and 443.
+            .args(["--http-listen", "off", "--https-listen", "off"])
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
