@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use futures::StreamExt;
+use berth_watch::watch;
 use hickory_proto::op::{Message, Metadata, ResponseCode};
 use hickory_proto::rr::rdata::{A, CNAME, SRV};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
@@ -21,8 +21,6 @@ use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseI
 use hickory_server::zone_handler::MessageResponseBuilder;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Notify;
@@ -83,25 +81,6 @@ pub fn host_upstreams() -> Vec<SocketAddr> {
         out = main;
     }
     out.into_iter().map(|ip| SocketAddr::new(ip, 53)).collect()
-}
-
-fn watch<K>(api: Api<K>, changed: Arc<Notify>) -> (Store<K>, impl std::future::Future<Output = ()> + Send + 'static)
-where
-    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
-{
-    let (reader, writer) = reflector::store();
-    let run = async move {
-        let stream =
-            reflector::reflector(writer, watcher(api, watcher::Config::default().any_semantic()).default_backoff());
-        futures::pin_mut!(stream);
-        while let Some(event) = stream.next().await {
-            match event {
-                Ok(_) => changed.notify_one(),
-                Err(err) => tracing::warn!(kind = %K::kind(&()), %err, "watch failed, retrying"),
-            }
-        }
-    };
-    (reader, run)
 }
 
 fn freebind_socket(addr: SocketAddr, ty: socket2::Type) -> std::io::Result<socket2::Socket> {

@@ -21,13 +21,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use futures::StreamExt;
+use berth_watch::watch;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Patch, PatchParams};
-use kube::runtime::WatchStreamExt;
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::watcher;
 use kube::{Api, Client};
 use tokio::sync::Notify;
 
@@ -111,25 +108,6 @@ pub enum Error {
 /// clean up after tests). Nothing happens if it does not exist.
 pub async fn remove_service_interface(name: &str) -> Result<(), Error> {
     Ok(ServiceInterface::new(name)?.remove().await?)
-}
-
-fn watch<K>(api: Api<K>, changed: Arc<Notify>) -> (Store<K>, impl std::future::Future<Output = ()> + Send + 'static)
-where
-    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
-{
-    let (reader, writer) = reflector::store();
-    let run = async move {
-        let stream =
-            reflector::reflector(writer, watcher(api, watcher::Config::default().any_semantic()).default_backoff());
-        futures::pin_mut!(stream);
-        while let Some(event) = stream.next().await {
-            match event {
-                Ok(_) => changed.notify_one(),
-                Err(err) => tracing::warn!(kind = %K::kind(&()), %err, "watch failed, retrying"),
-            }
-        }
-    };
-    (reader, run)
 }
 
 /// Runs the proxy until a watch stops (an error) or the future is dropped. Dropping it closes
