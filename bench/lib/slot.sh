@@ -9,11 +9,13 @@ slot_clean() { # index
   set +e +o pipefail   # best effort: most of these find nothing
   for link in "bts$i" "bsv$i"; do ip link del "$link" 2>/dev/null || true; done
   # The service proxy's chains of that slot, the jumps into them, then other rules naming it.
-  for chain in $(iptables-save -t nat 2>/dev/null | awk -v p=":BRT-bsv$i-" 'index($1, p) == 1 { print substr($1, 2) }'); do
-    iptables -w -t nat -S 2>/dev/null | grep -- "-j $chain\$" | grep -v "^-A $chain " | sed 's/^-A /-D /' |
-      while read -r rule; do eval "iptables -w -t nat $rule" 2>/dev/null || true; done
-    iptables -w -t nat -F "$chain" 2>/dev/null || true
-    iptables -w -t nat -X "$chain" 2>/dev/null || true
+  for table in nat filter; do
+    for chain in $(iptables-save -t $table 2>/dev/null | awk -v p=":BRT-bsv$i-" 'index($1, p) == 1 { print substr($1, 2) }'); do
+      iptables -w -t $table -S 2>/dev/null | grep -- "-j $chain\$" | grep -v "^-A $chain " | sed 's/^-A /-D /' |
+        while read -r rule; do eval "iptables -w -t $table $rule" 2>/dev/null || true; done
+      iptables -w -t $table -F "$chain" 2>/dev/null || true
+      iptables -w -t $table -X "$chain" 2>/dev/null || true
+    done
   done
   for table in nat filter; do
     iptables -w -t $table -S 2>/dev/null | grep -w -F -e "bts$i" -e "bsv$i" -e "10.180.$i.0/24" -e "10.181.$i.0/24" |

@@ -2,7 +2,7 @@
 //! WebSocket echo server (tokio-tungstenite) and a gRPC server (Debian's python3-grpcio,
 //! `fixtures/grpc_echo.py`) on this machine, behind Services with hand-written
 //! EndpointSlices, reached through one Ingress over plain HTTP (gRPC as h2c) and over TLS.
-//! No pods, so no root needed.
+//! No pods, so no root needed. The Ingress also gets the router's address in its status.
 
 use std::{
     io::{BufRead, BufReader, Read, Write},
@@ -250,6 +250,12 @@ spec:
             status(http, host).filter(|c| *c != 404 && *c != 503)
         });
     }
+
+    // The Ingress shows where the router answers, in kubectl's ADDRESS column.
+    wait_for("Ingress address", Duration::from_secs(30), || {
+        let out = s.ok(&["get", "ingress", "passthrough", "--no-headers"]);
+        (out.split_whitespace().nth(3) == Some("127.0.0.1")).then_some(())
+    });
 
     // WebSocket over plain HTTP, then over TLS with the Secret's certificate.
     let first = rt.block_on(async {
