@@ -216,7 +216,8 @@ async fn write_ingress_status(
             continue;
         };
         let key = ing.metadata.uid.clone().unwrap_or_else(|| format!("{ns}/{name}"));
-        let current = ing.status.as_ref().and_then(|s| s.load_balancer.as_ref()).and_then(|lb| serde_json::to_value(lb).ok());
+        let current =
+            ing.status.as_ref().and_then(|s| s.load_balancer.as_ref()).and_then(|lb| serde_json::to_value(lb).ok());
         if current.as_ref() == Some(&want) || written.get(&key) == Some(&want) {
             continue;
         }

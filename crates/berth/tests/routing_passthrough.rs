@@ -64,8 +64,8 @@ fn make_tls_secret(s: &Server, dir: &Path) -> PathBuf {
     ca_params.distinguished_name.push(DnType::CommonName, "berth test CA");
     let ca_pem = ca_params.self_signed(&ca_key).expect("CA").pem();
     let key = KeyPair::generate().expect("key");
-    let mut params = CertificateParams::new(vec!["ws.example.test".to_owned(), "grpc.example.test".to_owned()])
-        .expect("params");
+    let mut params =
+        CertificateParams::new(vec!["ws.example.test".to_owned(), "grpc.example.test".to_owned()]).expect("params");
     params.distinguished_name.push(DnType::CommonName, "ws.example.test");
     let cert = params.signed_by(&key, &Issuer::new(ca_params, &ca_key)).expect("certificate");
     let ca = dir.join("ca.crt");
@@ -95,9 +95,11 @@ async fn websocket_echo(listener: tokio::net::TcpListener) {
         let Ok((stream, _)) = listener.accept().await else { return };
         tokio::spawn(async move {
             let mut seen = String::new();
+            #[allow(clippy::result_large_err)] // tungstenite's callback signature
             let callback = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
                 let h = |n: &str| req.headers().get(n).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
-                seen = format!("{}|{}|{}|{}", h("x-forwarded-for"), h("x-forwarded-proto"), h("host"), req.uri().path());
+                seen =
+                    format!("{}|{}|{}|{}", h("x-forwarded-for"), h("x-forwarded-proto"), h("host"), req.uri().path());
                 Ok(resp)
             };
             let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(stream, callback).await else { return };
