@@ -332,6 +332,15 @@ impl Drop for Server {
     }
 }
 
+/// `kubectl.1.NN` installed next to the `kubectl` on PATH, if any.
+pub fn old_kubectl(minor: u32) -> Option<std::path::PathBuf> {
+    let out = std::process::Command::new("sh").args(["-c", "command -v kubectl"]).output().ok()?;
+    let path = std::path::PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    let real = std::fs::canonicalize(path).ok()?;
+    let old = real.parent()?.join(format!("kubectl.1.{minor}"));
+    old.exists().then_some(old)
+}
+
 /// Polls `f` until it returns `Some` or the deadline passes.
 #[track_caller]
 pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use berth_testkit::{Server, can_run_pods, wait_for};
+use berth_testkit::{Server, can_run_pods, old_kubectl, wait_for};
 
 const POD: &str = r#"apiVersion: v1
 kind: Pod
@@ -152,15 +152,6 @@ fn exec_it_gives_a_shell_on_a_terminal_of_the_callers_size() {
     assert!(screen.contains("42-marker"), "{screen}");
     assert!(screen.contains("/dev/pts/"), "the shell runs on a terminal: {screen}");
     assert!(screen.contains("33 101"), "the terminal has the caller's size: {screen}");
-}
-
-/// `kubectl.1.NN` installed next to the `kubectl` on PATH, if any.
-fn old_kubectl(minor: u32) -> Option<std::path::PathBuf> {
-    let out = std::process::Command::new("sh").args(["-c", "command -v kubectl"]).output().ok()?;
-    let path = std::path::PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-    let real = std::fs::canonicalize(path).ok()?;
-    let old = real.parent()?.join(format!("kubectl.1.{minor}"));
-    old.exists().then_some(old)
 }
 
 #[test]
