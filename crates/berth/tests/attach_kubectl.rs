@@ -148,64 +148,13 @@ fn run_i_with_stdin_once_closes_stdin_after_the_session() {
     });
 }
 
-/// Runs `kubectl <args>` on a pseudo-terminal of `rows`×`cols` (python3's `pty` module plays
-/// the user's terminal). Once kubectl says to press enter it does, waits for a shell prompt,
-/// types `input`, and returns everything the terminal showed and kubectl's exit code.
-fn on_terminal(s: &Server, args: &[&str], rows: u16, cols: u16, input: &str) -> (String, i32) {
-    const DRIVER: &str = r##"
-import fcntl, os, pty, select, struct, sys, termios, time
-rows, cols, text, argv = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4:]
-pid, fd = pty.fork()
-if pid == 0:
-    fcntl.ioctl(sys.stdin.fileno(), termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
-    os.execvp("kubectl", ["kubectl"] + argv)
-out = b""
-deadline = time.time() + 90
-entered = None
-typed = False
-while time.time() < deadline:
-    ready, _, _ = select.select([fd], [], [], 0.5)
-    if ready:
-        try:
-            chunk = os.read(fd, 4096)
-        except OSError:
-            break
-        if not chunk:
-            break
-        out += chunk
-    if entered is None and b"try pressing enter" in out:
-        os.write(fd, b"\r")
-        entered = len(out)
-    if entered is not None and not typed and (b"#" in out[entered:] or b"$" in out[entered:]):
-        os.write(fd, text.encode())
-        typed = True
-_, status = os.waitpid(pid, 0)
-sys.stdout.write(out.decode(errors="replace"))
-sys.stdout.write("\nEXIT:%d\n" % os.waitstatus_to_exitcode(status))
-"##;
-    let out = Command::new("python3")
-        .args(["-c", DRIVER, &rows.to_string(), &cols.to_string(), input])
-        .args(args)
-        .env("KUBECONFIG", s.kubeconfig())
-        .env("KUBECACHEDIR", &s.cache_dir)
-        .output()
-        .expect("python3 pty driver");
-    let screen = String::from_utf8_lossy(&out.stdout).into_owned();
-    let code = screen
-        .rsplit_once("EXIT:")
-        .and_then(|(_, code)| code.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no exit code from the driver: {screen}"));
-    (screen, code)
-}
-
 #[test]
 fn run_it_rm_gives_a_shell_and_removes_the_pod() {
     if !can_run_pods() {
         return;
     }
     let s = Server::start(&[]);
-    let (screen, code) = on_terminal(
-        &s,
+    let (screen, code) = s.on_terminal(
         &["run", "-it", "--rm", "--image=host", "--restart=Never", "dbg", "--command", "--", "sh"],
         24,
         80,
@@ -227,7 +176,7 @@ fn attach_it_has_the_callers_terminal_size() {
     }
     let s = Server::start(&[]);
     start_pods(&s);
-    let (screen, _) = on_terminal(&s, &["attach", "-it", "term"], 33, 101, "stty size; exit\r");
+    let (screen, _) = s.on_terminal(&["attach", "-it", "term"], 33, 101, "stty size; exit\r");
     assert!(screen.contains("33 101"), "the terminal has the caller's size: {screen}");
     // The terminal's output is the container's log, as upstream keeps it.
     wait_for("terminal output in the log", Duration::from_secs(30), || {
