@@ -178,6 +178,20 @@ fn attach_it_has_the_callers_terminal_size() {
     start_pods(&s);
     let (screen, _) = s.on_terminal(&["attach", "-it", "term"], 33, 101, "stty size; exit\r");
     assert!(screen.contains("33 101"), "the terminal has the caller's size: {screen}");
+    // A state directory too long for a socket's name: runc still hands over the terminal
+    // and attach still connects (through /proc/<pid>/fd/<dir>).
+    let long = "c".repeat(63);
+    let pod = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: long\nspec:\n  containers:\n  - name: {long}\n    \
+         image: host\n    command: [sh]\n    stdin: true\n    tty: true\n"
+    );
+    s.ok_stdin(&["apply", "-f", "-"], &pod);
+    wait_for("pod long running", Duration::from_secs(90), || {
+        (s.json(&["get", "pod", "long"])["status"]["phase"] == "Running").then_some(())
+    });
+    let (screen, _) = s.on_terminal(&["attach", "-it", "long"], 24, 80, "tty; exit\r");
+    assert!(screen.contains("/dev/pts/"), "{screen}");
+
     // The terminal's output is the container's log, as upstream keeps it.
     wait_for("terminal output in the log", Duration::from_secs(30), || {
         let logs = s.kubectl(&["logs", "term", "--previous"]);
