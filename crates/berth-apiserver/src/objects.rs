@@ -582,16 +582,24 @@ impl Objects {
             _ => None,
         };
         let key = info.key(ns, name);
-        let old_kv = self.store.get(&key).await.map_err(|e| store_err(info, name, e))?;
-        let Some(old_kv) = old_kv else {
-            return Err(ApiError::not_found(info, name));
-        };
-        if expected.is_some_and(|rv| rv != old_kv.mod_revision) {
-            return Err(ApiError::conflict(info, name));
+        // Without a resourceVersion the update is unconditional: as upstream, a lost race with
+        // another writer is retried on the newer object instead of surfacing as 409. Each lost
+        // race means another write to this key committed, so the loop always makes progress.
+        loop {
+            let old_kv = self.store.get(&key).await.map_err(|e| store_err(info, name, e))?;
+            let Some(old_kv) = old_kv else {
+                return Err(ApiError::not_found(info, name));
+            };
+            if expected.is_some_and(|rv| rv != old_kv.mod_revision) {
+                return Err(ApiError::conflict(info, name));
+            }
+            let old = self.decode(info, &old_kv)?;
+            let (new, warnings) = self.prepare_update(info, &old, obj.clone(), sub, opts)?;
+            match self.write_update(info, &old, new, old_kv.mod_revision, opts.dry_run).await {
+                Err(e) if is_conflict(&e) && expected.is_none() => continue,
+                other => return other.map(|v| (v, warnings)),
+            }
         }
-        let old = self.decode(info, &old_kv)?;
-        let (new, warnings) = self.prepare_update(info, &old, obj, sub, opts)?;
-        self.write_update(info, &old, new, old_kv.mod_revision, opts.dry_run).await.map(|v| (v, warnings))
     }
 
     /// Builds the object an update stores from the old one and the request body.
@@ -768,7 +776,11 @@ impl Objects {
         F: FnMut(&Value) -> Result<Value, ApiError>,
     {
         let key = info.key(ns, name);
-        for _ in 0..16 {
+        // Retried until it commits, as upstream's GuaranteedUpdate: under many concurrent
+        // writers to one key a fixed number of attempts can run out, and a patch without a
+        // resourceVersion must not fail with 409 for it. Each lost race means another write to
+        // this key committed, so the loop always makes progress.
+        loop {
             let old_kv = self.store.get(&key).await.map_err(|e| store_err(info, name, e))?;
             let Some(old_kv) = old_kv else { return Err(ApiError::not_found(info, name)) };
             let old = self.decode(info, &old_kv)?;
@@ -782,11 +794,10 @@ impl Objects {
             }
             let (new, warnings) = self.prepare_update(info, &old, candidate, sub, opts)?;
             match self.write_update(info, &old, new, old_kv.mod_revision, opts.dry_run).await {
-                Err(e) if e.reason == "Conflict" && e.code == 409 => continue,
+                Err(e) if is_conflict(&e) => continue,
                 other => return other.map(|v| (v, warnings)),
             }
         }
-        Err(ApiError::conflict(info, name))
     }
 
     pub async fn delete(
@@ -885,7 +896,7 @@ impl Objects {
                     return Ok(new);
                 }
                 match self.write_update(info, &old, new, kv.mod_revision, false).await {
-                    Err(e) if e.code == 409 && e.reason == "Conflict" => continue,
+                    Err(e) if is_conflict(&e) => continue,
                     other => return other,
                 }
             }
@@ -1063,6 +1074,10 @@ pub fn decode_value(info: &ResourceInfo, bytes: &Bytes, rev: Revision) -> Result
     }
     set_rv(&mut obj, rev);
     Ok(obj)
+}
+
+fn is_conflict(e: &ApiError) -> bool {
+    e.code == 409 && e.reason == "Conflict"
 }
 
 pub fn set_rv(obj: &mut Value, rev: Revision) {
