@@ -942,14 +942,19 @@ impl Objects {
     pub async fn bootstrap(&self, api_port: u16) -> Result<(), ApiError> {
         let opts = WriteOptions { dry_run: false, field_validation: FieldValidation::Ignore };
         let ns_info = self.lookup("", "v1", "namespaces").ok_or_else(|| ApiError::internal("namespaces missing"))?;
-        for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        // The creates run concurrently so that the store commits them together: on a first
+        // start every durable commit is a disk flush before the API can answer.
+        let namespaces = ["default", "kube-system", "kube-public", "kube-node-lease"].map(|ns| {
             let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
-            match self.create(&ns_info, None, obj, &opts).await {
-                Ok(_) => {}
-                Err(e) if e.reason == "AlreadyExists" => {}
-                Err(e) => return Err(e),
+            let (ns_info, opts) = (&ns_info, &opts);
+            async move {
+                match self.create(ns_info, None, obj, opts).await {
+                    Err(e) if e.reason != "AlreadyExists" => Err(e),
+                    _ => Ok(()),
+                }
             }
-        }
+        });
+        futures::future::try_join_all(namespaces).await?;
         let svc_info = self.lookup("", "v1", "services").ok_or_else(|| ApiError::internal("services missing"))?;
         let kubernetes = json!({"apiVersion": "v1", "kind": "Service",
             "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"component": "apiserver", "provider": "kubernetes"}},
@@ -962,21 +967,27 @@ impl Objects {
             "spec": {"clusterIP": self.service_ranges.dns_ip().to_string(),
                      "ports": [{"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
                                {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53}]}});
-        for (ns, name, svc) in [("default", "kubernetes", kubernetes), ("kube-system", "kube-dns", dns)] {
-            match self.get(&svc_info, Some(ns), name).await {
-                Ok(_) => {}
-                Err(e) if e.code == 404 => match self.create(&svc_info, Some(ns), svc, &opts).await {
-                    Ok(_) => {}
-                    // Another range than the data dir was first started with: the address is
-                    // someone else's or out of range; the Service is then allocated freely.
-                    Err(e) if e.reason == "Invalid" => {
-                        tracing::warn!(service = name, error = %e, "cannot keep the conventional cluster IP");
+        let services =
+            [("default", "kubernetes", kubernetes), ("kube-system", "kube-dns", dns)].map(|(ns, name, svc)| {
+                let (svc_info, opts) = (&svc_info, &opts);
+                async move {
+                    match self.get(svc_info, Some(ns), name).await {
+                        Ok(_) => Ok(()),
+                        Err(e) if e.code == 404 => match self.create(svc_info, Some(ns), svc, opts).await {
+                            Ok(_) => Ok(()),
+                            // Another range than the data dir was first started with: the address is
+                            // someone else's or out of range; the Service is then allocated freely.
+                            Err(e) if e.reason == "Invalid" => {
+                                tracing::warn!(service = name, error = %e, "cannot keep the conventional cluster IP");
+                                Ok(())
+                            }
+                            Err(e) => Err(e),
+                        },
+                        Err(e) => Err(e),
                     }
-                    Err(e) => return Err(e),
-                },
-                Err(e) => return Err(e),
-            }
-        }
+                }
+            });
+        futures::future::try_join_all(services).await?;
         Ok(())
     }
 
