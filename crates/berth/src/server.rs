@@ -108,21 +108,32 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     };
     // Controllers reach the API as any client would: over HTTPS with the kubeconfig.
     let client = api_client(&kubeconfig).await?;
+    let machine_ip = berth_node::agent::node::detect_host_ip();
     let controllers = (!args.no_controllers).then(|| {
         let client = client.clone();
+        // The `kubernetes` Service names the API server at the machine's address (as k3s's
+        // does) unless it listens on one address of its own.
+        let api_ip = if ip.is_unspecified() || ip.is_loopback() { machine_ip } else { ip };
+        let api_endpoint = std::net::SocketAddr::new(api_ip, args.listen.port());
         tokio::spawn(async move {
-            if let Err(e) = berth_controllers::run(client).await {
-                tracing::error!(error = %e, "controllers stopped");
+            let publish = berth_controllers::endpoints::apiserver::publish(client.clone(), api_endpoint);
+            tokio::select! {
+                result = berth_controllers::run(client) => {
+                    if let Err(e) = result {
+                        tracing::error!(error = %e, "controllers stopped");
+                    }
+                }
+                () = publish => {}
             }
         })
     });
-    let route_suffix =
-        args.route_suffix.clone().unwrap_or_else(|| format!("{}.nip.io", berth_node::agent::node::detect_host_ip()));
+    let route_suffix = args.route_suffix.clone().unwrap_or_else(|| format!("{machine_ip}.nip.io"));
     let router_config = berth_router::RouterConfig {
         http: args.http_listen.0,
         https: args.https_listen.0,
         route_suffix,
         timeouts: berth_router::Timeouts::default(),
+        address: Some(machine_ip),
     };
     let router =
         berth_router::start(client.clone(), router_config, shutdown.clone()).await.context("starting the router")?;
