@@ -11,8 +11,8 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{
     HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, Version,
-    uri::{Authority, PathAndQuery, Scheme},
     header::{self, CONNECTION, COOKIE, HOST, SET_COOKIE, UPGRADE},
+    uri::{Authority, PathAndQuery, Scheme},
 };
 use http_body_util::{BodyExt, Empty, Full, combinators::BoxBody};
 use hyper::body::{Body, Incoming};

@@ -78,7 +78,8 @@ pub struct Backend {
 }
 
 fn authority_of(endpoint: SocketAddr) -> http::uri::Authority {
-    http::uri::Authority::try_from(endpoint.to_string()).unwrap_or_else(|_| http::uri::Authority::from_static("invalid"))
+    http::uri::Authority::try_from(endpoint.to_string())
+        .unwrap_or_else(|_| http::uri::Authority::from_static("invalid"))
 }
 
 /// Smooth weighted round-robin (each turn the pool furthest behind its share goes next).
