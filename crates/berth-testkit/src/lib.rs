@@ -218,6 +218,21 @@ impl Server {
         false
     }
 
+    /// Starts `kubectl args` in the background, for commands that keep printing (`get -w`):
+    /// its standard output arrives line by line on the receiver.
+    pub fn kubectl_lines(&self, args: &[&str]) -> (Child, std::sync::mpsc::Receiver<String>) {
+        let mut child =
+            self.kubectl_cmd(args).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("spawn kubectl");
+        let stdout = child.stdout.take().expect("kubectl stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        (child, rx)
+    }
+
     pub fn kubectl_cmd(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new("kubectl");
         cmd.args(args).env("KUBECONFIG", self.kubeconfig()).env("KUBECACHEDIR", &self.cache_dir);

@@ -208,20 +208,7 @@ async fn watch_from_a_compacted_revision_is_expired_and_watchers_relist() {
     .await;
 
     // `kubectl get -w`, started now, watches from the list it makes at the current revision.
-    let mut kubectl = s
-        .kubectl_cmd(&["get", "configmaps", "-n", "quiet", "-w", "-o", "name"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("kubectl get -w");
-    let stdout = kubectl.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let (mut kubectl, rx) = s.kubectl_lines(&["get", "configmaps", "-n", "quiet", "-w", "-o", "name"]);
     let listed = rx.recv_timeout(Duration::from_secs(30)).expect("kubectl lists first");
     assert_eq!(listed, "configmap/first");
 

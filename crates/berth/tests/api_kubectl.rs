@@ -245,20 +245,7 @@ fn get_outputs_selectors_and_columns() {
 #[test]
 fn watch_sees_changes_from_another_kubectl() {
     let s = Server::api_only();
-    let mut watcher = s
-        .kubectl_cmd(&["get", "pods", "-w"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("watch");
-    let stdout = watcher.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let (mut watcher, rx) = s.kubectl_lines(&["get", "pods", "-w"]);
     // The watch may start after the first pods exist: keep creating until one is printed.
     let mut created = 0;
     let line = wait_for("watch to print a pod another kubectl created", Duration::from_secs(30), || {
