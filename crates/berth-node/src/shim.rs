@@ -1,12 +1,12 @@
 //! The per-container shim: a small single-threaded process (the `berth` binary started with
-//! [`SHIM_ARG`]) that outlives Berth. It runs `runc create` as a child subreaper, so the
-//! container's init becomes its child; it copies the container's stdout/stderr into the CRI
-//! log file; when the container exits it records the exit status (and whether the memory
+//! [`SHIM_ARG`]) that outlives Berth. It runs `runc run --detach` (create and start in one
+//! runc process) as a child subreaper, so the container's init becomes its child; it copies
+//! the container's stdout/stderr into the CRI log file; when the container exits it records the exit status (and whether the memory
 //! cgroup OOM-killed it), deletes the runc container and exits itself.
 //!
 //! Berth talks to it through files in the container's state directory: `shim.json` (what to
 //! run), `shim.pid`, and `exit.json` (written atomically just before the shim exits), plus
-//! one handshake line on the shim's stdout once the container is created.
+//! one handshake line on the shim's stdout once the container runs.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -95,7 +95,7 @@ pub fn shim_main(state_dir: &Path) -> i32 {
     };
     // Out of Berth's session and process group, so signals aimed at Berth miss it.
     let _ = rustix::process::setsid();
-    // Orphans below us (the container's init once `runc create` exits) become our children,
+    // Orphans below us (the container's init once `runc run --detach` exits) become our children,
     // which is what lets us collect its exit status.
     if let Err(error) = rustix::process::set_child_subreaper(Some(rustix::process::getpid())) {
         handshake(&format!("error becoming a subreaper: {error}"));
@@ -154,8 +154,7 @@ fn create(config: &ShimConfig, state_dir: &Path) -> Result<Created, String> {
         // the pipes reach end-of-file exactly when the container's processes are gone.
         let mut command = runc_command(config, state_dir);
         command
-            .arg("create")
-            .arg("--bundle")
+            .args(["run", "--detach", "--bundle"])
             .arg(&config.bundle)
             .arg("--pid-file")
             .arg(&pid_file)
@@ -181,13 +180,13 @@ fn create(config: &ShimConfig, state_dir: &Path) -> Result<Created, String> {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
-        return Err(format!("runc create failed ({status}): {}", text.trim()));
+        return Err(format!("runc run failed ({status}): {}", text.trim()));
     }
     let pid = std::fs::read_to_string(&pid_file)
         .ok()
         .and_then(|text| text.trim().parse::<i32>().ok())
         .and_then(Pid::from_raw)
-        .ok_or_else(|| format!("runc create left no usable pid in {}", pid_file.display()))?;
+        .ok_or_else(|| format!("runc run left no usable pid in {}", pid_file.display()))?;
     let pidfd = pidfd_open(pid, PidfdFlags::empty()).map_err(|e| format!("pidfd_open({pid:?}): {e}"))?;
     Ok(Created { pid, pidfd, stdout, stderr })
 }
