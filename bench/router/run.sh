@@ -4,40 +4,45 @@
 # Every proxy gets one worker thread (Berth: TOKIO_WORKER_THREADS=1) and no access log.
 # Then the time from a Service selector change to all new requests landing on the new pods.
 #
-# usage (as root: the second part runs pods): bench/router/run.sh [SECONDS_PER_RUN]
+# usage (as root: the second part runs pods): [ONLY=http|switch] bench/router/run.sh [SECONDS_PER_RUN]
 # needs: nginx, haproxy, wrk, python3, kubectl (scripts/install-test-deps)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SECS=${1:-10}
+ONLY=${ONLY:-}   # http or switch: only that part
 PROFILE=${BERTH_PROFILE:-release}   # BERTH_PROFILE=debug only to check the script itself
 if [ "$PROFILE" = release ]; then cargo build --release -q -p berth; fi
-BIN=$PWD/target/$PROFILE/berth
+BIN=${BERTH_BIN:-$PWD/target/$PROFILE/berth}
+source bench/lib/slot.sh
 WORK=$(mktemp -d /tmp/berth-router-bench.XXXXXX)
 chmod 755 "$WORK"   # nginx workers (www-data) read the page
 IP=$(ip route get 192.0.2.1 | awk '{for (i = 1; i <= NF; i++) if ($i == "src") print $(i + 1)}')
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 BACKEND=$(free_port); NGINX=$(free_port); HAPROXY=$(free_port); ROUTER=$(free_port); API=$(free_port)
-BRIDGE=brbench$$
-BRIDGE=${BRIDGE:0:15}
 export KUBECONFIG=$WORK/berth/kubeconfig KUBECACHEDIR=$WORK/kubecache
 PIDS=()
 BERTH=""
 cleanup() {
+  local rc=$?
+  if [ "$rc" -ne 0 ] && [ -f "$WORK/berth.err" ]; then
+    echo "failed ($rc); pods and the server's last log lines:" >&2
+    kubectl get pods -o wide >&2 2>/dev/null || true
+    tail -n 20 "$WORK/berth.err" >&2
+  fi
   if [ -n "$BERTH" ]; then
     # Pods outlive the server by design: remove them first.
     kubectl delete deploy --all --wait=true --timeout=60s >/dev/null 2>&1 || true
     kill "$BERTH" 2>/dev/null || true
     wait "$BERTH" 2>/dev/null || true
-    ip link del "$BRIDGE" 2>/dev/null || true
-    for table in nat filter; do
-      iptables -t $table -S | grep -e "$BRIDGE" -e 10.177.7.0/24 | sed 's/^-A /-D /' |
-        while read -r rule; do eval "iptables -t $table $rule" || true; done
-    done
+    pods_remove "$WORK/berth/node"
+    slot_clean "$SLOT"
   fi
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   rm -rf "$WORK"
 }
 trap cleanup EXIT
+slot_take
+echo "== load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 printf 'hello\n' >"$WORK/index.html"
 temp_paths="client_body_temp_path $WORK/body; proxy_temp_path $WORK/proxy; fastcgi_temp_path $WORK/fcgi; uwsgi_temp_path $WORK/uwsgi; scgi_temp_path $WORK/scgi;"
@@ -82,7 +87,7 @@ haproxy -f "$WORK/haproxy.cfg" -db & PIDS+=($!)
 # access log off like the peers'.
 TOKIO_WORKER_THREADS=1 BERTH_LOG=warn "$BIN" server --data-dir "$WORK/berth" --listen "127.0.0.1:$API" \
   --http-listen "127.0.0.1:$ROUTER" --https-listen off --route-suffix bench.invalid \
-  --pod-bridge "$BRIDGE" --pod-cidr 10.177.7.0/24 >"$WORK/berth.out" &
+  "${SLOT_ARGS[@]}" >"$WORK/berth.out" 2>"$WORK/berth.err" &
 BERTH=$!
 until grep -q KUBECONFIG "$WORK/berth.out" 2>/dev/null; do sleep 0.1; done
 kubectl apply -f - >/dev/null <<EOF
@@ -121,21 +126,24 @@ run_wrk() { # name url [host]
 ms() { # wrk latency (us/ms/s) to milliseconds
   awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n = n; else if (v ~ /s$/) n *= 1000; printf "%.2f", n }'
 }
-echo "== HTTP, wrk -t1 -c64 -d${SECS}s, keep-alive, 6-byte page; one worker thread per proxy"
-results=()
-results+=("$(run_wrk direct "http://$IP:$BACKEND/")")
-results+=("$(run_wrk berth "http://127.0.0.1:$ROUTER/" static-default.localhost)")
-results+=("$(run_wrk nginx "http://127.0.0.1:$NGINX/")")
-results+=("$(run_wrk haproxy "http://127.0.0.1:$HAPROXY/")")
-read -r _ nginx_rps nginx_p99 <<<"${results[2]}"
-printf '%-8s %12s %10s %14s %14s\n' peer requests/s p99_ms rps/nginx p99/nginx
-for r in "${results[@]}"; do
-  read -r name rps p99 <<<"$r"
-  printf '%-8s %12.0f %10s %14.2f %14.2f\n' "$name" "$rps" "$(ms "$p99")" \
-    "$(awk -v a="$rps" -v b="$nginx_rps" 'BEGIN { print a / b }')" \
-    "$(awk -v a="$(ms "$p99")" -v b="$(ms "$nginx_p99")" 'BEGIN { print a / b }')"
-done
+if [ "$ONLY" != switch ]; then
+  echo "== HTTP, wrk -t1 -c64 -d${SECS}s, keep-alive, 6-byte page; one worker thread per proxy"
+  results=()
+  results+=("$(run_wrk direct "http://$IP:$BACKEND/")")
+  results+=("$(run_wrk berth "http://127.0.0.1:$ROUTER/" static-default.localhost)")
+  results+=("$(run_wrk nginx "http://127.0.0.1:$NGINX/")")
+  results+=("$(run_wrk haproxy "http://127.0.0.1:$HAPROXY/")")
+  read -r _ nginx_rps nginx_p99 <<<"${results[2]}"
+  printf '%-8s %12s %10s %14s %14s\n' peer requests/s p99_ms rps/nginx p99/nginx
+  for r in "${results[@]}"; do
+    read -r name rps p99 <<<"$r"
+    printf '%-8s %12.0f %10s %14.2f %14.2f\n' "$name" "$rps" "$(ms "$p99")" \
+      "$(awk -v a="$rps" -v b="$nginx_rps" 'BEGIN { print a / b }')" \
+      "$(awk -v a="$(ms "$p99")" -v b="$(ms "$nginx_p99")" 'BEGIN { print a / b }')"
+  done
+fi
 
+[ "$ONLY" = http ] && exit 0
 echo "== Service selector change to all new requests on the new pods"
 for colour in blue green; do
   kubectl apply -f - >/dev/null <<EOF

@@ -363,7 +363,7 @@ async fn verbs(
             }
             let obj = objects.get(&info, ns.as_deref(), &name).await?;
             if table {
-                return Ok(table_response(&table::table(
+                return Ok(table_response(table::table(
                     &info,
                     std::slice::from_ref(&obj),
                     meta_str(&obj, "resourceVersion").unwrap_or(""),
@@ -402,7 +402,7 @@ async fn verbs(
             let rv = page.revision.to_string();
             let cont = page.continue_key.as_deref().map(encode_continue);
             if table {
-                return Ok(table_response(&table::table(&info, &page.items, &rv, cont.as_deref(), include_object(&q))));
+                return Ok(table_response(table::table(&info, &page.items, &rv, cont.as_deref(), include_object(&q))));
             }
             let mut meta = json!({"resourceVersion": rv});
             if let Some(c) = cont {
@@ -492,8 +492,8 @@ fn include_object(q: &Query) -> bool {
     q.get("includeObject") == Some("Object")
 }
 
-pub fn table_response(t: &Value) -> Response {
-    let mut resp = json_response(StatusCode::OK, t);
+pub fn table_response(body: Vec<u8>) -> Response {
+    let mut resp = Response::new(Body::from(body));
     resp.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json;as=Table;v=v1;g=meta.k8s.io"));
     resp

@@ -582,16 +582,24 @@ impl Objects {
             _ => None,
         };
         let key = info.key(ns, name);
-        let old_kv = self.store.get(&key).await.map_err(|e| store_err(info, name, e))?;
-        let Some(old_kv) = old_kv else {
-            return Err(ApiError::not_found(info, name));
-        };
-        if expected.is_some_and(|rv| rv != old_kv.mod_revision) {
-            return Err(ApiError::conflict(info, name));
+        // Without a resourceVersion the update is unconditional: as upstream, a lost race with
+        // another writer is retried on the newer object instead of surfacing as 409. Each lost
+        // race means another write to this key committed, so the loop always makes progress.
+        loop {
+            let old_kv = self.store.get(&key).await.map_err(|e| store_err(info, name, e))?;
+            let Some(old_kv) = old_kv else {
+                return Err(ApiError::not_found(info, name));
+            };
+            if expected.is_some_and(|rv| rv != old_kv.mod_revision) {
+                return Err(ApiError::conflict(info, name));
+            }
+            let old = self.decode(info, &old_kv)?;
+            let (new, warnings) = self.prepare_update(info, &old, obj.clone(), sub, opts)?;
+            match self.write_update(info, &old, new, old_kv.mod_revision, opts.dry_run).await {
+                Err(e) if is_conflict(&e) && expected.is_none() => continue,
+                other => return other.map(|v| (v, warnings)),
+            }
         }
-        let old = self.decode(info, &old_kv)?;
-        let (new, warnings) = self.prepare_update(info, &old, obj, sub, opts)?;
-        self.write_update(info, &old, new, old_kv.mod_revision, opts.dry_run).await.map(|v| (v, warnings))
     }
 
     /// Builds the object an update stores from the old one and the request body.
@@ -768,7 +776,11 @@ impl Objects {
         F: FnMut(&Value) -> Result<Value, ApiError>,
     {
         let key = info.key(ns, name);
-        for _ in 0..16 {
+        // Retried until it commits, as upstream's GuaranteedUpdate: under many concurrent
+        // writers to one key a fixed number of attempts can run out, and a patch without a
+        // resourceVersion must not fail with 409 for it. Each lost race means another write to
+        // this key committed, so the loop always makes progress.
+        loop {
             let old_kv = self.store.get(&key).await.map_err(|e| store_err(info, name, e))?;
             let Some(old_kv) = old_kv else { return Err(ApiError::not_found(info, name)) };
             let old = self.decode(info, &old_kv)?;
@@ -782,11 +794,10 @@ impl Objects {
             }
             let (new, warnings) = self.prepare_update(info, &old, candidate, sub, opts)?;
             match self.write_update(info, &old, new, old_kv.mod_revision, opts.dry_run).await {
-                Err(e) if e.reason == "Conflict" && e.code == 409 => continue,
+                Err(e) if is_conflict(&e) => continue,
                 other => return other.map(|v| (v, warnings)),
             }
         }
-        Err(ApiError::conflict(info, name))
     }
 
     pub async fn delete(
@@ -885,7 +896,7 @@ impl Objects {
                     return Ok(new);
                 }
                 match self.write_update(info, &old, new, kv.mod_revision, false).await {
-                    Err(e) if e.code == 409 && e.reason == "Conflict" => continue,
+                    Err(e) if is_conflict(&e) => continue,
                     other => return other,
                 }
             }
@@ -931,14 +942,19 @@ impl Objects {
     pub async fn bootstrap(&self, api_port: u16) -> Result<(), ApiError> {
         let opts = WriteOptions { dry_run: false, field_validation: FieldValidation::Ignore };
         let ns_info = self.lookup("", "v1", "namespaces").ok_or_else(|| ApiError::internal("namespaces missing"))?;
-        for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        // The creates run concurrently so that the store commits them together: on a first
+        // start every durable commit is a disk flush before the API can answer.
+        let namespaces = ["default", "kube-system", "kube-public", "kube-node-lease"].map(|ns| {
             let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
-            match self.create(&ns_info, None, obj, &opts).await {
-                Ok(_) => {}
-                Err(e) if e.reason == "AlreadyExists" => {}
-                Err(e) => return Err(e),
+            let (ns_info, opts) = (&ns_info, &opts);
+            async move {
+                match self.create(ns_info, None, obj, opts).await {
+                    Err(e) if e.reason != "AlreadyExists" => Err(e),
+                    _ => Ok(()),
+                }
             }
-        }
+        });
+        futures::future::try_join_all(namespaces).await?;
         let svc_info = self.lookup("", "v1", "services").ok_or_else(|| ApiError::internal("services missing"))?;
         let kubernetes = json!({"apiVersion": "v1", "kind": "Service",
             "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"component": "apiserver", "provider": "kubernetes"}},
@@ -951,21 +967,27 @@ impl Objects {
             "spec": {"clusterIP": self.service_ranges.dns_ip().to_string(),
                      "ports": [{"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
                                {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53}]}});
-        for (ns, name, svc) in [("default", "kubernetes", kubernetes), ("kube-system", "kube-dns", dns)] {
-            match self.get(&svc_info, Some(ns), name).await {
-                Ok(_) => {}
-                Err(e) if e.code == 404 => match self.create(&svc_info, Some(ns), svc, &opts).await {
-                    Ok(_) => {}
-                    // Another range than the data dir was first started with: the address is
-                    // someone else's or out of range; the Service is then allocated freely.
-                    Err(e) if e.reason == "Invalid" => {
-                        tracing::warn!(service = name, error = %e, "cannot keep the conventional cluster IP");
+        let services =
+            [("default", "kubernetes", kubernetes), ("kube-system", "kube-dns", dns)].map(|(ns, name, svc)| {
+                let (svc_info, opts) = (&svc_info, &opts);
+                async move {
+                    match self.get(svc_info, Some(ns), name).await {
+                        Ok(_) => Ok(()),
+                        Err(e) if e.code == 404 => match self.create(svc_info, Some(ns), svc, opts).await {
+                            Ok(_) => Ok(()),
+                            // Another range than the data dir was first started with: the address is
+                            // someone else's or out of range; the Service is then allocated freely.
+                            Err(e) if e.reason == "Invalid" => {
+                                tracing::warn!(service = name, error = %e, "cannot keep the conventional cluster IP");
+                                Ok(())
+                            }
+                            Err(e) => Err(e),
+                        },
+                        Err(e) => Err(e),
                     }
-                    Err(e) => return Err(e),
-                },
-                Err(e) => return Err(e),
-            }
-        }
+                }
+            });
+        futures::future::try_join_all(services).await?;
         Ok(())
     }
 
@@ -1063,6 +1085,10 @@ pub fn decode_value(info: &ResourceInfo, bytes: &Bytes, rev: Revision) -> Result
     }
     set_rv(&mut obj, rev);
     Ok(obj)
+}
+
+fn is_conflict(e: &ApiError) -> bool {
+    e.code == 409 && e.reason == "Conflict"
 }
 
 pub fn set_rv(obj: &mut Value, rev: Revision) {

@@ -29,14 +29,28 @@ pub fn row(info: &ResourceInfo, obj: &Value, include_object: bool) -> Value {
     json!({"cells": cells, "object": object})
 }
 
-/// A Table of `items` at list revision `rv`.
-pub fn table(info: &ResourceInfo, items: &[Value], rv: &str, cont: Option<&str>, include_object: bool) -> Value {
-    let rows: Vec<Value> = items.iter().map(|o| row(info, o, include_object)).collect();
+/// A Table of `items` at list revision `rv`, encoded. Rows are written one at a time
+/// rather than gathered into one tree first: a list of thousands of objects is encoded
+/// once, with no second copy of every row.
+pub fn table(info: &ResourceInfo, items: &[Value], rv: &str, cont: Option<&str>, include_object: bool) -> Vec<u8> {
     let mut meta = json!({"resourceVersion": rv});
     if let Some(c) = cont {
         meta["continue"] = json!(c);
     }
-    json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "columnDefinitions": column_definitions(info), "rows": rows})
+    let head = json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "columnDefinitions": column_definitions(info)});
+    let mut out = serde_json::to_vec(&head).unwrap_or_default();
+    // `head` is an object: its closing brace gives way to the rows.
+    out.pop();
+    out.extend_from_slice(b",\"rows\":[");
+    for (i, obj) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        // Writing a Value into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut out, &row(info, obj, include_object));
+    }
+    out.extend_from_slice(b"]}");
+    out
 }
 
 /// A CRD's own columns: Name, then its `additionalPrinterColumns` (upstream's CRD table

@@ -69,6 +69,11 @@ impl std::fmt::Debug for ExecProcess {
 
 /// The record of the newest attempt of container `name` in pod `uid` that has not ended.
 pub fn running_container(data_dir: &Path, uid: &str, name: &str) -> Option<ContainerRecord> {
+    running_container_state(data_dir, uid, name).map(|(record, _)| record)
+}
+
+/// Like [`running_container`], with the attempt's state directory.
+pub fn running_container_state(data_dir: &Path, uid: &str, name: &str) -> Option<(ContainerRecord, PathBuf)> {
     if uid.is_empty() || !uid.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
         return None;
     }
@@ -80,9 +85,9 @@ pub fn running_container(data_dir: &Path, uid: &str, name: &str) -> Option<Conta
             let dir = entry.path();
             let record: ContainerRecord =
                 serde_json::from_slice(&std::fs::read(dir.join("container.json")).ok()?).ok()?;
-            (record.name == name && !dir.join(shim::EXIT_FILE).exists()).then_some(record)
+            (record.name == name && !dir.join(shim::EXIT_FILE).exists()).then_some((record, dir))
         })
-        .max_by_key(|record| record.attempt)
+        .max_by_key(|(record, _)| record.attempt)
 }
 
 /// runc's state directory (`runc --root`) under the node's data dir.

@@ -2,14 +2,15 @@
 //!
 //! - [`runtime::Runtime`] runs pods: a sandbox per pod ([`sandbox`], [`namespaces`], [`network`], [`ipam`]),
 //!   one runc container per Kubernetes container ([`oci`], [`rootfs`], [`spec`], [`volumes`]),
-//!   each watched by a shim process that outlives Berth ([`shim`]) and writes CRI logs
-//!   ([`crilog`]).
+//!   each watched by a shim process that outlives Berth ([`shim`]), writes CRI logs
+//!   ([`crilog`]) and serves `kubectl attach` ([`attach`]).
 //! - [`agent::run`] registers the `Node`, binds and admits pods, runs them through the runtime
 //!   and reports their status.
 //!
 //! See docs/node.md for the design.
 
 pub mod agent;
+pub mod attach;
 pub mod cgroups;
 pub mod command;
 pub mod config;

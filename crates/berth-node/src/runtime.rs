@@ -8,7 +8,7 @@
 //! - `pods/<uid>/_sandbox/`: `sandbox.json`, `hosts`, `hostname`, `resolv.conf`, `uts`, `ipc`;
 //! - `pods/<uid>/_volumes/<kind>/<name>`: volumes;
 //! - `pods/<uid>/_containers/<name>-<attempt>/`: OCI bundle (`config.json`, `rootfs/`),
-//!   `shim.json`, `shim.pid`, `container.json`, `exit.json`, `termination-log`;
+//!   `shim.json`, `shim.pid`, `container.json`, `exit.json`, `termination-log`, `attach.sock`;
 //! - `pods/<uid>/<container>/<attempt>.log`: logs (CRI format).
 //!
 //! Names with `_` cannot clash with container names, which are DNS labels.
@@ -526,7 +526,15 @@ impl Runtime {
 
         let cgroups_path = format!("{}/{}", self.pod_cgroup(uid), container.name);
         let mounts = self.container_mounts(sandbox, container, &process, volumes, &state_dir, resolved.is_none())?;
-        let bundle = self.oci_spec(sandbox, &process, mounts, &cgroups_path);
+        let mut bundle = self.oci_spec(sandbox, &process, mounts, &cgroups_path);
+        let stdio = stdio_mode(container);
+        if stdio.tty {
+            // As containerd does for a terminal: runc hands its controller side to the shim.
+            bundle.process.terminal = true;
+            if !bundle.process.env.iter().any(|e| e.starts_with("TERM=")) {
+                bundle.process.env.push("TERM=xterm".to_owned());
+            }
+        }
         let config_json = serde_json::to_vec_pretty(&bundle).map_err(|e| RuntimeError::Shim(e.to_string()))?;
         std::fs::write(state_dir.join("config.json"), config_json).map_err(io_context("writing config.json"))?;
 
@@ -542,6 +550,9 @@ impl Runtime {
             log_path,
             log_rotation: self.config.log_rotation,
             oom_counter: self.cgroups.oom_counter(&cgroups_path),
+            stdin: stdio.stdin,
+            stdin_once: stdio.stdin_once,
+            tty: stdio.tty,
         };
         let shim_json = serde_json::to_vec_pretty(&shim_config).map_err(|e| RuntimeError::Shim(e.to_string()))?;
         std::fs::write(state_dir.join(shim::SHIM_CONFIG_FILE), shim_json).map_err(io_context("writing shim.json"))?;
@@ -933,6 +944,15 @@ impl Runtime {
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(error) => Err(io_context(format!("removing {}", handle.state_dir.display()))(error)),
         }
+    }
+}
+
+/// The container's `stdin`, `stdinOnce` and `tty`.
+fn stdio_mode(container: &Container) -> crate::attach::StdioMode {
+    crate::attach::StdioMode {
+        stdin: container.stdin.unwrap_or(false),
+        stdin_once: container.stdin_once.unwrap_or(false),
+        tty: container.tty.unwrap_or(false),
     }
 }
 

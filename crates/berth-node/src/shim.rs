@@ -1,8 +1,13 @@
 //! The per-container shim: a small single-threaded process (the `berth` binary started with
 //! [`SHIM_ARG`]) that outlives Berth. It runs `runc run --detach` (create and start in one
 //! runc process) as a child subreaper, so the container's init becomes its child; it copies
-//! the container's stdout/stderr into the CRI log file; when the container exits it records the exit status (and whether the memory
-//! cgroup OOM-killed it), deletes the runc container and exits itself.
+//! the container's stdout/stderr into the CRI log file; when the container exits it records
+//! the exit status (and whether the memory cgroup OOM-killed it), deletes the runc container
+//! and exits itself.
+//!
+//! It also holds the container's stdin (a pipe for `stdin: true`, the controller side of a
+//! terminal for `tty: true`) and serves attach sessions on `attach.sock` (see
+//! [`crate::attach`]).
 //!
 //! Berth talks to it through files in the container's state directory: `shim.json` (what to
 //! run), `shim.pid`, and `exit.json` (written atomically just before the shim exits), plus
@@ -11,6 +16,7 @@
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -20,6 +26,7 @@ use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use rustix::process::{Pid, PidfdFlags, WaitId, WaitIdOptions, WaitOptions, pidfd_open, waitid, waitpid};
 use serde::{Deserialize, Serialize};
 
+use crate::attach::{AttachServer, SocketDir, StdioMode, Token};
 use crate::crilog::{CriLogWriter, RotatingFile, Rotation, Stream};
 
 /// First argument that makes the `berth` binary act as a container shim.
@@ -30,6 +37,8 @@ pub const SHIM_PID_FILE: &str = "shim.pid";
 pub const EXIT_FILE: &str = "exit.json";
 const INIT_PID_FILE: &str = "init.pid";
 const RUNC_LOG_FILE: &str = "runc.log";
+/// Where runc sends the controller side of a `tty: true` container's terminal.
+const CONSOLE_SOCKET: &str = "console.sock";
 
 /// How long to keep copying output after the container's init exited: every writer is in
 /// its PID namespace and dies with it, so this only bounds a pathological case.
@@ -49,6 +58,13 @@ pub struct ShimConfig {
     /// The cgroup file counting OOM kills (`memory.oom_control` on v1, `memory.events` on
     /// v2), read once the container exits.
     pub oom_counter: Option<PathBuf>,
+    /// The container's `stdin`, `stdinOnce` and `tty` (absent in configs of older shims).
+    #[serde(default)]
+    pub stdin: bool,
+    #[serde(default)]
+    pub stdin_once: bool,
+    #[serde(default)]
+    pub tty: bool,
 }
 
 /// How a container ended, written by the shim as `exit.json`.
@@ -129,6 +145,11 @@ struct Created {
     pidfd: OwnedFd,
     stdout: File,
     stderr: File,
+    /// The write end of the container's stdin pipe (`stdin: true` without a terminal).
+    stdin: Option<OwnedFd>,
+    /// The controller side of the container's terminal (`tty: true`).
+    terminal: Option<OwnedFd>,
+    socket_dir: SocketDir,
 }
 
 fn runc_command(config: &ShimConfig, state_dir: &Path) -> Command {
@@ -144,22 +165,41 @@ fn runc_command(config: &ShimConfig, state_dir: &Path) -> Command {
 }
 
 fn create(config: &ShimConfig, state_dir: &Path) -> Result<Created, String> {
+    let socket_dir = SocketDir::open(state_dir).map_err(|e| format!("opening {}: {e}", state_dir.display()))?;
     let (stdout_read, stdout_write) =
         rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
     let (stderr_read, stderr_write) =
         rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+    // A terminal is the container's stdin and output; otherwise stdin is a pipe we hold the
+    // write end of, or nothing.
+    let (stdin_read, stdin_write) = if config.stdin && !config.tty {
+        let (read, write) =
+            rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+        (Some(read), Some(write))
+    } else {
+        (None, None)
+    };
+    let console = if config.tty {
+        let path = socket_dir.path(CONSOLE_SOCKET);
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path).map_err(|e| format!("console socket: {e}"))?;
+        Some((listener, path))
+    } else {
+        None
+    };
     let pid_file = state_dir.join(INIT_PID_FILE);
     let status = {
         // The command (and with it our copies of the write ends) is dropped right after, so
         // the pipes reach end-of-file exactly when the container's processes are gone.
         let mut command = runc_command(config, state_dir);
+        // Create and start in one runc process: the container runs when runc returns.
+        command.args(["run", "--detach", "--bundle"]).arg(&config.bundle).arg("--pid-file").arg(&pid_file);
+        if let Some((_, path)) = &console {
+            command.arg("--console-socket").arg(path);
+        }
         command
-            .args(["run", "--detach", "--bundle"])
-            .arg(&config.bundle)
-            .arg("--pid-file")
-            .arg(&pid_file)
             .arg(&config.container_id)
-            .stdin(Stdio::null())
+            .stdin(stdin_read.map_or_else(Stdio::null, Stdio::from))
             .stdout(Stdio::from(stdout_write))
             .stderr(Stdio::from(stderr_write));
         command.status().map_err(|e| format!("cannot run {}: {e}", config.runc.display()))?
@@ -180,19 +220,31 @@ fn create(config: &ShimConfig, state_dir: &Path) -> Result<Created, String> {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
+        if let Some((_, path)) = &console {
+            let _ = std::fs::remove_file(path);
+        }
         return Err(format!("runc run failed ({status}): {}", text.trim()));
     }
+    // runc sent the terminal while it created the container; it waits in the socket's queue.
+    let terminal = match console {
+        Some((listener, path)) => {
+            let received = crate::attach::receive_terminal(&listener);
+            let _ = std::fs::remove_file(&path);
+            Some(received.map_err(|e| format!("receiving the container's terminal: {e}"))?)
+        }
+        None => None,
+    };
     let pid = std::fs::read_to_string(&pid_file)
         .ok()
         .and_then(|text| text.trim().parse::<i32>().ok())
         .and_then(Pid::from_raw)
         .ok_or_else(|| format!("runc run left no usable pid in {}", pid_file.display()))?;
     let pidfd = pidfd_open(pid, PidfdFlags::empty()).map_err(|e| format!("pidfd_open({pid:?}): {e}"))?;
-    Ok(Created { pid, pidfd, stdout, stderr })
+    Ok(Created { pid, pidfd, stdout, stderr, stdin: stdin_write, terminal, socket_dir })
 }
 
 fn supervise(config: &ShimConfig, state_dir: &Path, created: Created) {
-    let Created { pid: _, pidfd, stdout, stderr } = created;
+    let Created { pid: _, pidfd, stdout, stderr, stdin, terminal, socket_dir } = created;
     let mut log = match RotatingFile::open(&config.log_path, config.log_rotation) {
         Ok(file) => Some(CriLogWriter::new(file)),
         Err(error) => {
@@ -201,6 +253,28 @@ fn supervise(config: &ShimConfig, state_dir: &Path, created: Created) {
         }
     };
     let mut streams: Vec<(Stream, Option<File>)> = vec![(Stream::Stdout, Some(stdout)), (Stream::Stderr, Some(stderr))];
+    let mode = StdioMode { stdin: config.stdin, stdin_once: config.stdin_once, tty: config.tty };
+    // A terminal's output is the container's stdout (as upstream logs it); its input and
+    // resizes go to the same controller side.
+    let mut attach = {
+        let (input, resize) = match &terminal {
+            Some(terminal) => {
+                let dup = |fd: &OwnedFd| fd.try_clone().ok();
+                (if config.stdin { dup(terminal) } else { None }, dup(terminal))
+            }
+            None => (stdin, None),
+        };
+        match AttachServer::listen(&socket_dir, mode, input, resize) {
+            Ok(server) => Some(server),
+            Err(error) => {
+                eprintln!("cannot serve attach: {error}");
+                None
+            }
+        }
+    };
+    if let Some(terminal) = terminal {
+        streams.push((Stream::Stdout, Some(File::from(terminal))));
+    }
     let mut exit: Option<(i32, Option<i32>)> = None;
     let mut drain_deadline: Option<Instant> = None;
     let mut buf = vec![0u8; 64 * 1024];
@@ -212,6 +286,8 @@ fn supervise(config: &ShimConfig, state_dir: &Path, created: Created) {
         if drain_deadline.is_some_and(|deadline| Instant::now() >= deadline) {
             break;
         }
+        let attach_set = attach.as_ref().map(AttachServer::poll_set).unwrap_or_default();
+        let attach_tokens: Vec<Token> = attach_set.iter().map(|(_, _, token)| *token).collect();
         let mut fds: Vec<PollFd<'_>> = Vec::new();
         for index in &open_streams {
             if let Some(file) = &streams[*index].1 {
@@ -222,6 +298,8 @@ fn supervise(config: &ShimConfig, state_dir: &Path, created: Created) {
         if watching_exit {
             fds.push(PollFd::new(&pidfd, PollFlags::IN));
         }
+        let attach_start = fds.len();
+        fds.extend(attach_set.into_iter().map(|(fd, flags, _)| PollFd::from_borrowed_fd(fd, flags)));
         let timeout = drain_deadline.map(|deadline| {
             let left = deadline.saturating_duration_since(Instant::now());
             Timespec { tv_sec: left.as_secs() as i64, tv_nsec: i64::from(left.subsec_nanos()) }
@@ -234,15 +312,17 @@ fn supervise(config: &ShimConfig, state_dir: &Path, created: Created) {
                 break;
             }
         }
-        let ready: Vec<bool> = fds.iter().map(|fd| !fd.revents().is_empty()).collect();
+        let ready: Vec<PollFlags> = fds.iter().map(PollFd::revents).collect();
         drop(fds);
         for (slot, index) in open_streams.iter().enumerate() {
-            if !ready[slot] {
+            if ready[slot].is_empty() {
                 continue;
             }
             let (stream, file) = &mut streams[*index];
             let Some(reader) = file.as_mut() else { continue };
             match reader.read(&mut buf) {
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
+                // A terminal reports EIO once no process holds its other side: its end.
                 Ok(0) | Err(_) => {
                     if let Some(log) = log.as_mut() {
                         let _ = log.finish(*stream, Timestamp::now());
@@ -255,10 +335,13 @@ fn supervise(config: &ShimConfig, state_dir: &Path, created: Created) {
                     {
                         eprintln!("writing log: {error}");
                     }
+                    if let Some(attach) = attach.as_mut() {
+                        attach.output(*stream, &buf[..n]);
+                    }
                 }
             }
         }
-        if watching_exit && ready.last().copied().unwrap_or(false) {
+        if watching_exit && ready.get(open_streams.len()).is_some_and(|events| !events.is_empty()) {
             match waitid(WaitId::PidFd(pidfd.as_fd()), WaitIdOptions::EXITED | WaitIdOptions::NOHANG) {
                 Ok(Some(status)) => {
                     exit = Some(match (status.exit_status(), status.terminating_signal()) {
@@ -275,7 +358,23 @@ fn supervise(config: &ShimConfig, state_dir: &Path, created: Created) {
                     drain_deadline = Some(Instant::now() + DRAIN_AFTER_EXIT);
                 }
             }
+            if exit.is_some()
+                && let Some(attach) = attach.as_mut()
+            {
+                attach.stop_listening();
+            }
         }
+        if let Some(attach) = attach.as_mut() {
+            for (token, events) in attach_tokens.iter().zip(&ready[attach_start..]) {
+                if !events.is_empty() {
+                    attach.ready(*token, *events);
+                }
+            }
+            attach.reap();
+        }
+    }
+    if let Some(attach) = attach {
+        attach.finish();
     }
     // Collect any other orphan that was handed to us (nothing we care about).
     while let Ok(Some(_)) = waitpid(None, WaitOptions::NOHANG) {}

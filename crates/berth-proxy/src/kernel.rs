@@ -88,6 +88,11 @@ impl Chains {
         format!("{}-POST", self.prefix)
     }
 
+    /// The filter chain guarding loopback addresses (see [`Kernel::serve_localhost`]).
+    fn localnet_guard(&self) -> String {
+        format!("{}-FW", self.prefix)
+    }
+
     fn service(&self, key: &ServicePortKey) -> String {
         format!("{}-S{}", self.prefix, short_hash(&format!("{key:?}")))
     }
@@ -287,6 +292,7 @@ impl Kernel {
         self.applied = Some(want);
         if !self.hooked {
             self.hook().await?;
+            self.serve_localhost().await;
             self.hooked = true;
         }
         Ok(true)
@@ -316,6 +322,34 @@ impl Kernel {
             }
         }
         Ok(())
+    }
+
+    /// Lets NodePorts answer on 127.0.0.1 too, as kube-proxy does: the kernel may then route
+    /// DNATed packets whose source is a loopback address (`route_localnet`, which the
+    /// masquerade rule rewrites on the way out), and a filter rule drops what that would
+    /// otherwise let in: packets from elsewhere claiming a loopback destination. Without
+    /// either, NodePorts still answer on every other local address.
+    async fn serve_localhost(&self) {
+        let guard = self.chains.localnet_guard();
+        let comment = self.chains.comment();
+        let input = format!(
+            "*filter\n:{guard} - [0:0]\n-A {guard} ! -s 127.0.0.0/8 -d 127.0.0.0/8 -m comment --comment \"{comment}: loopback from elsewhere\" -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP\nCOMMIT\n"
+        );
+        let spec = ["-m", "comment", "--comment", comment.as_str(), "-j", guard.as_str()];
+        let check: Vec<&str> = ["-w", "-t", "filter", "-C", "INPUT"].iter().copied().chain(spec).collect();
+        let insert: Vec<&str> = ["-w", "-t", "filter", "-I", "INPUT", "1"].iter().copied().chain(spec).collect();
+        let guarded = match run("iptables-restore", &["-w", "--noflush"], Some(&input)).await {
+            Ok(_) if run("iptables", &check, None).await.is_ok() => Ok(()),
+            Ok(_) => run("iptables", &insert, None).await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        let result = match guarded {
+            Ok(()) => std::fs::write("/proc/sys/net/ipv4/conf/all/route_localnet", "1").map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(error) = result {
+            tracing::warn!(%error, "NodePorts will not answer on 127.0.0.1");
+        }
     }
 
     /// Drops the conntrack entries of UDP flows that a change leaves pointing the wrong way:
@@ -357,6 +391,14 @@ pub async fn remove_rules(interface: &str) -> Result<(), KernelError> {
         let spec = ["-m", "comment", "--comment", comment.as_str(), "-j", target.as_str()];
         let delete: Vec<&str> = ["-w", "-t", "nat", "-D", builtin].iter().copied().chain(spec).collect();
         while run("iptables", &delete, None).await.is_ok() {}
+    }
+    // The loopback guard; route_localnet stays on, as kube-proxy leaves it.
+    let guard = chains.localnet_guard();
+    let spec = ["-m", "comment", "--comment", comment.as_str(), "-j", guard.as_str()];
+    let delete: Vec<&str> = ["-w", "-t", "filter", "-D", "INPUT"].iter().copied().chain(spec).collect();
+    while run("iptables", &delete, None).await.is_ok() {}
+    for action in ["-F", "-X"] {
+        let _ = run("iptables", &["-w", "-t", "filter", action, guard.as_str()], None).await;
     }
     let kernel = Kernel::new(interface, "0.0.0.0/0");
     let existing = kernel.existing_chains().await?;

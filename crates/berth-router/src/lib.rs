@@ -52,6 +52,8 @@ pub struct RouterConfig {
     /// Suffix of generated Route hosts (`<machine-ip>.nip.io` by default).
     pub route_suffix: String,
     pub timeouts: Timeouts,
+    /// The machine's address: what Ingress status shows when a listener binds every address.
+    pub address: Option<IpAddr>,
 }
 
 /// A running router's view, shared with the node agent so that a terminating pod is taken
@@ -103,8 +105,15 @@ pub async fn start(
         suffix: config.route_suffix.clone(),
         http_port: http.as_ref().and_then(|l| l.local_addr().ok()).map_or(80, |a| a.port()),
     };
+    // Ingresses show where the router answers: its listener's address, or the machine's when it
+    // listens on all of them; nothing when it does not listen at all.
+    let published = [http.as_ref(), https.as_ref()]
+        .into_iter()
+        .flatten()
+        .find_map(|l| l.local_addr().ok())
+        .and_then(|a| if a.ip().is_unspecified() { config.address } else { Some(a.ip()) });
     let (applied_tx, applied) = tokio::sync::watch::channel(0u64);
-    tokio::spawn(watch::run(client, Arc::clone(&snapshot), naming, applied_tx, stop.clone()));
+    tokio::spawn(watch::run(client, Arc::clone(&snapshot), naming, published, applied_tx, stop.clone()));
     let proxy = Arc::new(proxy::Proxy::new(Arc::clone(&snapshot), config.timeouts));
     if let Some(listener) = http {
         tracing::info!(addr = ?listener.local_addr().ok(), "router serving HTTP");

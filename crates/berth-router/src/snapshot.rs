@@ -281,7 +281,7 @@ pub struct Inputs<'a> {
 }
 
 /// Which Ingresses this router serves: class `berth`, or no class while `berth` is the default.
-fn ours(ingress: &Ingress, classes: &[&IngressClass]) -> bool {
+pub fn ours(ingress: &Ingress, classes: &[&IngressClass]) -> bool {
     let annotated = ingress.metadata.annotations.as_ref().and_then(|a| a.get("kubernetes.io/ingress.class")).cloned();
     let class = ingress.spec.as_ref().and_then(|s| s.ingress_class_name.clone()).or(annotated);
     match class {

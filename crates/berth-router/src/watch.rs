@@ -1,7 +1,7 @@
 //! Watching the API: one reflector per kind, a rebuild of the snapshot after every change,
 //! and the status the router owns (Route URLs, Ingress addresses).
 
-use std::{collections::HashMap, sync::Arc};
+use std::{collections::HashMap, net::IpAddr, sync::Arc};
 
 use arc_swap::ArcSwap;
 use futures::{StreamExt, TryStreamExt};
@@ -95,6 +95,7 @@ pub async fn run(
     client: Client,
     snapshot: Arc<ArcSwap<Snapshot>>,
     naming: route::HostNaming,
+    address: Option<IpAddr>,
     applied: tokio::sync::watch::Sender<u64>,
     stop: CancellationToken,
 ) {
@@ -141,6 +142,7 @@ pub async fn run(
     }
     let mut generation = 0u64;
     let mut written: HashMap<String, Value> = HashMap::new();
+    let mut written_ingresses: HashMap<String, Value> = HashMap::new();
     loop {
         let all_ingresses = ingresses.state();
         let all_classes = classes.state();
@@ -165,6 +167,10 @@ pub async fn run(
         generation += 1;
         applied.send_replace(generation);
         write_route_status(&client, &ar, &naming, &route_values, &mut written).await;
+        if let Some(ip) = address {
+            let classes: Vec<&IngressClass> = all_classes.iter().map(AsRef::as_ref).collect();
+            write_ingress_status(&client, ip, &all_ingresses, &classes, &mut written_ingresses).await;
+        }
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = changed.notified() => {}
@@ -193,6 +199,38 @@ fn referenced_certs(
         }
     }
     out
+}
+
+/// Publishes the router's address in `status.loadBalancer.ingress` of every Ingress it
+/// serves (as k3s's bundled ingress controller does), so `kubectl get ingress` shows it.
+async fn write_ingress_status(
+    client: &Client,
+    ip: IpAddr,
+    ingresses: &[Arc<Ingress>],
+    classes: &[&IngressClass],
+    written: &mut HashMap<String, Value>,
+) {
+    let want = json!({"ingress": [{"ip": ip.to_string()}]});
+    for ing in ingresses.iter().filter(|i| snapshot::ours(i, classes)) {
+        let (Some(ns), Some(name)) = (ing.metadata.namespace.as_deref(), ing.metadata.name.as_deref()) else {
+            continue;
+        };
+        let key = ing.metadata.uid.clone().unwrap_or_else(|| format!("{ns}/{name}"));
+        let current =
+            ing.status.as_ref().and_then(|s| s.load_balancer.as_ref()).and_then(|lb| serde_json::to_value(lb).ok());
+        if current.as_ref() == Some(&want) || written.get(&key) == Some(&want) {
+            continue;
+        }
+        let api: Api<Ingress> = Api::namespaced(client.clone(), ns);
+        let patch = json!({"status": {"loadBalancer": want}});
+        match api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+            Ok(_) => {
+                written.insert(key, want.clone());
+            }
+            Err(e) => tracing::warn!(ingress = %format!("{ns}/{name}"), error = %e, "cannot write Ingress status"),
+        }
+    }
+    written.retain(|key, _| ingresses.iter().any(|i| i.metadata.uid.as_deref() == Some(key)));
 }
 
 /// Writes each Route's URL to its status when it differs from what is there.

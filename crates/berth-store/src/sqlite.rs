@@ -34,7 +34,7 @@
 //! after its group has committed, and every read opens a fresh snapshot, so reads see every
 //! acknowledged write.
 
-use std::fs::{File, OpenOptions, TryLockError};
+use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
@@ -115,6 +115,11 @@ impl SqliteStore {
     /// calling thread, so call it before starting work or from `spawn_blocking`.
     pub fn open(path: &Path, options: StoreOptions) -> Result<Arc<SqliteStore>> {
         let lock = lock_store_file(path)?;
+        match fs::metadata(path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => create_file(path)?,
+            Err(e) => return Err(Error::Io(e)),
+            Ok(_) => {}
+        }
         let conn = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -399,6 +404,41 @@ CREATE TABLE IF NOT EXISTS meta (
 INSERT OR IGNORE INTO meta (name, value) VALUES ('schema_version', 1), ('revision', 0), ('compacted', 0);
 COMMIT;
 ";
+
+/// Creates a new, empty store file at `path`. SQLite would set up a new file (page 1, the
+/// switch to WAL, the schema) in several synchronous transactions, each a few disk flushes:
+/// here it is built unsynchronised beside `path`, flushed once and renamed into place, so
+/// a crash leaves either no store or a complete empty one. Called with the store lock held.
+fn create_file(path: &Path) -> Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".new");
+    let tmp = PathBuf::from(tmp);
+    for leftover in ["", "-wal", "-shm", "-journal"] {
+        let mut name = tmp.as_os_str().to_owned();
+        name.push(leftover);
+        match fs::remove_file(&name) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(Error::Io(e)),
+            _ => {}
+        }
+    }
+    {
+        let conn = Connection::open(&tmp)?;
+        conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
+        conn.pragma_update(None, "synchronous", "OFF")?;
+        let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |row| row.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(Error::Io(io::Error::other(format!("cannot enable WAL mode (got {mode:?})"))));
+        }
+        conn.execute_batch(SCHEMA)?;
+        // Closing the only connection checkpoints the WAL into the file and removes it.
+    }
+    File::open(&tmp)?.sync_all()?;
+    fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
 
 pub(crate) fn read_meta(conn: &Connection, name: &str) -> rusqlite::Result<i64> {
     conn.prepare_cached("SELECT value FROM meta WHERE name = ?1")?.query_row([name], |row| row.get(0))

@@ -267,6 +267,57 @@ impl Server {
         String::from_utf8_lossy(&out.stderr).into_owned()
     }
 
+    /// Runs `kubectl <args>` on a pseudo-terminal of `rows`×`cols` (python3's `pty` module
+    /// plays the user's terminal). If kubectl says to press enter (attach) it does; at the
+    /// first shell prompt after that it types `input`. Returns everything the terminal showed
+    /// and kubectl's exit code.
+    pub fn on_terminal(&self, args: &[&str], rows: u16, cols: u16, input: &str) -> (String, i32) {
+        const DRIVER: &str = r##"
+import fcntl, os, pty, select, struct, sys, termios, time
+rows, cols, text, argv = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4:]
+pid, fd = pty.fork()
+if pid == 0:
+    fcntl.ioctl(sys.stdin.fileno(), termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+    os.execvp("kubectl", ["kubectl"] + argv)
+out = b""
+deadline = time.time() + 90
+entered = 0
+typed = False
+while time.time() < deadline:
+    ready, _, _ = select.select([fd], [], [], 0.5)
+    if ready:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    if not entered and b"try pressing enter" in out:
+        os.write(fd, b"\r")
+        entered = len(out)
+    if not typed and (b"#" in out[entered:] or b"$" in out[entered:]):
+        os.write(fd, text.encode())
+        typed = True
+_, status = os.waitpid(pid, 0)
+sys.stdout.write(out.decode(errors="replace"))
+sys.stdout.write("\nEXIT:%d\n" % os.waitstatus_to_exitcode(status))
+"##;
+        let out = Command::new("python3")
+            .args(["-c", DRIVER, &rows.to_string(), &cols.to_string(), input])
+            .args(args)
+            .env("KUBECONFIG", self.kubeconfig())
+            .env("KUBECACHEDIR", &self.cache_dir)
+            .output()
+            .expect("python3 pty driver");
+        let screen = String::from_utf8_lossy(&out.stdout).into_owned();
+        let code = screen
+            .rsplit_once("EXIT:")
+            .and_then(|(_, code)| code.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no exit code from the terminal driver: {screen}"));
+        (screen, code)
+    }
+
     /// `kubectl <args> -o json`, parsed.
     #[track_caller]
     pub fn json(&self, args: &[&str]) -> serde_json::Value {
@@ -330,6 +381,15 @@ impl Drop for Server {
             slot.clean_up();
         }
     }
+}
+
+/// `kubectl.1.NN` installed next to the `kubectl` on PATH, if any.
+pub fn old_kubectl(minor: u32) -> Option<std::path::PathBuf> {
+    let out = std::process::Command::new("sh").args(["-c", "command -v kubectl"]).output().ok()?;
+    let path = std::path::PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    let real = std::fs::canonicalize(path).ok()?;
+    let old = real.parent()?.join(format!("kubectl.1.{minor}"));
+    old.exists().then_some(old)
 }
 
 /// Polls `f` until it returns `Some` or the deadline passes.

@@ -104,9 +104,16 @@ impl Slot {
     }
 }
 
-/// Deletes the service proxy's nat chains named `prefix…` and the jumps into them.
+/// Deletes the service proxy's chains named `prefix…` (nat, and the filter chain guarding
+/// loopback) and the jumps into them.
 fn remove_service_chains(prefix: &str) {
-    let Ok(out) = Command::new("iptables-save").args(["-t", "nat"]).output() else { return };
+    for table in ["nat", "filter"] {
+        remove_chains(table, prefix);
+    }
+}
+
+fn remove_chains(table: &str, prefix: &str) {
+    let Ok(out) = Command::new("iptables-save").args(["-t", table]).output() else { return };
     let text = String::from_utf8_lossy(&out.stdout);
     let chains: Vec<&str> = text
         .lines()
@@ -121,14 +128,14 @@ fn remove_service_chains(prefix: &str) {
         let args = split_rule(rule);
         let jumps_in = args.windows(2).any(|w| w[0] == "-j" && w[1].starts_with(prefix));
         if jumps_in && !args.first().is_some_and(|c| c.starts_with(prefix)) {
-            let _ = Command::new("iptables").args(["-w", "-t", "nat", "-D"]).args(&args).output();
+            let _ = Command::new("iptables").args(["-w", "-t", table, "-D"]).args(&args).output();
         }
     }
     for chain in &chains {
-        let _ = Command::new("iptables").args(["-w", "-t", "nat", "-F", chain]).output();
+        let _ = Command::new("iptables").args(["-w", "-t", table, "-F", chain]).output();
     }
     for chain in &chains {
-        let _ = Command::new("iptables").args(["-w", "-t", "nat", "-X", chain]).output();
+        let _ = Command::new("iptables").args(["-w", "-t", table, "-X", chain]).output();
     }
 }
 

@@ -80,6 +80,14 @@ pub struct ServerArgs {
     /// Commit writes with synchronous=NORMAL: faster, but a power loss may lose the last writes.
     #[arg(long)]
     fast_commit: bool,
+    /// Revisions of history the store keeps behind the current one (default 10,000); a watch
+    /// from an older revision gets 410 Expired. Hidden: for tests that need compaction soon.
+    #[arg(long, env = "BERTH_STORE_HISTORY", hide = true, value_parser = clap::value_parser!(i64).range(0..))]
+    store_history: Option<i64>,
+    /// Seconds between the store's compaction rounds (default 30; 0 turns the timer off).
+    /// Hidden, as `--store-history`.
+    #[arg(long, env = "BERTH_STORE_COMPACTION_INTERVAL", hide = true)]
+    store_compaction_interval: Option<u64>,
     /// Pull from this registry (`host:port`) over plain HTTP; may be repeated.
     #[arg(long = "insecure-registry")]
     insecure_registries: Vec<String>,

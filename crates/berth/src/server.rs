@@ -30,22 +30,37 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     if !ip.is_unspecified() && !names.contains(&ip.to_string()) {
         names.push(ip.to_string());
     }
-    let pki = berth_apiserver::pki::ensure(&data_dir, &names).context("creating credentials")?;
+    let host = if ip.is_unspecified() { "127.0.0.1".to_owned() } else { ip.to_string() };
+    let host = if host.contains(':') { format!("[{host}]") } else { host };
+    let server_address = format!("{host}:{}", args.listen.port());
+    let url = format!("https://{server_address}");
+    // Credentials and the kubeconfig are made while the store opens: on a first start both
+    // wait on disk flushes, and neither needs the other.
+    let credentials = {
+        let (dir, url) = (data_dir.clone(), url.clone());
+        tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+            let pki = berth_apiserver::pki::ensure(&dir, &names).context("creating credentials")?;
+            let kubeconfig = berth_apiserver::pki::write_kubeconfig(&dir, &url, &pki)?;
+            Ok((pki, kubeconfig))
+        })
+    };
 
+    let defaults = StoreOptions::default();
     let options = StoreOptions {
         sync: if args.fast_commit { Durability::Normal } else { Durability::Full },
-        ..StoreOptions::default()
+        history: args.store_history.unwrap_or(defaults.history),
+        compact_interval: args
+            .store_compaction_interval
+            .map_or(defaults.compact_interval, std::time::Duration::from_secs),
+        ..defaults
     };
     let db = data_dir.join("state.db");
     let store = tokio::task::spawn_blocking(move || SqliteStore::open(&db, options))
         .await
         .context("opening the store")?
         .context("opening the store")?;
+    let (pki, kubeconfig) = credentials.await.context("creating credentials")??;
 
-    let host = if ip.is_unspecified() { "127.0.0.1".to_owned() } else { ip.to_string() };
-    let host = if host.contains(':') { format!("[{host}]") } else { host };
-    let server_address = format!("{host}:{}", args.listen.port());
-    let url = format!("https://{server_address}");
     let node_dir = data_dir.join("node");
     let pod_cidr: berth_node::Ipv4Cidr =
         args.pod_cidr.parse().map_err(|e| anyhow::anyhow!("--pod-cidr {}: {e}", args.pod_cidr))?;
@@ -77,7 +92,6 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     .await
     .context("starting the API")?;
     let listener = berth_apiserver::bind(args.listen).await?;
-    let kubeconfig = berth_apiserver::pki::write_kubeconfig(&data_dir, &url, &pki)?;
 
     let shutdown = CancellationToken::new();
     let config = berth_apiserver::ServerConfig {
@@ -94,21 +108,32 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     };
     // Controllers reach the API as any client would: over HTTPS with the kubeconfig.
     let client = api_client(&kubeconfig).await?;
+    let machine_ip = berth_node::agent::node::detect_host_ip();
     let controllers = (!args.no_controllers).then(|| {
         let client = client.clone();
+        // The `kubernetes` Service names the API server at the machine's address (as k3s's
+        // does) unless it listens on one address of its own.
+        let api_ip = if ip.is_unspecified() || ip.is_loopback() { machine_ip } else { ip };
+        let api_endpoint = std::net::SocketAddr::new(api_ip, args.listen.port());
         tokio::spawn(async move {
-            if let Err(e) = berth_controllers::run(client).await {
-                tracing::error!(error = %e, "controllers stopped");
+            let publish = berth_controllers::endpoints::apiserver::publish(client.clone(), api_endpoint);
+            tokio::select! {
+                result = berth_controllers::run(client) => {
+                    if let Err(e) = result {
+                        tracing::error!(error = %e, "controllers stopped");
+                    }
+                }
+                () = publish => {}
             }
         })
     });
-    let route_suffix =
-        args.route_suffix.clone().unwrap_or_else(|| format!("{}.nip.io", berth_node::agent::node::detect_host_ip()));
+    let route_suffix = args.route_suffix.clone().unwrap_or_else(|| format!("{machine_ip}.nip.io"));
     let router_config = berth_router::RouterConfig {
         http: args.http_listen.0,
         https: args.https_listen.0,
         route_suffix,
         timeouts: berth_router::Timeouts::default(),
+        address: Some(machine_ip),
     };
     let router =
         berth_router::start(client.clone(), router_config, shutdown.clone()).await.context("starting the router")?;

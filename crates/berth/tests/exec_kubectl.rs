@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use berth_testkit::{Server, can_run_pods, wait_for};
+use berth_testkit::{Server, can_run_pods, old_kubectl, wait_for};
 
 const POD: &str = r#"apiVersion: v1
 kind: Pod
@@ -103,44 +103,6 @@ fn forward_twice(mut kubectl: std::process::Command) {
     assert!(again.contains("hello-through-port-forward"), "{again}");
 }
 
-/// Runs `kubectl exec -it shell -- sh` on a pseudo-terminal of `rows`×`cols` (python3's `pty`
-/// module plays the user's terminal), types `input`, and returns everything the terminal showed.
-fn interactive_shell(s: &Server, rows: u16, cols: u16, input: &str) -> String {
-    const DRIVER: &str = r##"
-import fcntl, os, pty, select, struct, sys, termios, time
-rows, cols, text = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-pid, fd = pty.fork()
-if pid == 0:
-    fcntl.ioctl(sys.stdin.fileno(), termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
-    os.execvp("kubectl", ["kubectl", "exec", "-it", "shell", "--", "sh"])
-out = b""
-deadline = time.time() + 60
-sent = False
-while time.time() < deadline:
-    ready, _, _ = select.select([fd], [], [], 0.5)
-    if ready:
-        try:
-            chunk = os.read(fd, 4096)
-        except OSError:
-            break
-        if not chunk:
-            break
-        out += chunk
-    if not sent and (b"#" in out or b"$" in out):
-        os.write(fd, text.encode())
-        sent = True
-os.waitpid(pid, 0)
-sys.stdout.write(out.decode(errors="replace"))
-"##;
-    let out = std::process::Command::new("python3")
-        .args(["-c", DRIVER, &rows.to_string(), &cols.to_string(), input])
-        .env("KUBECONFIG", s.kubeconfig())
-        .env("KUBECACHEDIR", &s.cache_dir)
-        .output()
-        .expect("python3 pty driver");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[test]
 fn exec_it_gives_a_shell_on_a_terminal_of_the_callers_size() {
     if !can_run_pods() {
@@ -148,19 +110,11 @@ fn exec_it_gives_a_shell_on_a_terminal_of_the_callers_size() {
     }
     let s = Server::start(&[]);
     start_pod(&s);
-    let screen = interactive_shell(&s, 33, 101, "echo $((6*7))-marker; tty; stty size; exit\n");
+    let (screen, _) =
+        s.on_terminal(&["exec", "-it", "shell", "--", "sh"], 33, 101, "echo $((6*7))-marker; tty; stty size; exit\n");
     assert!(screen.contains("42-marker"), "{screen}");
     assert!(screen.contains("/dev/pts/"), "the shell runs on a terminal: {screen}");
     assert!(screen.contains("33 101"), "the terminal has the caller's size: {screen}");
-}
-
-/// `kubectl.1.NN` installed next to the `kubectl` on PATH, if any.
-fn old_kubectl(minor: u32) -> Option<std::path::PathBuf> {
-    let out = std::process::Command::new("sh").args(["-c", "command -v kubectl"]).output().ok()?;
-    let path = std::path::PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-    let real = std::fs::canonicalize(path).ok()?;
-    let old = real.parent()?.join(format!("kubectl.1.{minor}"));
-    old.exists().then_some(old)
 }
 
 #[test]

@@ -164,6 +164,8 @@ spec:
     // NodePort on the host's address.
     let node = node_ip(&s);
     wait_distinct("the NodePort", 1, || curl(&format!("http://{node}:{node_port}/")));
+    // And on 127.0.0.1, as kube-proxy serves NodePorts.
+    wait_distinct("the NodePort on 127.0.0.1", 1, || curl(&format!("http://127.0.0.1:{node_port}/")));
 
     // LoadBalancer: the machine's address as EXTERNAL-IP, answering there.
     wait_for("the LoadBalancer's external IP", Duration::from_secs(30), || {
@@ -364,6 +366,33 @@ fn cluster_ips_and_node_ports_come_from_the_configured_ranges() {
     s.ok(&["patch", "svc", "auto", "-p", r#"{"spec":{"type":"NodePort"}}"#]);
     let port: u16 = s.ok(&["get", "svc", "auto", "-o", "jsonpath={.spec.ports[0].nodePort}"]).parse().expect("port");
     assert!((31000..=31009).contains(&port), "{port}");
+}
+
+/// The `kubernetes` Service's Endpoints and EndpointSlice name the API server, as upstream's
+/// API server writes them; no pods needed.
+#[test]
+fn the_kubernetes_service_has_endpoints_naming_the_api_server() {
+    let s = Server::start(&["--no-node"]);
+    // The server listens on loopback, so it advertises the machine's address (as k3s does).
+    let machine = UdpSocket::bind("0.0.0.0:0")
+        .and_then(|u| u.connect("192.0.2.1:9").and_then(|()| u.local_addr()))
+        .map_or_else(|_| "127.0.0.1".to_owned(), |a| a.ip().to_string());
+    let want = format!("{machine}:{}", s.port);
+    wait_for("the kubernetes Endpoints", Duration::from_secs(30), || {
+        let out = s.kubectl(&["get", "endpoints", "kubernetes", "--no-headers"]);
+        (String::from_utf8_lossy(&out.stdout).split_whitespace().nth(1) == Some(want.as_str())).then_some(())
+    });
+    let ep = s.json(&["get", "endpoints", "kubernetes"]);
+    assert_eq!(ep["subsets"][0]["ports"][0]["name"], "https");
+    assert_eq!(ep["metadata"]["labels"]["endpointslice.kubernetes.io/skip-mirror"], "true");
+    // One slice, the API server's own (the Endpoints are not mirrored into another).
+    let slices = s.json(&["get", "endpointslices", "-l", "kubernetes.io/service-name=kubernetes"]);
+    let items = slices["items"].as_array().expect("items");
+    assert_eq!(items.len(), 1, "{slices}");
+    assert_eq!(items[0]["metadata"]["name"], "kubernetes");
+    assert_eq!(items[0]["endpoints"][0]["addresses"][0], machine.as_str());
+    assert_eq!(items[0]["endpoints"][0]["conditions"]["ready"], true);
+    assert_eq!(items[0]["ports"][0]["port"], s.port);
 }
 
 /// Runs `args` in pod `pod` of namespace `ns`; stdout if it succeeded.

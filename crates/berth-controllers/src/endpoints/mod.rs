@@ -11,6 +11,7 @@
 //!
 //! This module uses nothing from the rest of the crate, so it can be compiled on its own.
 
+pub mod apiserver;
 pub mod core_endpoints;
 pub mod mirroring;
 pub mod pods;
