@@ -59,10 +59,7 @@ pub struct PodNamespacePaths {
 }
 
 /// A netlink connection whose socket lives in the pod's network namespace.
-pub type PodNetlink = (
-    rtnetlink::proto::Connection<rtnetlink::packet_route::RouteNetlinkMessage>,
-    rtnetlink::Handle,
-);
+pub type PodNetlink = (rtnetlink::proto::Connection<rtnetlink::packet_route::RouteNetlinkMessage>, rtnetlink::Handle);
 
 /// Creates and pins the pod's network, UTS and IPC namespaces; returns a netlink connection
 /// inside the network namespace (spawn its `Connection` on the runtime to use the handle).

@@ -270,7 +270,8 @@ async fn configure(
         .execute()
         .await
         .map_err(netlink("bringing the pod's eth0 up"))?;
-    let route = RouteMessageBuilder::<Ipv4Addr>::new().gateway(config.pod_cidr.gateway()).output_interface(eth0).build();
+    let route =
+        RouteMessageBuilder::<Ipv4Addr>::new().gateway(config.pod_cidr.gateway()).output_interface(eth0).build();
     pod.route().add(route).execute().await.map_err(netlink("adding the pod's default route"))?;
     Ok(())
 }
