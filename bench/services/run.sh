@@ -10,8 +10,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 SECS=${1:-5}
 ROUNDS=${2:-3}
-PROFILE=${BERTH_PROFILE:-release}   # BERTH_PROFILE=debug only to check the script itself
-if [ "$PROFILE" = release ]; then cargo build --release -q -p berth; fi
+PROFILE=${BERTH_PROFILE:-release}   # BERTH_PROFILE=debug only to check the script itself; BERTH_BIN: a built binary
+if [ -z "${BERTH_BIN:-}" ] && [ "$PROFILE" = release ]; then cargo build --release -q -p berth; fi
 BIN=${BERTH_BIN:-$PWD/target/$PROFILE/berth}
 source bench/lib/slot.sh
 WORK=$(mktemp -d /tmp/berth-services-bench.XXXXXX)

@@ -396,22 +396,15 @@ async fn verbs(
             resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
             Ok(resp)
         }
+        // Lists as Tables (JSON lists are served above).
         (Method::GET, None) => {
             let opts = list_options(&info, &q)?;
-            let page = objects.list(&info, ns.as_deref(), &opts).await?;
-            let rv = page.revision.to_string();
-            let cont = page.continue_key.as_deref().map(encode_continue);
-            if table {
-                return Ok(table_response(table::table(&info, &page.items, &rv, cont.as_deref(), include_object(&q))));
-            }
-            let mut meta = json!({"resourceVersion": rv});
-            if let Some(c) = cont {
-                meta["continue"] = json!(c);
-            }
-            Ok(json_response(
-                StatusCode::OK,
-                &json!({"kind": format!("{}List", info.gvk.kind), "apiVersion": info.gvk.api_version(), "metadata": meta, "items": page.items}),
-            ))
+            let (include, mut rows) = (include_object(&q), Vec::new());
+            let (rv, cont) = objects
+                .list_each(&info, ns.as_deref(), &opts, |obj| table::write_row(&info, &obj, include, &mut rows))
+                .await?;
+            let cont = cont.as_deref().map(encode_continue);
+            Ok(table_response(table::table_of_rows(&info, &rows, &rv.to_string(), cont.as_deref())))
         }
         (Method::POST, None) => {
             let opts = write_options(&q)?;

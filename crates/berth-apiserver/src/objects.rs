@@ -200,17 +200,28 @@ impl Objects {
 
     pub async fn list(&self, info: &ResourceInfo, ns: Option<&str>, opts: &ListOptions) -> Result<ListPage, ApiError> {
         let mut items = Vec::new();
-        let (revision, continue_key) = self
-            .scan(info, ns, opts, |kv| {
-                let obj = self.decode(info, kv)?;
-                let keep = opts.labels.matches_object(&obj) && opts.fields.matches_object(&obj);
-                if keep {
-                    items.push(obj);
-                }
-                Ok(keep)
-            })
-            .await?;
+        let (revision, continue_key) = self.list_each(info, ns, opts, |obj| items.push(obj)).await?;
         Ok(ListPage { items, revision, continue_key })
+    }
+
+    /// As [`Objects::list`], handing each matching object to `each` as it is read instead of
+    /// collecting them: a caller that encodes as it goes holds one decoded object at a time.
+    pub async fn list_each(
+        &self,
+        info: &ResourceInfo,
+        ns: Option<&str>,
+        opts: &ListOptions,
+        mut each: impl FnMut(Value),
+    ) -> Result<(Revision, Option<String>), ApiError> {
+        self.scan(info, ns, opts, |kv| {
+            let obj = self.decode(info, kv)?;
+            let keep = opts.labels.matches_object(&obj) && opts.fields.matches_object(&obj);
+            if keep {
+                each(obj);
+            }
+            Ok(keep)
+        })
+        .await
     }
 
     /// A list's items as the JSON array members they are served as, from the stored bytes

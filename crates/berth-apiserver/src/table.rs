@@ -22,17 +22,57 @@ pub fn column_definitions(info: &ResourceInfo) -> Vec<Value> {
         .collect()
 }
 
+fn cells(info: &ResourceInfo, obj: &Value) -> Vec<Value> {
+    if info.printer_columns.is_empty() { table::cells(&info.gvk, obj, Utc::now()) } else { crd_cells(info, obj) }
+}
+
 pub fn row(info: &ResourceInfo, obj: &Value, include_object: bool) -> Value {
-    let cells =
-        if info.printer_columns.is_empty() { table::cells(&info.gvk, obj, Utc::now()) } else { crd_cells(info, obj) };
+    let cells = cells(info, obj);
     let object = if include_object { obj.clone() } else { partial_metadata(obj) };
     json!({"cells": cells, "object": object})
 }
 
-/// A Table of `items` at list revision `rv`, encoded. Rows are written one at a time
-/// rather than gathered into one tree first: a list of thousands of objects is encoded
-/// once, with no second copy of every row.
+/// Appends `obj`'s row, encoded, to `rows` (comma-separated from the rows before it).
+pub fn write_row(info: &ResourceInfo, obj: &Value, include_object: bool, rows: &mut Vec<u8>) {
+    if !rows.is_empty() {
+        rows.push(b',');
+    }
+    // Written piece by piece, as `row` would build it, without copying the object's metadata.
+    // Writing a Value into a Vec cannot fail.
+    rows.extend_from_slice(b"{\"cells\":");
+    let _ = serde_json::to_writer(&mut *rows, &cells(info, obj));
+    rows.extend_from_slice(b",\"object\":");
+    if include_object {
+        let _ = serde_json::to_writer(&mut *rows, obj);
+    } else {
+        rows.extend_from_slice(b"{\"kind\":\"PartialObjectMetadata\",\"apiVersion\":\"meta.k8s.io/v1\",\"metadata\":{");
+        let meta = obj.get("metadata").and_then(Value::as_object).into_iter().flatten();
+        for (i, (k, v)) in meta.filter(|(k, _)| *k != "managedFields").enumerate() {
+            if i > 0 {
+                rows.push(b',');
+            }
+            let _ = serde_json::to_writer(&mut *rows, k);
+            rows.push(b':');
+            let _ = serde_json::to_writer(&mut *rows, v);
+        }
+        rows.extend_from_slice(b"}}");
+    }
+    rows.push(b'}');
+}
+
+/// A Table of `items` at list revision `rv`, encoded.
 pub fn table(info: &ResourceInfo, items: &[Value], rv: &str, cont: Option<&str>, include_object: bool) -> Vec<u8> {
+    let mut rows = Vec::new();
+    for obj in items {
+        write_row(info, obj, include_object, &mut rows);
+    }
+    table_of_rows(info, &rows, rv, cont)
+}
+
+/// A Table around rows already encoded by [`write_row`]. Lists encode each row as its
+/// object is read (`Objects::list_each`), so a list of thousands of objects never holds
+/// them all decoded, nor a second tree of every row.
+pub fn table_of_rows(info: &ResourceInfo, rows: &[u8], rv: &str, cont: Option<&str>) -> Vec<u8> {
     let mut meta = json!({"resourceVersion": rv});
     if let Some(c) = cont {
         meta["continue"] = json!(c);
@@ -41,14 +81,9 @@ pub fn table(info: &ResourceInfo, items: &[Value], rv: &str, cont: Option<&str>,
     let mut out = serde_json::to_vec(&head).unwrap_or_default();
     // `head` is an object: its closing brace gives way to the rows.
     out.pop();
+    out.reserve(rows.len() + 12);
     out.extend_from_slice(b",\"rows\":[");
-    for (i, obj) in items.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        // Writing a Value into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut out, &row(info, obj, include_object));
-    }
+    out.extend_from_slice(rows);
     out.extend_from_slice(b"]}");
     out
 }
@@ -102,6 +137,23 @@ fn json_path<'a>(obj: &'a Value, path: &str) -> Option<&'a Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn written_rows_are_the_rows() {
+        let info = berth_core::Registry::with_builtins().get("", "v1", "pods").expect("pods").clone();
+        let pod = json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p", "namespace": "d", "labels": {"a": "b"}, "managedFields": [{"manager": "x"}],
+                         "creationTimestamp": "2024-01-01T00:00:00Z"},
+            "spec": {"containers": [{"name": "c", "image": "i"}]}, "status": {"phase": "Pending"}});
+        for include in [false, true] {
+            let mut rows = Vec::new();
+            write_row(&info, &pod, include, &mut rows);
+            write_row(&info, &pod, include, &mut rows);
+            let written: Value = serde_json::from_slice(&[b"[", rows.as_slice(), b"]"].concat()).expect("json");
+            let one = row(&info, &pod, include);
+            assert_eq!(written, json!([one, one]));
+        }
+    }
 
     #[test]
     fn simple_json_paths() {

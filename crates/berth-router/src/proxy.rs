@@ -12,6 +12,7 @@ use bytes::Bytes;
 use http::{
     HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, Version,
     header::{self, CONNECTION, COOKIE, HOST, SET_COOKIE, UPGRADE},
+    uri::{Authority, PathAndQuery, Scheme},
 };
 use http_body_util::{BodyExt, Empty, Full, combinators::BoxBody};
 use hyper::body::{Body, Incoming};
@@ -69,11 +70,14 @@ impl Proxy {
         scheme: &'static str,
     ) -> Response<RespBody> {
         let started = Instant::now();
-        let host = request_host(&req).unwrap_or_default();
-        let path = req.uri().path().to_owned();
-        let method = req.method().clone();
+        // A shared copy of the client's host (no allocation for HTTP/1.1).
+        let host = request_host(&req).unwrap_or_else(|| HeaderValue::from_static(""));
+        let host_str = host.to_str().unwrap_or("");
+        // What the access log needs, taken only while it is on.
+        let logged = tracing::enabled!(target: "berth::access", tracing::Level::INFO)
+            .then(|| (req.method().clone(), req.uri().path().to_owned()));
         let snapshot = self.snapshot.load_full();
-        let (response, upstream) = match snapshot.find(&host, &path) {
+        let (response, upstream) = match snapshot.find(host_str, req.uri().path()) {
             None => (page(StatusCode::NOT_FOUND, "No route matches this host and path.\n".into()), None),
             Some(backend) => {
                 let sticky = backend.sticky_cookie.as_deref().and_then(|name| cookie(req.headers(), name));
@@ -104,11 +108,13 @@ impl Proxy {
                 }
             }
         };
-        tracing::info!(
-            target: "berth::access",
-            client = %peer.ip(), %method, host = %host, path = %path, status = response.status().as_u16(),
-            upstream = ?upstream, ms = started.elapsed().as_millis() as u64,
-        );
+        if let Some((method, path)) = logged {
+            tracing::info!(
+                target: "berth::access",
+                client = %peer.ip(), %method, host = %host_str, path = %path, status = response.status().as_u16(),
+                upstream = ?upstream, ms = started.elapsed().as_millis() as u64,
+            );
+        }
         response
     }
 
@@ -123,12 +129,14 @@ impl Proxy {
         let replayable = req.body().is_end_stream();
         let (parts, body) = req.into_parts();
         let mut body = Some(body.boxed());
-        let mut tried = Vec::new();
+        let mut tried = [choice.endpoint; CONNECT_RETRIES + 1];
+        let mut attempts = 0;
         let mut choice = choice;
         loop {
-            tried.push(choice.endpoint);
+            tried[attempts] = choice.endpoint;
+            attempts += 1;
             let mut upstream = Request::from_parts(parts.clone(), ());
-            *upstream.uri_mut() = upstream_uri(&parts.uri, choice.endpoint);
+            *upstream.uri_mut() = upstream_uri(&parts.uri, choice.authority());
             let client = if choice.pool.h2c {
                 *upstream.version_mut() = Version::HTTP_2;
                 &self.h2c
@@ -143,9 +151,9 @@ impl Proxy {
             let sent = tokio::time::timeout(self.timeouts.response, client.request(upstream)).await;
             match sent {
                 Ok(Ok(resp)) => return (resp.map(|b| b.boxed()), Some(choice.endpoint)),
-                Ok(Err(e)) if e.is_connect() && replayable && tried.len() <= CONNECT_RETRIES => {
+                Ok(Err(e)) if e.is_connect() && replayable && attempts <= CONNECT_RETRIES => {
                     tracing::debug!(endpoint = %choice.endpoint, error = %e, "upstream unreachable; trying another");
-                    let Some(next) = backend.choose(rand::random(), &tried) else {
+                    let Some(next) = backend.choose(rand::random(), &tried[..attempts]) else {
                         return (page(StatusCode::BAD_GATEWAY, "The upstream could not be reached.\n".into()), None);
                     };
                     choice = next;
@@ -166,18 +174,21 @@ impl Proxy {
     }
 }
 
-fn upstream_uri(original: &Uri, endpoint: SocketAddr) -> Uri {
-    let pq = original.path_and_query().map_or("/", |p| p.as_str());
-    format!("http://{endpoint}{pq}").parse().unwrap_or_else(|_| Uri::from_static("/"))
+/// `original`'s path and query on `authority`, sharing both (no parsing, no copies).
+fn upstream_uri(original: &Uri, authority: Authority) -> Uri {
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(Scheme::HTTP);
+    parts.authority = Some(authority);
+    parts.path_and_query = Some(original.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/")));
+    Uri::from_parts(parts).unwrap_or_else(|_| Uri::from_static("/"))
 }
 
 /// The host the client asked for: the Host header, else the URI's authority (HTTP/2).
-fn request_host<B>(req: &Request<B>) -> Option<String> {
+fn request_host<B>(req: &Request<B>) -> Option<HeaderValue> {
     req.headers()
         .get(HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| req.uri().authority().map(|a| a.as_str().to_owned()))
+        .cloned()
+        .or_else(|| req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()))
 }
 
 fn wants_upgrade<B>(req: &Request<B>) -> bool {
@@ -191,7 +202,7 @@ fn wants_upgrade<B>(req: &Request<B>) -> bool {
 }
 
 /// Hop-by-hop headers (RFC 9110 7.6.1) are not forwarded; `te: trailers` is, for gRPC.
-fn prepare<B>(req: &mut Request<B>, host: &str, peer: SocketAddr, scheme: &str, upgrade: bool) {
+fn prepare<B>(req: &mut Request<B>, host: &HeaderValue, peer: SocketAddr, scheme: &str, upgrade: bool) {
     let headers = req.headers_mut();
     let named: Vec<HeaderName> = headers
         .get_all(CONNECTION)
@@ -224,14 +235,14 @@ fn prepare<B>(req: &mut Request<B>, host: &str, peer: SocketAddr, scheme: &str, 
         Some(prev) => format!("{prev}, {client}"),
         None => client,
     };
-    if let Ok(v) = HeaderValue::from_str(&forwarded_for) {
+    if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(forwarded_for)) {
         headers.insert("x-forwarded-for", v);
     }
     headers.insert("x-forwarded-proto", HeaderValue::from_static(if scheme == "https" { "https" } else { "http" }));
-    if let Ok(v) = HeaderValue::from_str(host) {
-        headers.insert("x-forwarded-host", v.clone());
+    if !host.is_empty() {
+        headers.insert("x-forwarded-host", host.clone());
         // HTTP/2 clients send :authority only; HTTP/1.1 upstreams need a Host header.
-        headers.entry(HOST).or_insert(v);
+        headers.entry(HOST).or_insert_with(|| host.clone());
     }
 }
 

@@ -77,6 +77,11 @@ pub struct Backend {
     turn: AtomicUsize,
 }
 
+fn authority_of(endpoint: SocketAddr) -> http::uri::Authority {
+    http::uri::Authority::try_from(endpoint.to_string())
+        .unwrap_or_else(|_| http::uri::Authority::from_static("invalid"))
+}
+
 /// Smooth weighted round-robin (each turn the pool furthest behind its share goes next).
 fn smooth_schedule(weights: &[u32]) -> Vec<usize> {
     let total: i64 = weights.iter().map(|w| i64::from(*w)).sum();
@@ -102,6 +107,8 @@ pub struct Pool {
     pub service: String,
     pub weight: u32,
     pub endpoints: Vec<SocketAddr>,
+    /// `endpoints` as URI authorities, in the same order.
+    authorities: Vec<http::uri::Authority>,
     /// The Service port speaks HTTP/2 without TLS (`appProtocol: kubernetes.io/h2c` or `grpc`).
     pub h2c: bool,
     next: AtomicUsize,
@@ -109,7 +116,17 @@ pub struct Pool {
 
 impl Pool {
     pub fn new(service: String, weight: u32, endpoints: Vec<SocketAddr>, h2c: bool) -> Self {
-        Pool { service, weight, endpoints, h2c, next: AtomicUsize::new(0) }
+        let authorities = endpoints.iter().map(|e| authority_of(*e)).collect();
+        Pool { service, weight, endpoints, authorities, h2c, next: AtomicUsize::new(0) }
+    }
+
+    /// `endpoint` (one of this pool's) as a URI authority.
+    pub fn authority(&self, endpoint: SocketAddr) -> http::uri::Authority {
+        self.endpoints
+            .iter()
+            .position(|e| *e == endpoint)
+            .and_then(|i| self.authorities.get(i).cloned())
+            .unwrap_or_else(|| authority_of(endpoint))
     }
 
     /// The next endpoint in round-robin order, skipping `avoid`.
@@ -125,6 +142,13 @@ impl Pool {
 pub struct Choice<'a> {
     pub endpoint: SocketAddr,
     pub pool: &'a Pool,
+}
+
+impl Choice<'_> {
+    /// The endpoint as a URI authority, made once per snapshot rather than per request.
+    pub fn authority(&self) -> http::uri::Authority {
+        self.pool.authority(self.endpoint)
+    }
 }
 
 impl Backend {
@@ -216,6 +240,16 @@ impl std::fmt::Debug for Snapshot {
     }
 }
 
+/// [`normalize_host`] without a copy for the usual host (lower case, no port, no final dot).
+fn normalized(host: &str) -> std::borrow::Cow<'_, str> {
+    let plain = host.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-');
+    if plain && !host.ends_with('.') {
+        std::borrow::Cow::Borrowed(host)
+    } else {
+        std::borrow::Cow::Owned(normalize_host(host))
+    }
+}
+
 /// Lower-cases a Host header and strips its port.
 pub fn normalize_host(host: &str) -> String {
     let host = host.trim();
@@ -231,8 +265,8 @@ impl Snapshot {
     /// The backend for a request, by upstream's rules: the host's own rules (exact host, then
     /// wildcard), then rules without host, then the default backend.
     pub fn find(&self, host: &str, path: &str) -> Option<&Arc<Backend>> {
-        let host = normalize_host(host);
-        let by_host = self.exact.get(&host).and_then(|rules| first_match(rules, path));
+        let host = normalized(host);
+        let by_host = self.exact.get(host.as_ref()).and_then(|rules| first_match(rules, path));
         let by_wildcard = || {
             let (_, parent) = host.split_once('.')?;
             self.wildcard.get(parent).and_then(|rules| first_match(rules, path))

@@ -4,7 +4,6 @@
 use std::{collections::HashMap, net::IpAddr, sync::Arc};
 
 use arc_swap::ArcSwap;
-use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::{
     api::{
         core::v1::{Secret, Service},
@@ -16,11 +15,7 @@ use k8s_openapi::{
 use kube::{
     Api, Client, Resource,
     api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams},
-    runtime::{
-        WatchStreamExt,
-        reflector::{self, Store},
-        watcher,
-    },
+    runtime::reflector::{self, Store},
 };
 use serde_json::{Value, json};
 use tokio::sync::Notify;
@@ -63,32 +58,21 @@ pub async fn install(client: &Client) -> Result<(), RouterError> {
     }
 }
 
-/// Starts a reflector for `api` that pokes `changed` after every event.
+/// Keeps a store of `api` current until `stop`, poking `changed` after every event.
 fn reflect<K>(api: Api<K>, changed: Arc<Notify>, stop: &CancellationToken) -> Store<K>
 where
-    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
-    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
 {
-    let (store, writer) = reflector::store();
-    let stream = watcher(api, watcher::Config::default()).default_backoff().reflect(writer);
-    let stop = stop.clone();
-    tokio::spawn(async move {
-        let mut stream = std::pin::pin!(stream);
-        loop {
-            let next = tokio::select! {
-                _ = stop.cancelled() => return,
-                n = stream.try_next() => n,
-            };
-            match next {
-                Ok(Some(_)) => changed.notify_one(),
-                Ok(None) => return,
-                Err(e) => {
-                    tracing::debug!(kind = %K::kind(&K::DynamicType::default()), error = %e, "watch failed; retrying")
-                }
-            }
-        }
-    });
+    let (store, run) = berth_watch::watch(api, changed);
+    tokio::spawn(until(stop.clone(), run));
     store
+}
+
+async fn until(stop: CancellationToken, run: impl std::future::Future<Output = ()>) {
+    tokio::select! {
+        _ = stop.cancelled() => {}
+        () = run => {}
+    }
 }
 
 pub async fn run(
@@ -107,27 +91,11 @@ pub async fn run(
     let secrets = reflect(Api::<Secret>::all(client.clone()), Arc::clone(&changed), &stop);
     let ar = route_resource();
     let routes_api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
-    let writer = reflector::store::Writer::<DynamicObject>::new(ar.clone());
-    let routes = writer.as_reader();
-    {
+    let (routes, routes_watch) = {
         let changed = Arc::clone(&changed);
-        let stream = watcher(routes_api, watcher::Config::default()).default_backoff().reflect(writer);
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let mut stream = std::pin::pin!(stream);
-            loop {
-                let next = tokio::select! {
-                    _ = stop.cancelled() => return,
-                    n = stream.next() => n,
-                };
-                match next {
-                    Some(Ok(_)) => changed.notify_one(),
-                    Some(Err(e)) => tracing::debug!(error = %e, "route watch failed; retrying"),
-                    None => return,
-                }
-            }
-        });
-    }
+        berth_watch::watch_with(routes_api, ar.clone(), move |_| changed.notify_one())
+    };
+    tokio::spawn(until(stop.clone(), routes_watch));
     for ready in [
         ingresses.wait_until_ready().await,
         classes.wait_until_ready().await,

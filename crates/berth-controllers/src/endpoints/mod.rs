@@ -18,7 +18,6 @@ pub mod pods;
 pub mod queue;
 pub mod slices;
 pub mod tracker;
-mod watch;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -147,7 +146,7 @@ pub async fn run(client: Client) -> Result<(), Error> {
     let slice_tracker = Arc::new(SliceTracker::default());
     let mirror_tracker = Arc::new(SliceTracker::default());
 
-    let (services, services_watch) = watch::watch(Api::<Service>::all(client.clone()), {
+    let (services, services_watch) = berth_watch::watch_with(Api::<Service>::all(client.clone()), (), {
         let (sq, eq, mq) = (slice_queue.clone(), endpoints_queue.clone(), mirror_queue.clone());
         move |event| {
             if let Event::Apply(s) | Event::InitApply(s) | Event::Delete(s) = event {
@@ -159,7 +158,7 @@ pub async fn run(client: Client) -> Result<(), Error> {
         }
     });
 
-    let (pods, pods_watch) = watch::watch(Api::<Pod>::all(client.clone()), {
+    let (pods, pods_watch) = berth_watch::watch_with(Api::<Pod>::all(client.clone()), (), {
         let (sq, eq, services) = (slice_queue.clone(), endpoints_queue.clone(), services.clone());
         // The Services each pod last matched: a pod whose labels changed must also leave the
         // Services it no longer matches, and watch events carry only the new labels.
@@ -195,7 +194,7 @@ pub async fn run(client: Client) -> Result<(), Error> {
         }
     });
 
-    let (nodes, nodes_watch) = watch::watch(Api::<Node>::all(client.clone()), {
+    let (nodes, nodes_watch) = berth_watch::watch_with(Api::<Node>::all(client.clone()), (), {
         let (sq, services) = (slice_queue.clone(), services.clone());
         // Only a node appearing, disappearing or changing zone matters to endpoints; its
         // frequent status updates do not.
@@ -221,7 +220,7 @@ pub async fn run(client: Client) -> Result<(), Error> {
         }
     });
 
-    let (slice_store, slices_watch) = watch::watch(Api::<EndpointSlice>::all(client.clone()), {
+    let (slice_store, slices_watch) = berth_watch::watch_with(Api::<EndpointSlice>::all(client.clone()), (), {
         let (sq, mq) = (slice_queue.clone(), mirror_queue.clone());
         let (tracker, mirror_tracker) = (slice_tracker.clone(), mirror_tracker.clone());
         move |event| match event {
@@ -246,7 +245,7 @@ pub async fn run(client: Client) -> Result<(), Error> {
         }
     });
 
-    let (endpoints, endpoints_watch) = watch::watch(Api::<Endpoints>::all(client.clone()), {
+    let (endpoints, endpoints_watch) = berth_watch::watch_with(Api::<Endpoints>::all(client.clone()), (), {
         let (eq, mq) = (endpoints_queue.clone(), mirror_queue.clone());
         move |event| match event {
             Event::Apply(e) | Event::InitApply(e) => mq.add(object_key(&e.metadata)),

@@ -11,7 +11,7 @@ use super::format::{
     selector_string,
 };
 use super::{age, human_duration};
-use crate::validation::json::{bool_at, has, int_at, list_at, map_at, opt_str, str_at};
+use crate::validation::json::{at, bool_at, has, int_at, list_at, map_at, opt_str, str_at};
 
 pub(super) struct Printing<'a> {
     pub(super) obj: &'a Value,
@@ -93,7 +93,7 @@ impl Printing<'_> {
                 restartable_restarts += count;
                 last_restartable_restart = later(last_restartable_restart, finished(c));
             }
-            let terminated = c.pointer("/state/terminated").filter(|t| t.is_object());
+            let terminated = at(c, "/state/terminated").filter(|t| t.is_object());
             let waiting_reason = str_at(c, "/state/waiting/reason");
             if terminated.is_some_and(|t| int_at(t, "/exitCode") == 0) {
                 continue;
@@ -130,7 +130,7 @@ impl Printing<'_> {
                 restarts += int_at(c, "/restartCount");
                 last_restart = later(last_restart, finished(c));
                 let waiting = str_at(c, "/state/waiting/reason");
-                let terminated = c.pointer("/state/terminated").filter(|t| t.is_object());
+                let terminated = at(c, "/state/terminated").filter(|t| t.is_object());
                 if !waiting.is_empty() {
                     reason = waiting.to_owned();
                 } else if let Some(t) = terminated {
@@ -142,7 +142,7 @@ impl Printing<'_> {
                     } else {
                         format!("ExitCode:{}", int_at(t, "/exitCode"))
                     };
-                } else if bool_at(c, "/ready") && c.pointer("/state/running").is_some_and(Value::is_object) {
+                } else if bool_at(c, "/ready") && at(c, "/state/running").is_some_and(Value::is_object) {
                     has_running = true;
                     ready += 1;
                 }
@@ -194,7 +194,7 @@ impl Printing<'_> {
     pub(super) fn deployment(&self) -> Vec<Value> {
         let o = self.obj;
         let (names, images) = self.template_containers("/spec/template");
-        let selector = selector_string(o.pointer("/spec/selector")).unwrap_or_else(|| "<invalid>".to_owned());
+        let selector = selector_string(at(o, "/spec/selector")).unwrap_or_else(|| "<invalid>".to_owned());
         vec![
             self.name(),
             json!(format!("{}/{}", int_at(o, "/status/readyReplicas"), int_at(o, "/spec/replicas"))),
@@ -218,7 +218,7 @@ impl Printing<'_> {
             self.age(),
             json!(names),
             json!(images),
-            json!(format_label_selector(o.pointer("/spec/selector"))),
+            json!(format_label_selector(at(o, "/spec/selector"))),
         ]
     }
 
@@ -244,18 +244,18 @@ impl Printing<'_> {
             json!(int_at(o, "/status/numberReady")),
             json!(int_at(o, "/status/updatedNumberScheduled")),
             json!(int_at(o, "/status/numberAvailable")),
-            json!(format_labels(o.pointer("/spec/template/spec/nodeSelector"))),
+            json!(format_labels(at(o, "/spec/template/spec/nodeSelector"))),
             self.age(),
             json!(names),
             json!(images),
-            json!(format_label_selector(o.pointer("/spec/selector"))),
+            json!(format_label_selector(at(o, "/spec/selector"))),
         ]
     }
 
     pub(super) fn job(&self) -> Vec<Value> {
         let o = self.obj;
         let succeeded = int_at(o, "/status/succeeded");
-        let completions = match o.pointer("/spec/completions").and_then(Value::as_i64) {
+        let completions = match at(o, "/spec/completions").and_then(Value::as_i64) {
             Some(c) => format!("{succeeded}/{c}"),
             None => match int_at(o, "/spec/parallelism") {
                 p if p > 1 => format!("{succeeded}/1 of {p}"),
@@ -292,7 +292,7 @@ impl Printing<'_> {
             self.age(),
             json!(names),
             json!(images),
-            json!(format_label_selector(o.pointer("/spec/selector"))),
+            json!(format_label_selector(at(o, "/spec/selector"))),
         ]
     }
 
@@ -302,7 +302,7 @@ impl Printing<'_> {
             Some(t) => self.since(Some(t)),
             None => "<none>".to_owned(),
         };
-        let suspend = match o.pointer("/spec/suspend").and_then(Value::as_bool) {
+        let suspend = match at(o, "/spec/suspend").and_then(Value::as_bool) {
             Some(true) => "True",
             Some(false) => "False",
             None => "<unset>",
@@ -318,7 +318,7 @@ impl Printing<'_> {
             self.age(),
             json!(names),
             json!(images),
-            json!(format_label_selector(o.pointer("/spec/jobTemplate/spec/selector"))),
+            json!(format_label_selector(at(o, "/spec/jobTemplate/spec/selector"))),
         ]
     }
 
@@ -377,7 +377,7 @@ impl Printing<'_> {
             json!(self.service_external_ip()),
             json!(ports),
             self.age(),
-            json!(format_labels(o.pointer("/spec/selector"))),
+            json!(format_labels(at(o, "/spec/selector"))),
         ]
     }
 
@@ -668,7 +668,7 @@ impl Printing<'_> {
     }
 
     pub(super) fn network_policy(&self) -> Vec<Value> {
-        let selector = self.obj.pointer("/spec/podSelector").cloned().unwrap_or_else(|| json!({}));
+        let selector = at(self.obj, "/spec/podSelector").cloned().unwrap_or_else(|| json!({}));
         vec![self.name(), json!(format_label_selector(Some(&selector))), self.age()]
     }
 
