@@ -106,7 +106,7 @@ impl SocketDir {
 }
 
 /// Receives the controller side of the container's terminal, which runc sends over its
-/// `--console-socket` (SCM_RIGHTS) during `runc create`.
+/// `--console-socket` (SCM_RIGHTS) while it creates the container (`runc run --detach`).
 pub fn receive_terminal(listener: &UnixListener) -> io::Result<OwnedFd> {
     use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
     listener.set_nonblocking(true)?;

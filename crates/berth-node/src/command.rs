@@ -1,4 +1,4 @@
-//! Running the host tools the node relies on (`ip`, `iptables`, `runc`, `unshare`) as child
+//! Running the host tools the node relies on (`ip`, `iptables`, `runc`) as child
 //! processes, so no namespace switch ever happens on a tokio worker thread.
 
 use std::ffi::OsStr;

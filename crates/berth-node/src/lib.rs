@@ -1,6 +1,6 @@
 //! Berth's node agent: Kubernetes' kubelet and a container runtime in one.
 //!
-//! - [`runtime::Runtime`] runs pods: a sandbox per pod ([`sandbox`], [`network`], [`ipam`]),
+//! - [`runtime::Runtime`] runs pods: a sandbox per pod ([`sandbox`], [`namespaces`], [`network`], [`ipam`]),
 //!   one runc container per Kubernetes container ([`oci`], [`rootfs`], [`spec`], [`volumes`]),
 //!   each watched by a shim process that outlives Berth ([`shim`]), writes CRI logs
 //!   ([`crilog`]) and serves `kubectl attach` ([`attach`]).
@@ -19,6 +19,7 @@ pub mod exec;
 pub mod images;
 pub mod ipam;
 pub mod metrics;
+pub mod namespaces;
 pub mod network;
 pub mod oci;
 pub mod preflight;

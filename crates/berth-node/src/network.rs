@@ -1,13 +1,20 @@
 //! Pod networking: a Linux bridge on the host holding the pod CIDR's gateway address, and per
 //! pod a network namespace (`/run/netns/berth-<uid>`) joined to the bridge by a veth pair.
-//! Everything is done by `ip` (iproute2) in child processes, batched so one pod costs three
-//! process starts; see docs/node.md for why.
+//! The host's bridge and rules are set up once with `ip` and `iptables`; a pod's namespace and
+//! interfaces are made in-process over netlink (rtnetlink), as they are on every pod start.
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
+use std::os::fd::AsRawFd;
+
+use futures::TryStreamExt;
+use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth};
+use rtnetlink::{LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
+
 use crate::command::{self, CommandError};
 use crate::config::NetworkConfig;
+use crate::namespaces::{self, NETNS_DIR, NamespaceError, PodNamespacePaths};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetworkError {
@@ -15,7 +22,20 @@ pub enum NetworkError {
     Command(#[from] CommandError),
     #[error("setting up pod network: {0}")]
     Io(#[from] std::io::Error),
+    #[error("setting up pod network: {0}")]
+    Namespace(#[from] NamespaceError),
+    #[error("setting up pod network: {context}: {source}")]
+    Netlink {
+        context: String,
+        #[source]
+        source: rtnetlink::Error,
+    },
+    #[error("setting up pod network: no interface {0}")]
+    Missing(String),
 }
+
+/// The pod's side of its veth pair.
+const POD_INTERFACE: &str = "eth0";
 
 const IP: &str = "ip";
 const IPTABLES: &str = "iptables";
@@ -32,7 +52,7 @@ pub struct PodNetworkInfo {
 
 impl PodNetworkInfo {
     pub fn netns_path(&self) -> PathBuf {
-        Path::new("/run/netns").join(&self.netns)
+        Path::new(NETNS_DIR).join(&self.netns)
     }
 }
 
@@ -141,58 +161,134 @@ fn iptables_rules(config: &NetworkConfig) -> Vec<IptablesRule> {
     rules
 }
 
+/// A netlink connection in the host's network namespace, for pods' host-side interfaces.
+/// Requests on one connection run concurrently (matched by sequence number).
+#[derive(Clone)]
+pub struct HostNetlink(rtnetlink::Handle);
+
+impl HostNetlink {
+    /// Opens the connection; call from the runtime, on a thread in the host's namespaces.
+    pub fn connect() -> Result<HostNetlink, NetworkError> {
+        let (connection, handle, _) = rtnetlink::new_connection()?;
+        tokio::spawn(connection);
+        Ok(HostNetlink(handle))
+    }
+}
+
+/// The index of interface `name`, `None` if there is none.
+async fn link_index(handle: &rtnetlink::Handle, name: &str) -> Result<Option<u32>, NetworkError> {
+    let mut links = handle.link().get().match_name(name.to_owned()).execute();
+    match links.try_next().await {
+        Ok(link) => Ok(link.map(|link| link.header.index)),
+        Err(rtnetlink::Error::NetlinkError(message)) if message.raw_code() == -ENODEV => Ok(None),
+        Err(error) => Err(NetworkError::Netlink { context: format!("looking up interface {name}"), source: error }),
+    }
+}
+
+async fn required_index(handle: &rtnetlink::Handle, name: &str) -> Result<u32, NetworkError> {
+    link_index(handle, name).await?.ok_or_else(|| NetworkError::Missing(name.to_owned()))
+}
+
+const ENODEV: i32 = 19;
+
+fn netlink(context: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> NetworkError {
+    let context = context.into();
+    move |source| NetworkError::Netlink { context, source }
+}
+
 /// Creates the pod's network namespace with `lo` up and `eth0` addressed in the pod CIDR,
-/// default route through the bridge. Idempotent: an existing namespace is rebuilt.
-pub async fn attach_pod(config: &NetworkConfig, pod_uid: &str, ip: Ipv4Addr) -> Result<PodNetworkInfo, NetworkError> {
+/// default route through the bridge, plus the UTS and IPC namespaces pinned on `uts` and
+/// `ipc` (see [`crate::namespaces`]). Idempotent: an existing network namespace is rebuilt.
+/// Everything is done over netlink from this process; no tool is run.
+pub async fn attach_pod(
+    config: &NetworkConfig,
+    host: &HostNetlink,
+    pod_uid: &str,
+    ip: Ipv4Addr,
+    uts: &Path,
+    ipc: &Path,
+) -> Result<PodNetworkInfo, NetworkError> {
     let info = PodNetworkInfo { ip, netns: netns_name(pod_uid), host_veth: host_veth_name(pod_uid) };
     if info.netns_path().exists() {
-        detach_pod(&info).await;
+        detach_pod(host, &info).await;
     }
-    command::run(IP, &["netns", "add", info.netns.as_str()], None).await?;
-    let result = configure(config, &info).await;
+    let paths = PodNamespacePaths { net: info.netns_path(), uts: uts.to_owned(), ipc: ipc.to_owned() };
+    let result = match namespaces::create(paths).await {
+        Ok((connection, pod)) => {
+            tokio::spawn(connection);
+            configure(config, host, &pod, &info).await
+        }
+        Err(error) => Err(error.into()),
+    };
     if result.is_err() {
-        detach_pod(&info).await;
+        detach_pod(host, &info).await;
     }
     result.map(|()| info)
 }
 
-async fn configure(config: &NetworkConfig, info: &PodNetworkInfo) -> Result<(), NetworkError> {
-    let host_side = format!(
-        "link add {veth} type veth peer name eth0 netns {netns}\n\
-         link set {veth} master {bridge}\n\
-         link set {veth} type bridge_slave hairpin on\n\
-         link set {veth} up\n",
-        veth = info.host_veth,
-        netns = info.netns,
-        bridge = config.bridge,
-    );
-    command::run(IP, &["-batch", "-"], Some(&host_side)).await?;
-    let pod_side = format!(
-        "link set lo up\n\
-         addr add {ip}/{prefix} dev eth0\n\
-         link set eth0 up\n\
-         route add default via {gateway} dev eth0\n",
-        ip = info.ip,
-        prefix = config.pod_cidr.prefix,
-        gateway = config.pod_cidr.gateway(),
-    );
-    command::run(IP, &["-n", info.netns.as_str(), "-batch", "-"], Some(&pod_side)).await?;
+async fn configure(
+    config: &NetworkConfig,
+    host: &HostNetlink,
+    pod: &rtnetlink::Handle,
+    info: &PodNetworkInfo,
+) -> Result<(), NetworkError> {
+    let host = &host.0;
+    let bridge = required_index(host, &config.bridge).await?;
+    let netns = std::fs::File::open(info.netns_path())?;
+    // `ip link add VETH master BRIDGE up type veth peer name eth0 netns NETNS`.
+    let peer = LinkMessageBuilder::<LinkUnspec>::new().name(POD_INTERFACE).setns_by_fd(netns.as_raw_fd()).build();
+    let veth = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
+        .name(info.host_veth.clone())
+        .controller(bridge)
+        .up()
+        .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
+        .build();
+    host.link().add(veth).execute().await.map_err(netlink(format!("creating veth {}", info.host_veth)))?;
+    drop(netns);
+    // Hairpin: a pod reaching itself through a Service address goes out and back this port.
+    let veth_index = required_index(host, &info.host_veth).await?;
+    host.link()
+        .set_port(LinkBridgePort::new(veth_index).hairpin(true).build())
+        .execute()
+        .await
+        .map_err(netlink(format!("turning hairpin on for {}", info.host_veth)))?;
+
+    // Inside the pod: lo up, eth0 addressed and up, default route through the bridge.
+    pod.link()
+        .set(LinkUnspec::new_with_name("lo").up().build())
+        .execute()
+        .await
+        .map_err(netlink("bringing lo up in the pod"))?;
+    let eth0 = required_index(pod, POD_INTERFACE).await?;
+    pod.address()
+        .add(eth0, info.ip.into(), config.pod_cidr.prefix)
+        .execute()
+        .await
+        .map_err(netlink(format!("adding {} to the pod's eth0", info.ip)))?;
+    pod.link()
+        .set(LinkUnspec::new_with_index(eth0).up().build())
+        .execute()
+        .await
+        .map_err(netlink("bringing the pod's eth0 up"))?;
+    let route =
+        RouteMessageBuilder::<Ipv4Addr>::new().gateway(config.pod_cidr.gateway()).output_interface(eth0).build();
+    pod.route().add(route).execute().await.map_err(netlink("adding the pod's default route"))?;
     Ok(())
 }
 
 /// Removes the pod's namespace and veth. Best effort: what is already gone is fine.
-pub async fn detach_pod(info: &PodNetworkInfo) {
+pub async fn detach_pod(host: &HostNetlink, info: &PodNetworkInfo) {
     // Deleting the veth from the host side removes its peer in the pod.
-    if Path::new("/sys/class/net").join(&info.host_veth).exists()
-        && let Err(error) = command::run(IP, &["link", "del", info.host_veth.as_str()], None).await
-    {
-        tracing::warn!(%error, veth = %info.host_veth, "cannot delete pod veth");
+    match link_index(&host.0, &info.host_veth).await {
+        Ok(Some(index)) => {
+            if let Err(error) = host.0.link().del(index).execute().await {
+                tracing::warn!(%error, veth = %info.host_veth, "cannot delete pod veth");
+            }
+        }
+        Ok(None) => {}
+        Err(error) => tracing::warn!(%error, veth = %info.host_veth, "cannot look up pod veth"),
     }
-    if info.netns_path().exists()
-        && let Err(error) = command::run(IP, &["netns", "del", info.netns.as_str()], None).await
-    {
-        tracing::warn!(%error, netns = %info.netns, "cannot delete pod network namespace");
-    }
+    namespaces::remove_pinned(&info.netns_path());
 }
 
 #[cfg(test)]

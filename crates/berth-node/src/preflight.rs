@@ -18,9 +18,7 @@ pub fn missing(config: &NodeConfig) -> Vec<String> {
     if euid != 0 {
         missing.push(format!("root: berth server runs as uid {euid}, and namespaces, cgroups and mounts need root"));
     }
-    for (program, package) in
-        [(config.runc.as_path(), "runc"), (Path::new("ip"), "iproute2"), (Path::new("unshare"), "util-linux")]
-    {
+    for (program, package) in [(config.runc.as_path(), "runc"), (Path::new("ip"), "iproute2")] {
         if !command::available(program) {
             missing.push(format!("{}: not found, install the Debian package {package}", program.display()));
         }

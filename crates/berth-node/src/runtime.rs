@@ -202,6 +202,7 @@ pub struct Runtime {
     cgroups: CgroupMounts,
     host_resolv_conf: String,
     limits: HostLimits,
+    netlink: network::HostNetlink,
 }
 
 /// What Berth itself may hand to containers; it may run with less than full root (inside a
@@ -256,9 +257,7 @@ impl Runtime {
         if euid != 0 {
             return Err(RuntimeError::NotRoot(euid));
         }
-        for (program, package) in
-            [(config.runc.as_path(), "runc"), (Path::new("ip"), "iproute2"), (Path::new("unshare"), "util-linux")]
-        {
+        for (program, package) in [(config.runc.as_path(), "runc"), (Path::new("ip"), "iproute2")] {
             if !command::available(program) {
                 return Err(RuntimeError::MissingTool { program: program.display().to_string(), package });
             }
@@ -269,6 +268,8 @@ impl Runtime {
         let config = NodeConfig { data_dir, ..config };
         let ipam = Ipam::open(config.data_dir.join("network").join("ipam"), config.network.pod_cidr)?;
         network::setup_host(&config.network).await?;
+        crate::namespaces::prepare_netns_dir().map_err(NetworkError::from)?;
+        let netlink = network::HostNetlink::connect()?;
         let host_image = HostImage::from_host(&config.data_dir);
         let images = berth_image::ImageStore::open(images::store_dir(&config.data_dir))
             .map_err(|source| RuntimeError::Image { image: String::new(), source })?;
@@ -280,7 +281,16 @@ impl Runtime {
                 "no CAP_SYS_RESOURCE: container oom_score_adj is kept at or above Berth's own"
             );
         }
-        Ok(Runtime { config, ipam, host_image, images, cgroups: CgroupMounts::detect(), host_resolv_conf, limits })
+        Ok(Runtime {
+            config,
+            ipam,
+            host_image,
+            images,
+            cgroups: CgroupMounts::detect(),
+            host_resolv_conf,
+            limits,
+            netlink,
+        })
     }
 
     pub fn config(&self) -> &NodeConfig {
@@ -381,7 +391,12 @@ impl Runtime {
         ip: std::net::Ipv4Addr,
         dir: &Path,
     ) -> Result<Sandbox, RuntimeError> {
-        let network = network::attach_pod(&self.config.network, uid, ip).await?;
+        let started = std::time::Instant::now();
+        // UTS and IPC namespaces outlive every container of the pod by being bind-mounted
+        // onto these files (no pause process); the network namespace is pinned under /run/netns.
+        let (uts, ipc) = (dir.join("uts"), dir.join("ipc"));
+        let network = network::attach_pod(&self.config.network, &self.netlink, uid, ip, &uts, &ipc).await?;
+        let namespaces_done = started.elapsed();
         let hostname = sandbox::pod_hostname(pod);
         let write = |name: &str, text: String| {
             let path = dir.join(name);
@@ -391,14 +406,6 @@ impl Runtime {
         write("hostname", format!("{hostname}\n"))?;
         let cluster_dns = self.config.cluster_dns.map(|ip| (ip, CLUSTER_DOMAIN));
         write("resolv.conf", sandbox::resolv_conf_with(pod, &self.host_resolv_conf, cluster_dns))?;
-        // UTS and IPC namespaces outlive every container of the pod by being bind-mounted
-        // onto these files.
-        let (uts, ipc) = (dir.join("uts"), dir.join("ipc"));
-        write("uts", String::new())?;
-        write("ipc", String::new())?;
-        let uts_arg = format!("--uts={}", uts.display());
-        let ipc_arg = format!("--ipc={}", ipc.display());
-        command::run("unshare", &[uts_arg.as_str(), ipc_arg.as_str(), "true"], None).await?;
         let sandbox = Sandbox {
             uid: uid.to_owned(),
             namespace: pod.metadata.namespace.clone().unwrap_or_else(|| "default".to_owned()),
@@ -409,6 +416,12 @@ impl Runtime {
         };
         let bytes = serde_json::to_vec_pretty(&sandbox).map_err(|e| RuntimeError::Shim(e.to_string()))?;
         write(SANDBOX_FILE, String::from_utf8_lossy(&bytes).into_owned())?;
+        tracing::debug!(
+            pod = %sandbox.name,
+            namespaces_ms = namespaces_done.as_secs_f64() * 1e3,
+            total_ms = started.elapsed().as_secs_f64() * 1e3,
+            "sandbox created"
+        );
         Ok(sandbox)
     }
 
@@ -425,7 +438,7 @@ impl Runtime {
             netns: network::netns_name(uid),
             host_veth: network::host_veth_name(uid),
         });
-        network::detach_pod(&info).await;
+        network::detach_pod(&self.netlink, &info).await;
         if let Ok(Some(ip)) = self.ipam.find(uid)
             && let Err(error) = self.ipam.release(ip, uid)
         {
@@ -467,6 +480,7 @@ impl Runtime {
         container: &Container,
         attempt: u32,
     ) -> Result<ContainerHandle, RuntimeError> {
+        let started = std::time::Instant::now();
         let PodRun { sandbox, pod, inputs, volumes, placement } = *pod_run;
         let uid = sandbox.uid.as_str();
         check_uid(uid)?;
@@ -543,11 +557,15 @@ impl Runtime {
         let shim_json = serde_json::to_vec_pretty(&shim_config).map_err(|e| RuntimeError::Shim(e.to_string()))?;
         std::fs::write(state_dir.join(shim::SHIM_CONFIG_FILE), shim_json).map_err(io_context("writing shim.json"))?;
 
+        let prepared = started.elapsed();
+        // The shim runs `runc run --detach`: when it answers, the container runs.
         let (shim_pid, pidfd, init_pid) = self.spawn_shim(&state_dir).await?;
-        if let Err(error) = self.runc(&["start", id.as_str()]).await {
-            let _ = self.runc(&["delete", "--force", id.as_str()]).await;
-            return Err(error.into());
-        }
+        tracing::debug!(
+            container = %id,
+            prepare_ms = prepared.as_secs_f64() * 1e3,
+            shim_and_runc_ms = (started.elapsed() - prepared).as_secs_f64() * 1e3,
+            "container started"
+        );
         let record = ContainerRecord {
             pod_uid: uid.to_owned(),
             name: container.name.clone(),

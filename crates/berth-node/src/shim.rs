@@ -1,8 +1,9 @@
 //! The per-container shim: a small single-threaded process (the `berth` binary started with
-//! [`SHIM_ARG`]) that outlives Berth. It runs `runc create` as a child subreaper, so the
-//! container's init becomes its child; it copies the container's stdout/stderr into the CRI
-//! log file; when the container exits it records the exit status (and whether the memory
-//! cgroup OOM-killed it), deletes the runc container and exits itself.
+//! [`SHIM_ARG`]) that outlives Berth. It runs `runc run --detach` (create and start in one
+//! runc process) as a child subreaper, so the container's init becomes its child; it copies
+//! the container's stdout/stderr into the CRI log file; when the container exits it records
+//! the exit status (and whether the memory cgroup OOM-killed it), deletes the runc container
+//! and exits itself.
 //!
 //! It also holds the container's stdin (a pipe for `stdin: true`, the controller side of a
 //! terminal for `tty: true`) and serves attach sessions on `attach.sock` (see
@@ -10,7 +11,7 @@
 //!
 //! Berth talks to it through files in the container's state directory: `shim.json` (what to
 //! run), `shim.pid`, and `exit.json` (written atomically just before the shim exits), plus
-//! one handshake line on the shim's stdout once the container is created.
+//! one handshake line on the shim's stdout once the container runs.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -110,7 +111,7 @@ pub fn shim_main(state_dir: &Path) -> i32 {
     };
     // Out of Berth's session and process group, so signals aimed at Berth miss it.
     let _ = rustix::process::setsid();
-    // Orphans below us (the container's init once `runc create` exits) become our children,
+    // Orphans below us (the container's init once `runc run --detach` exits) become our children,
     // which is what lets us collect its exit status.
     if let Err(error) = rustix::process::set_child_subreaper(Some(rustix::process::getpid())) {
         handshake(&format!("error becoming a subreaper: {error}"));
@@ -191,7 +192,8 @@ fn create(config: &ShimConfig, state_dir: &Path) -> Result<Created, String> {
         // The command (and with it our copies of the write ends) is dropped right after, so
         // the pipes reach end-of-file exactly when the container's processes are gone.
         let mut command = runc_command(config, state_dir);
-        command.arg("create").arg("--bundle").arg(&config.bundle).arg("--pid-file").arg(&pid_file);
+        // Create and start in one runc process: the container runs when runc returns.
+        command.args(["run", "--detach", "--bundle"]).arg(&config.bundle).arg("--pid-file").arg(&pid_file);
         if let Some((_, path)) = &console {
             command.arg("--console-socket").arg(path);
         }
@@ -221,9 +223,9 @@ fn create(config: &ShimConfig, state_dir: &Path) -> Result<Created, String> {
         if let Some((_, path)) = &console {
             let _ = std::fs::remove_file(path);
         }
-        return Err(format!("runc create failed ({status}): {}", text.trim()));
+        return Err(format!("runc run failed ({status}): {}", text.trim()));
     }
-    // runc sent the terminal during `create`; it waits in the socket's queue.
+    // runc sent the terminal while it created the container; it waits in the socket's queue.
     let terminal = match console {
         Some((listener, path)) => {
             let received = crate::attach::receive_terminal(&listener);
@@ -236,7 +238,7 @@ fn create(config: &ShimConfig, state_dir: &Path) -> Result<Created, String> {
         .ok()
         .and_then(|text| text.trim().parse::<i32>().ok())
         .and_then(Pid::from_raw)
-        .ok_or_else(|| format!("runc create left no usable pid in {}", pid_file.display()))?;
+        .ok_or_else(|| format!("runc run left no usable pid in {}", pid_file.display()))?;
     let pidfd = pidfd_open(pid, PidfdFlags::empty()).map_err(|e| format!("pidfd_open({pid:?}): {e}"))?;
     Ok(Created { pid, pidfd, stdout, stderr, stdin: stdin_write, terminal, socket_dir })
 }

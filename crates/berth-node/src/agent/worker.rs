@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use futures::future::BoxFuture;
+use futures::future::{BoxFuture, OptionFuture};
 use futures::stream::FuturesUnordered;
 use k8s_openapi::api::core::v1::{
     ConfigMap, Container, LifecycleHandler, ObjectReference, PersistentVolume, PersistentVolumeClaim, Pod, PodStatus,
@@ -410,35 +410,41 @@ impl Worker {
             }
             return;
         }
-        if self.sandbox.is_none() {
-            match self.shared.runtime.create_sandbox(&self.pod).await {
-                Ok(sandbox) => self.sandbox = Some(sandbox),
-                Err(error) => {
-                    self.shared.events.warning(
-                        &self.pod_ref,
-                        "FailedCreatePodSandBox",
-                        format!("Failed to create pod sandbox: {error}"),
-                    );
-                    self.wake_within(RETRY);
-                    return;
-                }
-            }
-        }
+        // The sandbox (namespaces, veth) and the inputs (API reads, volumes) do not depend on
+        // each other: make them at the same time.
         let refresh_due = self.inputs_fetched.is_none_or(|at| at.elapsed() >= RESYNC);
-        if self.inputs.is_none() || refresh_due {
-            match self.prepare_inputs().await {
-                Ok(prepared) => {
-                    self.inputs = Some(prepared);
-                    self.inputs_fetched = Some(Instant::now());
-                }
-                Err(message) => {
-                    self.shared.events.warning(&self.pod_ref, "FailedMount", message);
-                    self.wake_within(RETRY * 2);
-                    if self.inputs.is_none() {
-                        return;
-                    }
-                }
+        let fetch_inputs = (self.inputs.is_none() || refresh_due).then(|| self.prepare_inputs());
+        let create_sandbox = self.sandbox.is_none().then(|| {
+            let (runtime, pod) = (self.shared.runtime.clone(), self.pod.clone());
+            async move { runtime.create_sandbox(&pod).await }
+        });
+        let (created, fetched) = tokio::join!(OptionFuture::from(create_sandbox), OptionFuture::from(fetch_inputs));
+        match fetched {
+            Some(Ok(prepared)) => {
+                self.inputs = Some(prepared);
+                self.inputs_fetched = Some(Instant::now());
             }
+            Some(Err(message)) => {
+                self.shared.events.warning(&self.pod_ref, "FailedMount", message);
+                self.wake_within(RETRY * 2);
+            }
+            None => {}
+        }
+        match created {
+            Some(Ok(sandbox)) => self.sandbox = Some(sandbox),
+            Some(Err(error)) => {
+                self.shared.events.warning(
+                    &self.pod_ref,
+                    "FailedCreatePodSandBox",
+                    format!("Failed to create pod sandbox: {error}"),
+                );
+                self.wake_within(RETRY);
+                return;
+            }
+            None => {}
+        }
+        if self.inputs.is_none() {
+            return;
         }
 
         // Init containers one after the other; containers only once they all succeeded.

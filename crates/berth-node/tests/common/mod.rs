@@ -19,7 +19,7 @@ pub fn skip_reason() -> Option<String> {
     if rustix::process::geteuid().as_raw() != 0 {
         return Some("needs root".to_owned());
     }
-    for tool in ["runc", "ip", "unshare", "python3"] {
+    for tool in ["runc", "ip", "python3"] {
         let found = std::env::var_os("PATH")
             .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file()))
             .unwrap_or(false);
