@@ -83,7 +83,7 @@ pub fn controller(
         }
     });
     let ctx = Arc::new(Context { client, discovery: Mutex::new(None) });
-    runtime::run("namespace", namespace_informer.store(), receiver, ctx, reconcile)
+    runtime::run("namespace", async {}, namespace_informer.store(), receiver, ctx, reconcile)
 }
 
 /// What deleting the content of a namespace found.

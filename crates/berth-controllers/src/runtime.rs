@@ -85,9 +85,14 @@ pub fn queue<K: Resource<DynamicType = ()>>() -> (Queue<K>, QueueReceiver<K>) {
     (Queue { tx }, QueueReceiver { rx })
 }
 
-/// Reconciles objects from `queue` (looked up in `store`) until the queue closes.
+/// Reconciles objects from `queue` (looked up in `store`) until the queue closes, starting once
+/// `caches_ready` resolves: a controller must not act before every cache it reads has finished
+/// its first list, or objects that are only not listed yet look missing (a ReplicaSet whose pods
+/// are not listed yet would create them again). Upstream's controllers wait for their
+/// informers to sync for the same reason. Requests queued meanwhile are kept.
 pub async fn run<K, Ctx, E, F, Fut>(
     name: &'static str,
+    caches_ready: impl Future<Output = ()>,
     store: Store<K>,
     queue: QueueReceiver<K>,
     ctx: Arc<Ctx>,
@@ -99,6 +104,8 @@ pub async fn run<K, Ctx, E, F, Fut>(
     F: Fn(Arc<K>, Arc<Ctx>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<Outcome, E>> + Send + 'static,
 {
+    caches_ready.await;
+    let _ = store.wait_until_ready().await;
     let backoff = Arc::new(Backoff::default());
     let reconcile = Arc::new(reconcile);
     let backoff_ok = backoff.clone();

@@ -89,7 +89,11 @@ pub fn controller(
             queue.enqueue(Some(meta::namespace(&job.metadata)), &owner.name);
         }
     });
-    runtime::run("cronjob", store, receiver, ctx, reconcile)
+    let jobs = ctx.jobs.clone();
+    let ready = async move {
+        let _ = jobs.wait_until_ready().await;
+    };
+    runtime::run("cronjob", ready, store, receiver, ctx, reconcile)
 }
 
 fn job_ref(job: &Job) -> ObjectReference {

@@ -138,7 +138,11 @@ pub fn controller(
             }
         });
     }
-    runtime::run("daemonset", sets, receiver, ctx, reconcile)
+    let (pods, nodes, revisions) = (ctx.pods.clone(), ctx.nodes.clone(), ctx.revisions.clone());
+    let ready = async move {
+        let _ = futures::join!(pods.wait_until_ready(), nodes.wait_until_ready(), revisions.wait_until_ready());
+    };
+    runtime::run("daemonset", ready, sets, receiver, ctx, reconcile)
 }
 
 fn enqueue_all(queue: &Queue<DaemonSet>, sets: &Store<DaemonSet>) {

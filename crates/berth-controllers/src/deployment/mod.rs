@@ -133,7 +133,11 @@ pub fn controller(
             }
         });
     }
-    runtime::run("deployment", deployments, receiver, ctx, reconcile)
+    let (replica_sets, pods) = (ctx.replica_sets.clone(), ctx.pods.clone());
+    let ready = async move {
+        let _ = futures::join!(replica_sets.wait_until_ready(), pods.wait_until_ready());
+    };
+    runtime::run("deployment", ready, deployments, receiver, ctx, reconcile)
 }
 
 fn enqueue_for_replica_set(queue: &Queue<Deployment>, deployments: &Store<Deployment>, rs: &ReplicaSet) {

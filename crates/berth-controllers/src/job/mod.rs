@@ -97,7 +97,11 @@ pub fn controller(
             watcher::Event::Init => {}
         });
     }
-    runtime::run("job", job_store, receiver, ctx, reconcile)
+    let pods = ctx.pods.clone();
+    let ready = async move {
+        let _ = pods.wait_until_ready().await;
+    };
+    runtime::run("job", ready, job_store, receiver, ctx, reconcile)
 }
 
 fn enqueue_owner(queue: &Queue<Job>, pod: &Pod) {

@@ -110,7 +110,11 @@ pub fn controller(
         });
     }
 
-    runtime::run("replicaset", rs_store, receiver, ctx, reconcile)
+    let pods = ctx.pods.clone();
+    let ready = async move {
+        let _ = pods.wait_until_ready().await;
+    };
+    runtime::run("replicaset", ready, rs_store, receiver, ctx, reconcile)
 }
 
 fn enqueue_for_pod(queue: &Queue<ReplicaSet>, rs_store: &Store<ReplicaSet>, pod: &Pod) {

@@ -115,7 +115,11 @@ pub fn controller(
             }
         });
     }
-    runtime::run("statefulset", sets, receiver, ctx, reconcile)
+    let (pods, revisions) = (ctx.pods.clone(), ctx.revisions.clone());
+    let ready = async move {
+        let _ = futures::join!(pods.wait_until_ready(), revisions.wait_until_ready());
+    };
+    runtime::run("statefulset", ready, sets, receiver, ctx, reconcile)
 }
 
 fn enqueue_for_pod(queue: &Queue<StatefulSet>, sets: &Store<StatefulSet>, pod: &Pod) {
