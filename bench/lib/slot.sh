@@ -55,3 +55,23 @@ pods_remove() { # NODE_DIR
   for uid in $(ls "$dir/pods" 2>/dev/null); do ip netns del "berth-$uid" 2>/dev/null || true; done
   grep -F " $dir/" /proc/self/mountinfo | awk '{print $5}' | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
 }
+
+# Ends a benchmark's Berth server (pid in BERTH, data under $WORK/berth, stderr in
+# $WORK/berth.err) after deleting its KIND objects (pods outlive the server by design), then
+# removes what its pods left and frees the slot. When RC is non-zero it first prints the pods
+# and the server's last log lines, so a failed run says why.
+berth_teardown() { # RC KIND
+  local rc=$1 kind=$2
+  if [ "$rc" -ne 0 ] && [ -f "$WORK/berth.err" ]; then
+    echo "failed ($rc); pods and the server's last log lines:" >&2
+    kubectl get pods -o wide >&2 2>/dev/null || true
+    tail -n 20 "$WORK/berth.err" >&2
+  fi
+  if [ -n "$BERTH" ]; then
+    kubectl delete "$kind" --all --wait=true --timeout=60s >/dev/null 2>&1 || true
+    kill "$BERTH" 2>/dev/null || true
+    wait "$BERTH" 2>/dev/null || true
+    pods_remove "$WORK/berth/node"
+    slot_clean "$SLOT"
+  fi
+}

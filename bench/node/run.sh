@@ -14,6 +14,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+# pods_remove: what pods leave behind once the server is gone.
+source "$ROOT/bench/lib/slot.sh"
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target-bench}
 WORK=${BENCH_WORK_DIR:-$CARGO_TARGET_DIR/node-bench}
 # A bridge and ranges of its own, apart from the test slots (10.180-181.x) and the default.
@@ -48,14 +50,7 @@ cleanup() {
         wait "$SERVER_PID" 2>/dev/null || true
     fi
     # Whatever pods the benchmark did not delete: their shims, containers and namespaces.
-    for pid in $(grep -l -a -F "$WORK/berth/node/pods/" /proc/[0-9]*/cmdline 2>/dev/null | cut -d/ -f3); do
-        kill -KILL "$pid" 2>/dev/null || true
-    done
-    for id in $(runc --root "$WORK/berth/node/runc" list -q 2>/dev/null); do
-        runc --root "$WORK/berth/node/runc" delete --force "$id" >/dev/null 2>&1 || true
-    done
-    for ns in $(ls "$WORK/berth/node/pods" 2>/dev/null); do ip netns del "berth-$ns" 2>/dev/null || true; done
-    grep -F " $WORK/" /proc/self/mountinfo | awk '{print $5}' | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
+    pods_remove "$WORK/berth/node"
     ip link del "$BRIDGE" 2>/dev/null || true
     for table in filter nat; do
         iptables -t "$table" -S 2>/dev/null | grep -e "$POD_CIDR" -e " $BRIDGE " | sed 's/^-A /-D /' |

@@ -23,20 +23,7 @@ export KUBECONFIG=$WORK/berth/kubeconfig KUBECACHEDIR=$WORK/kubecache
 PIDS=()
 BERTH=""
 cleanup() {
-  local rc=$?
-  if [ "$rc" -ne 0 ] && [ -f "$WORK/berth.err" ]; then
-    echo "failed ($rc); pods and the server's last log lines:" >&2
-    kubectl get pods -o wide >&2 2>/dev/null || true
-    tail -n 20 "$WORK/berth.err" >&2
-  fi
-  if [ -n "$BERTH" ]; then
-    # Pods outlive the server by design: remove them first.
-    kubectl delete deploy --all --wait=true --timeout=60s >/dev/null 2>&1 || true
-    kill "$BERTH" 2>/dev/null || true
-    wait "$BERTH" 2>/dev/null || true
-    pods_remove "$WORK/berth/node"
-    slot_clean "$SLOT"
-  fi
+  berth_teardown $? deploy
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   rm -rf "$WORK"
 }
