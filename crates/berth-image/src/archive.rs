@@ -6,7 +6,7 @@ use std::path::{Component, Path, PathBuf};
 use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest, MediaType};
 use serde::Deserialize;
 
-use crate::store::{ImageRecord, ImageStore, Progress, ProgressFn, hex_of};
+use crate::store::{ImageRecord, ImageStore, ProgressFn, hex_of};
 use crate::{ImageError, layer, reference};
 
 const CONTAINERD_NAME: &str = "io.containerd.image.name";
@@ -79,15 +79,8 @@ impl ImageStore {
             }
             let total = diff_ids.len();
             for (index, (diff_id, layer_path)) in diff_ids.iter().zip(&image.layer_paths).enumerate() {
-                let digest = diff_id.clone();
-                if self.layer_dir(diff_id)?.is_dir() {
-                    if let Some(report) = progress {
-                        report(Progress::LayerPresent { index, total, digest });
-                    }
+                if !self.layer_needed(diff_id, diff_id.clone(), (index, total), progress)? {
                     continue;
-                }
-                if let Some(report) = progress {
-                    report(Progress::Layer { index, total, digest });
                 }
                 let file =
                     File::open(layer_path).map_err(ImageError::io(format!("opening {}", layer_path.display())))?;

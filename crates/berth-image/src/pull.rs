@@ -60,15 +60,8 @@ impl ImageStore {
         let total = diff_ids.len();
         for (index, (diff_id, layer)) in diff_ids.iter().zip(&manifest.layers).enumerate() {
             archive::check_layer_type(&MediaType::from(layer.media_type.as_str()))?;
-            let digest = layer.digest.clone();
-            if self.layer_dir(diff_id)?.is_dir() {
-                if let Some(report) = progress {
-                    report(Progress::LayerPresent { index, total, digest });
-                }
+            if !self.layer_needed(diff_id, layer.digest.clone(), (index, total), progress)? {
                 continue;
-            }
-            if let Some(report) = progress {
-                report(Progress::Layer { index, total, digest });
             }
             let temp = self.temp_dir("pull")?;
             let blob_path = temp.0.join("blob");

@@ -123,6 +123,26 @@ impl ImageStore {
         Ok(self.root.join("layers").join(hex_of(diff_id)?))
     }
 
+    /// Whether layer `index` of `total` (`diff_id`, shown as `digest`) still has to be fetched
+    /// or unpacked; reports it either way.
+    pub(crate) fn layer_needed(
+        &self,
+        diff_id: &str,
+        digest: String,
+        (index, total): (usize, usize),
+        progress: Option<ProgressFn<'_>>,
+    ) -> Result<bool, ImageError> {
+        let present = self.layer_dir(diff_id)?.is_dir();
+        if let Some(report) = progress {
+            report(if present {
+                Progress::LayerPresent { index, total, digest }
+            } else {
+                Progress::Layer { index, total, digest }
+            });
+        }
+        Ok(!present)
+    }
+
     pub(crate) fn blob_path(&self, digest: &str) -> Result<PathBuf, ImageError> {
         Ok(self.root.join("blobs/sha256").join(hex_of(digest)?))
     }
