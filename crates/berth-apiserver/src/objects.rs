@@ -588,29 +588,9 @@ impl Objects {
                 "the namespace of the provided object does not match the namespace sent on the request",
             ));
         }
-        let expected = match meta_str(&obj, "resourceVersion") {
-            Some(rv) if !rv.is_empty() => Some(parse_rv(rv)?),
-            _ => None,
-        };
-        let key = info.key(ns, name);
-        // Without a resourceVersion the update is unconditional: as upstream, a lost race with
-        // another writer is retried on the newer object instead of surfacing as 409. Each lost
-        // race means another write to this key committed, so the loop always makes progress.
-        loop {
-            let old_kv = self.store.get(&key).await.map_err(|e| store_err(info, name, e))?;
-            let Some(old_kv) = old_kv else {
-                return Err(ApiError::not_found(info, name));
-            };
-            if expected.is_some_and(|rv| rv != old_kv.mod_revision) {
-                return Err(ApiError::conflict(info, name));
-            }
-            let old = self.decode(info, &old_kv)?;
-            let (new, warnings) = self.prepare_update(info, &old, obj.clone(), sub, opts)?;
-            match self.write_update(info, &old, new, old_kv.mod_revision, opts.dry_run).await {
-                Err(e) if is_conflict(&e) && expected.is_none() => continue,
-                other => return other.map(|v| (v, warnings)),
-            }
-        }
+        // A resourceVersion in the body is the precondition; without one the update is
+        // unconditional and a lost race is retried on the newer object, as upstream.
+        self.guaranteed_update(info, ns, name, sub, opts, |_| Ok(obj.clone())).await
     }
 
     /// Builds the object an update stores from the old one and the request body.
@@ -773,7 +753,7 @@ impl Objects {
         Ok(new)
     }
 
-    /// Read-modify-write with retries on conflict, for patches and subresources.
+    /// Read-modify-write with retries on conflict, for updates, patches and subresources.
     pub async fn guaranteed_update<F>(
         &self,
         info: &ResourceInfo,
