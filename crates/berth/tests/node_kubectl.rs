@@ -448,16 +448,26 @@ spec:
         emptyDir: {}
 "#;
 
-/// Processes on this machine whose command line contains `token`, as `pid: cmdline`.
+/// Processes on this machine whose command line contains `token`, as `pid: cmdline`, leaving
+/// out those whose parent matches too: busybox httpd forks a copy of itself per connection
+/// (probes, the test's own requests), and such a copy is not a second server.
 fn processes_with(token: &str) -> Vec<String> {
     let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
-    dir.filter_map(Result::ok)
+    let matching: BTreeMap<String, (String, String)> = dir
+        .filter_map(Result::ok)
         .filter(|e| e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()))
         .filter_map(|e| {
             let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
             let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            text.contains(token).then(|| format!("{}: {text}", e.file_name().to_string_lossy()))
+            let status = std::fs::read_to_string(e.path().join("status")).ok()?;
+            let parent = status.lines().find_map(|l| l.strip_prefix("PPid:"))?.trim().to_owned();
+            text.contains(token).then(|| (e.file_name().to_string_lossy().into_owned(), (parent, text)))
         })
+        .collect();
+    matching
+        .iter()
+        .filter(|(_, (parent, _))| !matching.contains_key(parent))
+        .map(|(pid, (_, text))| format!("{pid}: {text}"))
         .collect()
 }
 
