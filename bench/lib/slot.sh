@@ -52,6 +52,11 @@ pods_remove() { # NODE_DIR
   for id in $(runc --root "$dir/runc" list -q 2>/dev/null); do
     runc --root "$dir/runc" delete --force "$id" >/dev/null 2>&1 || true
   done
+  # Containers libcontainer created have no runc state: kill what runs in their cgroups.
+  for uid in $(ls "$dir/pods" 2>/dev/null); do
+    cat /sys/fs/cgroup/pids/berth/pod"$uid"/*/cgroup.procs /sys/fs/cgroup/berth/pod"$uid"/*/cgroup.procs 2>/dev/null |
+      xargs -r kill -KILL 2>/dev/null || true
+  done
   for uid in $(ls "$dir/pods" 2>/dev/null); do ip netns del "berth-$uid" 2>/dev/null || true; done
   grep -F " $dir/" /proc/self/mountinfo | awk '{print $5}' | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
 }

@@ -10,7 +10,8 @@
 #   bash bench/node/run.sh --only density --density 300
 #
 # Environment: CARGO_TARGET_DIR (default: <repo>/target-bench), BENCH_WORK_DIR (scratch, default
-# $CARGO_TARGET_DIR/node-bench), BERTH_BIN (use this berth binary instead of building one).
+# $CARGO_TARGET_DIR/node-bench), BERTH_BIN (use this berth binary instead of building one),
+# BERTH_RUNTIME (the server's --container-runtime: libcontainer, the default, or runc).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -78,7 +79,7 @@ tar -C "$rootfs" -c . | "${PODMAN[@]}" import --quiet --change "ENV PATH=/bin" -
 say "starting berth server"
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 BERTH_LOG=${BERTH_LOG:-warn} "$BERTH_BIN" server --data-dir "$WORK/berth" --listen "127.0.0.1:$PORT" --http-listen off --https-listen off \
-    --pod-bridge "$BRIDGE" --pod-cidr "$POD_CIDR" --max-pods 1100 >"$WORK/server.out" 2>"$WORK/server.err" &
+    --pod-bridge "$BRIDGE" --pod-cidr "$POD_CIDR" --max-pods 1100 --container-runtime "${BERTH_RUNTIME:-libcontainer}" >"$WORK/server.out" 2>"$WORK/server.err" &
 SERVER_PID=$!
 for _ in $(seq 300); do
     grep -q KUBECONFIG "$WORK/server.out" 2>/dev/null && break
@@ -93,7 +94,8 @@ done
 
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo); $(uname -r);" \
     "runc $(runc --version | awk 'NR==1 {print $3}'); podman $(podman --version | awk '{print $3}');" \
-    "berth $("$BERTH_BIN" --version | awk '{print $2}') ($(git -C "$ROOT" rev-parse --short HEAD))"
+    "berth $("$BERTH_BIN" --version | awk '{print $2}') ($(git -C "$ROOT" rev-parse --short HEAD)," \
+    "containers by ${BERTH_RUNTIME:-libcontainer})"
 python3 "$ROOT/bench/node/podstart.py" --kubeconfig "$KUBECONFIG" --data-dir "$WORK/berth" \
     --server-pid "$SERVER_PID" --podman-root "$WORK/podman" --podman-runroot "$WORK/podman-run" \
     --out "$WORK/results.json" "$@"

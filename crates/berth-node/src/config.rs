@@ -13,7 +13,9 @@ pub struct NodeConfig {
     /// Root of the node's state: pods, logs, volumes, IP allocations, runc state.
     pub data_dir: PathBuf,
     pub network: NetworkConfig,
-    /// The OCI runtime binary (runc).
+    /// Which OCI runtime creates containers (`--container-runtime`).
+    pub runtime: crate::oci_runtime::RuntimeKind,
+    /// The runc binary, used when `runtime` is runc (and for containers runc created).
     pub runc: PathBuf,
     /// Cgroup under which every pod gets `pod<uid>/<container>`.
     pub cgroup_parent: String,
@@ -78,13 +80,14 @@ impl Default for NetworkConfig {
 }
 
 impl NodeConfig {
-    /// Defaults for this machine: hostname as node name, `runc` from `PATH`, the running
-    /// executable as shim.
+    /// Defaults for this machine: hostname as node name, containers by libcontainer (`runc`
+    /// from `PATH` if runc is chosen), the running executable as shim.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         NodeConfig {
             node_name: host_name(),
             data_dir: data_dir.into(),
             network: NetworkConfig::default(),
+            runtime: crate::oci_runtime::RuntimeKind::Libcontainer,
             runc: PathBuf::from("runc"),
             cgroup_parent: "/berth".to_owned(),
             shim_program: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe")),

@@ -20,6 +20,7 @@ use rustix::pty::OpenptFlags;
 use rustix::termios::Winsize;
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use crate::oci_runtime::OciCli;
 use crate::runtime::ContainerRecord;
 use crate::shim;
 
@@ -90,20 +91,16 @@ pub fn running_container_state(data_dir: &Path, uid: &str, name: &str) -> Option
         .max_by_key(|(record, _)| record.attempt)
 }
 
-/// runc's state directory (`runc --root`) under the node's data dir.
-pub fn runc_root(data_dir: &Path) -> PathBuf {
-    data_dir.join("runc")
-}
-
-/// Starts `spec.command` in container `id` with `runc --root <runc_root> exec`.
-pub fn spawn(runc: &Path, runc_root: &Path, id: &str, spec: &ExecSpec) -> Result<ExecProcess, ExecError> {
-    let mut cmd = tokio::process::Command::new(runc);
-    cmd.arg("--root").arg(runc_root).arg("exec");
+/// Starts `spec.command` in container `id` with the runtime's `exec` (`runc exec` or its
+/// libcontainer counterpart, which keep one contract).
+pub fn spawn(cli: &OciCli, id: &str, spec: &ExecSpec) -> Result<ExecProcess, ExecError> {
+    let mut cmd = cli.tokio_command();
+    cmd.arg("exec");
     if spec.tty {
         cmd.arg("--tty").arg("--env").arg("TERM=xterm");
     }
     cmd.arg(id).args(&spec.command).kill_on_drop(true);
-    let spawn_error = |source| ExecError::Spawn { program: runc.display().to_string(), source };
+    let spawn_error = |source| ExecError::Spawn { program: cli.program.display().to_string(), source };
     if spec.tty {
         let (controller, replica) = open_pty().map_err(ExecError::Terminal)?;
         if let Some((cols, rows)) = spec.size {

@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod namespaces;
 pub mod network;
 pub mod oci;
+pub mod oci_runtime;
 pub mod preflight;
 pub mod resources;
 pub mod rootfs;

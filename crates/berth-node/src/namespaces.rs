@@ -56,6 +56,9 @@ pub struct PodNamespacePaths {
     pub net: PathBuf,
     pub uts: PathBuf,
     pub ipc: PathBuf,
+    /// The pod's hostname, set in its new UTS namespace: containers join that namespace, and
+    /// a runtime sets a hostname only in a UTS namespace it creates itself.
+    pub hostname: String,
 }
 
 /// A netlink connection whose socket lives in the pod's network namespace.
@@ -93,6 +96,8 @@ fn create_on_this_thread(paths: &PodNamespacePaths) -> Result<PodNetlink, Namesp
     pin("net", &paths.net)?;
     pin("uts", &paths.uts)?;
     pin("ipc", &paths.ipc)?;
+    rustix::system::sethostname(paths.hostname.as_bytes())
+        .map_err(errno_context(format!("setting the pod's hostname {:?}", paths.hostname)))?;
     let (connection, handle, _) =
         rtnetlink::new_connection().map_err(io_context("opening netlink in the pod's network namespace"))?;
     Ok((connection, handle))

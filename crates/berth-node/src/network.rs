@@ -207,12 +207,18 @@ pub async fn attach_pod(
     ip: Ipv4Addr,
     uts: &Path,
     ipc: &Path,
+    hostname: &str,
 ) -> Result<PodNetworkInfo, NetworkError> {
     let info = PodNetworkInfo { ip, netns: netns_name(pod_uid), host_veth: host_veth_name(pod_uid) };
     if info.netns_path().exists() {
         detach_pod(host, &info).await;
     }
-    let paths = PodNamespacePaths { net: info.netns_path(), uts: uts.to_owned(), ipc: ipc.to_owned() };
+    let paths = PodNamespacePaths {
+        net: info.netns_path(),
+        uts: uts.to_owned(),
+        ipc: ipc.to_owned(),
+        hostname: hostname.to_owned(),
+    };
     let result = match namespaces::create(paths).await {
         Ok((connection, pod)) => {
             tokio::spawn(connection);

@@ -19,7 +19,9 @@ pub fn missing(config: &NodeConfig) -> Vec<String> {
         missing.push(format!("root: berth server runs as uid {euid}, and namespaces, cgroups and mounts need root"));
     }
     for (program, package) in [(config.runc.as_path(), "runc"), (Path::new("ip"), "iproute2")] {
-        if !command::available(program) {
+        // libcontainer is built in; runc is needed only when chosen.
+        let needed = package != "runc" || config.runtime == crate::oci_runtime::RuntimeKind::Runc;
+        if needed && !command::available(program) {
             missing.push(format!("{}: not found, install the Debian package {package}", program.display()));
         }
     }

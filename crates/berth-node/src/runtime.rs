@@ -34,6 +34,7 @@ use crate::images;
 use crate::ipam::{Ipam, IpamError};
 use crate::network::{self, NetworkError};
 use crate::oci::{self, Mount, Namespace};
+use crate::oci_runtime::{OciCli, RuntimeKind};
 use crate::rootfs::{HOST_IMAGE, HostImage, MountTarget, RootfsError};
 use crate::sandbox::{self, Sandbox};
 use crate::shim::{self, ExitRecord, ShimConfig};
@@ -118,8 +119,11 @@ pub struct ContainerRecord {
     pub pod_uid: String,
     pub name: String,
     pub attempt: u32,
-    /// runc's container ID.
+    /// The OCI runtime's container ID.
     pub id: String,
+    /// The runtime that created it (runc for records of older versions).
+    #[serde(default)]
+    pub runtime: RuntimeKind,
     pub image: String,
     /// RFC 3339.
     pub started_at: String,
@@ -258,12 +262,16 @@ impl Runtime {
             return Err(RuntimeError::NotRoot(euid));
         }
         for (program, package) in [(config.runc.as_path(), "runc"), (Path::new("ip"), "iproute2")] {
+            if package == "runc" && config.runtime != RuntimeKind::Runc {
+                continue;
+            }
             if !command::available(program) {
                 return Err(RuntimeError::MissingTool { program: program.display().to_string(), package });
             }
         }
         std::fs::create_dir_all(config.data_dir.join("pods")).map_err(io_context("creating the data dir"))?;
         std::fs::create_dir_all(config.data_dir.join("runc")).map_err(io_context("creating the runc state dir"))?;
+        std::fs::create_dir_all(config.data_dir.join("oci")).map_err(io_context("creating the container state dir"))?;
         let data_dir = std::fs::canonicalize(&config.data_dir).map_err(io_context("resolving the data dir"))?;
         let config = NodeConfig { data_dir, ..config };
         let ipam = Ipam::open(config.data_dir.join("network").join("ipam"), config.network.pod_cidr)?;
@@ -326,8 +334,9 @@ impl Runtime {
         self.containers_dir(uid).join(format!("{name}-{attempt}"))
     }
 
-    fn runc_root(&self) -> PathBuf {
-        self.config.data_dir.join("runc")
+    /// The OCI runtime command line for containers created by `kind`.
+    fn oci_cli(&self, kind: RuntimeKind) -> OciCli {
+        OciCli::new(&self.config, kind)
     }
 
     fn pod_cgroup(&self, uid: &str) -> String {
@@ -395,9 +404,9 @@ impl Runtime {
         // UTS and IPC namespaces outlive every container of the pod by being bind-mounted
         // onto these files (no pause process); the network namespace is pinned under /run/netns.
         let (uts, ipc) = (dir.join("uts"), dir.join("ipc"));
-        let network = network::attach_pod(&self.config.network, &self.netlink, uid, ip, &uts, &ipc).await?;
-        let namespaces_done = started.elapsed();
         let hostname = sandbox::pod_hostname(pod);
+        let network = network::attach_pod(&self.config.network, &self.netlink, uid, ip, &uts, &ipc, &hostname).await?;
+        let namespaces_done = started.elapsed();
         let write = |name: &str, text: String| {
             let path = dir.join(name);
             std::fs::write(&path, text).map_err(io_context(format!("writing {}", path.display())))
@@ -511,7 +520,9 @@ impl Runtime {
         let id = format!("{uid}-{}-{attempt}", container.name);
         if state_dir.exists() {
             // Left over from a start that did not finish (Berth stopped half-way).
-            let _ = self.runc(&["delete", "--force", id.as_str()]).await;
+            for kind in [RuntimeKind::Runc, RuntimeKind::Libcontainer] {
+                let _ = self.oci(kind, &["delete", "--force", id.as_str()]).await;
+            }
             images::unmount_rootfs(&state_dir);
             tokio::fs::remove_dir_all(&state_dir)
                 .await
@@ -543,8 +554,9 @@ impl Runtime {
         // was tried before.
         crilog::remove_log(&log_path);
         let shim_config = ShimConfig {
+            runtime: self.config.runtime,
             runc: self.config.runc.clone(),
-            runc_root: self.runc_root(),
+            runc_root: self.oci_cli(self.config.runtime).root,
             container_id: id.clone(),
             bundle: state_dir.clone(),
             log_path,
@@ -563,7 +575,7 @@ impl Runtime {
         tracing::debug!(
             container = %id,
             prepare_ms = prepared.as_secs_f64() * 1e3,
-            shim_and_runc_ms = (started.elapsed() - prepared).as_secs_f64() * 1e3,
+            shim_ms = (started.elapsed() - prepared).as_secs_f64() * 1e3,
             "container started"
         );
         let record = ContainerRecord {
@@ -571,6 +583,7 @@ impl Runtime {
             name: container.name.clone(),
             attempt,
             id,
+            runtime: self.config.runtime,
             image,
             started_at: Timestamp::now().to_string(),
             init_pid,
@@ -777,16 +790,17 @@ impl Runtime {
         }
     }
 
-    async fn runc(&self, args: &[&str]) -> Result<String, CommandError> {
-        let root = self.runc_root().display().to_string();
-        let mut full = vec!["--root", root.as_str()];
-        full.extend_from_slice(args);
-        command::run(&self.config.runc, &full, None).await
+    /// Runs an OCI runtime verb (runc's command line) for containers created by `kind`.
+    async fn oci(&self, kind: RuntimeKind, args: &[&str]) -> Result<String, CommandError> {
+        let cli = self.oci_cli(kind);
+        let mut full = cli.base_args();
+        full.extend(args.iter().map(std::ffi::OsString::from));
+        command::run(&cli.program, &full, None).await
     }
 
     /// Sends `signal` (a name such as `TERM`) to the container's init process.
     pub async fn signal_container(&self, handle: &ContainerHandle, signal: &str) -> Result<(), RuntimeError> {
-        match self.runc(&["kill", handle.record.id.as_str(), signal]).await {
+        match self.oci(handle.record.runtime, &["kill", handle.record.id.as_str(), signal]).await {
             Ok(_) => Ok(()),
             // Already gone: the shim is recording its exit.
             Err(_) if handle.exit_record().is_some() || !self.is_running(handle).await => Ok(()),
@@ -795,7 +809,7 @@ impl Runtime {
     }
 
     async fn is_running(&self, handle: &ContainerHandle) -> bool {
-        match self.runc(&["state", handle.record.id.as_str()]).await {
+        match self.oci(handle.record.runtime, &["state", handle.record.id.as_str()]).await {
             Ok(state) => serde_json::from_str::<serde_json::Value>(&state)
                 .ok()
                 .and_then(|v| v.get("status").and_then(|s| s.as_str()).map(|s| s == "running" || s == "created"))
@@ -840,10 +854,9 @@ impl Runtime {
         argv: &[String],
         timeout: Duration,
     ) -> Result<ExecOutput, RuntimeError> {
-        let root = self.runc_root();
-        let child = tokio::process::Command::new(&self.config.runc)
-            .arg("--root")
-            .arg(&root)
+        let cli = self.oci_cli(handle.record.runtime);
+        let child = cli
+            .tokio_command()
             .arg("exec")
             .arg(&handle.record.id)
             .args(argv)
@@ -853,10 +866,7 @@ impl Runtime {
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| {
-                RuntimeError::Command(CommandError::Spawn {
-                    program: self.config.runc.display().to_string(),
-                    source: e,
-                })
+                RuntimeError::Command(CommandError::Spawn { program: cli.program.display().to_string(), source: e })
             })?;
         match tokio::time::timeout(timeout, child.wait_with_output()).await {
             Ok(Ok(output)) => {
@@ -864,7 +874,7 @@ impl Runtime {
                 combined.extend_from_slice(&output.stderr);
                 Ok(ExecOutput { exit_code: output.status.code().unwrap_or(-1), output: combined, timed_out: false })
             }
-            Ok(Err(error)) => Err(io_context("running runc exec")(error)),
+            Ok(Err(error)) => Err(io_context("running the runtime's exec")(error)),
             Err(_) => Ok(ExecOutput { exit_code: -1, output: Vec::new(), timed_out: true }),
         }
     }
@@ -903,7 +913,7 @@ impl Runtime {
             // The shim died without recording anything (killed): the container may still
             // run unwatched. Stop it and record what we know.
             tracing::warn!(id = %record.id, "container shim vanished; stopping the container");
-            let _ = self.runc(&["delete", "--force", record.id.as_str()]).await;
+            let _ = self.oci(record.runtime, &["delete", "--force", record.id.as_str()]).await;
             let lost = ExitRecord {
                 exit_code: 137,
                 signal: None,

@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::attach::{AttachServer, SocketDir, StdioMode, Token};
 use crate::crilog::{CriLogWriter, RotatingFile, Rotation, Stream};
+use crate::oci_runtime::{self, InitStdio, RuntimeKind};
 
 /// First argument that makes the `berth` binary act as a container shim.
 pub const SHIM_ARG: &str = "__berth-node-shim";
@@ -47,7 +48,12 @@ const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(5);
 /// What the shim is asked to run, written by Berth as `shim.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ShimConfig {
+    /// Which runtime creates the container (runc for configs of older shims).
+    #[serde(default)]
+    pub runtime: RuntimeKind,
+    /// The runc binary (unused with libcontainer).
     pub runc: PathBuf,
+    /// The runtime's state root (`runc --root`, or libcontainer's root path).
     pub runc_root: PathBuf,
     pub container_id: String,
     pub bundle: PathBuf,
@@ -187,6 +193,9 @@ fn create(config: &ShimConfig, state_dir: &Path) -> Result<Created, String> {
     } else {
         None
     };
+    if config.runtime == RuntimeKind::Libcontainer {
+        return create_in_process(config, socket_dir, console, (stdin_read, stdin_write), stdout_read, stdout_write, stderr_read, stderr_write);
+    }
     let pid_file = state_dir.join(INIT_PID_FILE);
     let status = {
         // The command (and with it our copies of the write ends) is dropped right after, so
@@ -241,6 +250,67 @@ fn create(config: &ShimConfig, state_dir: &Path) -> Result<Created, String> {
         .ok_or_else(|| format!("runc run left no usable pid in {}", pid_file.display()))?;
     let pidfd = pidfd_open(pid, PidfdFlags::empty()).map_err(|e| format!("pidfd_open({pid:?}): {e}"))?;
     Ok(Created { pid, pidfd, stdout, stderr, stdin: stdin_write, terminal, socket_dir })
+}
+
+/// Creates and starts the container with libcontainer in this (single-threaded) process: no
+/// runtime process is started. The container's init becomes our child.
+#[allow(clippy::too_many_arguments)]
+fn create_in_process(
+    config: &ShimConfig,
+    socket_dir: SocketDir,
+    console: Option<(UnixListener, PathBuf)>,
+    (stdin_read, stdin_write): (Option<OwnedFd>, Option<OwnedFd>),
+    stdout_read: OwnedFd,
+    stdout_write: OwnedFd,
+    stderr_read: OwnedFd,
+    stderr_write: OwnedFd,
+) -> Result<Created, String> {
+    let started = Instant::now();
+    let stdin = match stdin_read {
+        Some(read) => read,
+        None => File::open("/dev/null").map_err(|e| format!("opening /dev/null: {e}"))?.into(),
+    };
+    // The write ends move into libcontainer and are closed once the init has its copies, so
+    // the pipes reach end-of-file exactly when the container's processes are gone.
+    let stdio = InitStdio { stdin, stdout: stdout_write, stderr: stderr_write };
+    let created = oci_runtime::create_and_start(
+        &config.runc_root,
+        &config.container_id,
+        &config.bundle,
+        console.as_ref().map(|(_, path)| path.as_path()),
+        stdio,
+    );
+    let created_after = started.elapsed();
+    let pid = match created {
+        Ok(pid) => pid,
+        Err(error) => {
+            if let Some((_, path)) = &console {
+                let _ = std::fs::remove_file(path);
+            }
+            return Err(error);
+        }
+    };
+    // libcontainer sent the terminal while it created the container; it waits in the queue.
+    let terminal = match console {
+        Some((listener, path)) => {
+            let received = crate::attach::receive_terminal(&listener);
+            let _ = std::fs::remove_file(&path);
+            Some(received.map_err(|e| format!("receiving the container's terminal: {e}"))?)
+        }
+        None => None,
+    };
+    let pidfd = pidfd_open(pid, PidfdFlags::empty()).map_err(|e| format!("pidfd_open({pid:?}): {e}"))?;
+    // For the start trace (`shim.log`): how long libcontainer took to create and start.
+    eprintln!("libcontainer created and started {} in {:.1} ms", config.container_id, created_after.as_secs_f64() * 1e3);
+    Ok(Created {
+        pid,
+        pidfd,
+        stdout: File::from(stdout_read),
+        stderr: File::from(stderr_read),
+        stdin: stdin_write,
+        terminal,
+        socket_dir,
+    })
 }
 
 fn supervise(config: &ShimConfig, state_dir: &Path, created: Created) {
@@ -381,14 +451,23 @@ fn supervise(config: &ShimConfig, state_dir: &Path, created: Created) {
 
     let (exit_code, signal) = exit.unwrap_or((255, None));
     let oom_killed = config.oom_counter.as_deref().is_some_and(oom_kills_recorded);
-    let delete = runc_command(config, state_dir)
-        .args(["delete", "--force", config.container_id.as_str()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-    if !matches!(delete, Ok(status) if status.success()) {
-        eprintln!("runc delete {} failed: {delete:?}", config.container_id);
+    match config.runtime {
+        RuntimeKind::Runc => {
+            let delete = runc_command(config, state_dir)
+                .args(["delete", "--force", config.container_id.as_str()])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+            if !matches!(delete, Ok(status) if status.success()) {
+                eprintln!("runc delete {} failed: {delete:?}", config.container_id);
+            }
+        }
+        RuntimeKind::Libcontainer => {
+            if let Err(error) = oci_runtime::delete(&config.runc_root, &config.container_id) {
+                eprintln!("deleting container {} failed: {error}", config.container_id);
+            }
+        }
     }
     let record = ExitRecord {
         exit_code,

@@ -188,7 +188,8 @@ async fn agent_registers_schedules_runs_and_deletes_pods() {
     assert!(config.network.pod_cidr.contains(ip));
     let container = &status.container_statuses.as_ref().unwrap()[0];
     assert!(container.ready && container.state.as_ref().unwrap().running.is_some());
-    assert!(container.container_id.as_deref().unwrap().starts_with("runc://"));
+    let scheme = format!("{}://", config.runtime);
+    assert!(container.container_id.as_deref().unwrap().starts_with(&scheme));
     for type_ in ["PodScheduled", "Initialized", "ContainersReady", "PodReadyToStartContainers"] {
         assert_eq!(condition(&running, type_).as_deref(), Some("True"), "{type_}");
     }
@@ -377,10 +378,9 @@ async fn liveness_failures_restart_and_an_agent_restart_keeps_pods() {
     assert_eq!(shims, 1, "one shim for the steady container, nothing started twice");
 
     // The new agent watches the container it found: when it dies, it is restarted.
-    let runc_id = container_id.as_deref().unwrap().trim_start_matches("runc://").to_owned();
-    let runc_root = config.data_dir.join("runc");
-    let killed =
-        std::process::Command::new("runc").arg("--root").arg(&runc_root).args(["kill", &runc_id, "KILL"]).status();
+    let (scheme, id) = container_id.as_deref().unwrap().split_once("://").unwrap();
+    let kind: berth_node::oci_runtime::RuntimeKind = scheme.parse().unwrap();
+    let killed = berth_node::oci_runtime::OciCli::new(&config, kind).std_command().args(["kill", id, "KILL"]).status();
     assert!(killed.unwrap().success());
     let restarted =
         wait_pod(&pods, "steady", "steady to be restarted by the new agent", |p| restart_count(p) == 1).await;

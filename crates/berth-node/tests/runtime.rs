@@ -319,10 +319,10 @@ async fn memory_limit_kills_with_oom_and_security_context_applies() {
     let error = runtime.start_container(&run, &missing, 0).await.unwrap_err();
     assert_eq!(error.reason(), "RunContainerError");
     assert!(error.to_string().contains("no-such-program-here"), "{error}");
-    let runc_root = node.data_dir.path().join("runc");
-    let listed =
-        std::process::Command::new("runc").arg("--root").arg(&runc_root).args(["list", "-q"]).output().unwrap();
-    assert!(!String::from_utf8_lossy(&listed.stdout).contains("-missing-"), "runc state left behind");
+    let cli = berth_node::oci_runtime::OciCli::new(&node.config, node.config.runtime);
+    let listed = cli.std_command().args(["list", "-q"]).output().unwrap();
+    assert!(listed.status.success());
+    assert!(!String::from_utf8_lossy(&listed.stdout).contains("-missing-"), "runtime state left behind");
 
     // Anything but the host image is refused with the reason kubelet would show.
     let mut other = host_container("other", &["true"]);

@@ -67,8 +67,16 @@ fn unmount_below(dir: &Path) {
     }
 }
 
-/// Removes `<hierarchy>/berth/<name>` (leaves first) in every cgroup hierarchy.
+/// Removes `<hierarchy>/berth/<name>` (leaves first) in every cgroup hierarchy, after killing
+/// what still runs in it (containers libcontainer created have no runc state to delete them by).
 fn remove_cgroups(name: &str) {
+    let pids = Path::new("/sys/fs/cgroup/pids/berth").join(name);
+    let unified = Path::new("/sys/fs/cgroup/berth").join(name);
+    for tree in [pids, unified] {
+        if tree.is_dir() {
+            kill_tree(&tree);
+        }
+    }
     let roots = ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"];
     let mut hierarchies: Vec<PathBuf> = roots.iter().map(PathBuf::from).collect();
     hierarchies.extend(std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten().map(|e| e.path()));
@@ -77,6 +85,28 @@ fn remove_cgroups(name: &str) {
         if dir.is_dir() {
             remove_tree(&dir);
         }
+    }
+}
+
+fn kill_tree(dir: &Path) {
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            kill_tree(&entry.path());
+        }
+    }
+    let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+    let pids: Vec<rustix::process::Pid> =
+        procs.lines().filter_map(|l| l.trim().parse().ok()).filter_map(rustix::process::Pid::from_raw).collect();
+    for pid in &pids {
+        let _ = rustix::process::kill_process(*pid, rustix::process::Signal::KILL);
+    }
+    // A cgroup can be removed only once its processes are gone.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while !pids.is_empty()
+        && std::time::Instant::now() < deadline
+        && !std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default().trim().is_empty()
+    {
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
 

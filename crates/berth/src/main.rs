@@ -74,6 +74,11 @@ pub struct ServerArgs {
     /// (a proxy in this process).
     #[arg(long, default_value = "iptables", value_parser = ["iptables", "userspace"])]
     proxy_mode: String,
+    /// What creates containers: `libcontainer` (youki's library, in each container's shim; no
+    /// runtime process per start) or `runc` (the runc binary from PATH). Either is driven
+    /// through runc's command-line contract; each container remembers which created it.
+    #[arg(long, default_value = "libcontainer", value_parser = ["libcontainer", "runc"])]
+    container_runtime: String,
     /// Most pods the node runs at once (its allocatable `pods`; upstream's default is 110).
     #[arg(long, default_value_t = 110, value_parser = clap::value_parser!(i64).range(1..))]
     max_pods: i64,
@@ -131,6 +136,8 @@ fn default_data_dir() -> PathBuf {
 fn main() -> anyhow::Result<()> {
     // Container shims are this same binary re-executed; they never reach the CLI.
     berth_node::shim::run_if_requested();
+    // So is libcontainer's OCI runtime command line (`runc`'s verbs).
+    berth_node::oci_runtime::run_if_requested();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)

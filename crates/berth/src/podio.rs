@@ -285,7 +285,7 @@ impl NodeLogs {
         })
     }
 
-    /// `kubectl exec`: `runc exec` in the newest running attempt of the container.
+    /// `kubectl exec`: the runtime's `exec` in the newest running attempt of the container.
     fn exec_in(&self, pod: &Value, opts: &ExecOptions) -> Result<ExecIo, ApiError> {
         let name = pod.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
         let uid = pod.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default();
@@ -301,8 +301,9 @@ impl NodeLogs {
         let record = berth_node::exec::running_container(&self.data_dir, uid, &opts.container).ok_or_else(|| {
             ApiError::bad_request(format!("unable to upgrade connection: container not found ({:?})", opts.container))
         })?;
-        // The node agent runs runc from PATH with its state under the node's data dir.
-        let runc = berth_node::NodeConfig::new(self.data_dir.clone()).runc;
+        // The runtime that created the container, with its state under the node's data dir
+        // (runc from PATH, or this binary as libcontainer's command line).
+        let cli = berth_node::oci_runtime::OciCli::new(&berth_node::NodeConfig::new(self.data_dir.clone()), record.runtime);
         let spec = berth_node::exec::ExecSpec {
             command: opts.command.clone(),
             stdin: opts.stdin,
@@ -312,7 +313,7 @@ impl NodeLogs {
             size: None,
         };
         let mut process =
-            berth_node::exec::spawn(&runc, &berth_node::exec::runc_root(&self.data_dir), &record.id, &spec)
+            berth_node::exec::spawn(&cli, &record.id, &spec)
                 .map_err(|e| ApiError::internal(format!("exec in container {:?}: {e}", opts.container)))?;
         let (stdin, stdout, stderr) = process.take_streams();
         let resize = process
@@ -323,7 +324,7 @@ impl NodeLogs {
             stdout,
             stderr,
             resize,
-            exit: Box::pin(async move { process.wait().await.map_err(|e| format!("waiting for runc exec: {e}")) }),
+            exit: Box::pin(async move { process.wait().await.map_err(|e| format!("waiting for exec: {e}")) }),
         })
     }
 }

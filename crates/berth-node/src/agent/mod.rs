@@ -125,6 +125,9 @@ pub async fn run_until(
 }
 
 async fn runc_version(config: &NodeConfig) -> String {
+    if config.runtime == crate::oci_runtime::RuntimeKind::Libcontainer {
+        return crate::oci_runtime::LIBCONTAINER_VERSION.to_owned();
+    }
     let output = crate::command::run(&config.runc, &["--version"], None).await.unwrap_or_default();
     output.lines().next().and_then(|line| line.strip_prefix("runc version ")).unwrap_or("unknown").trim().to_owned()
 }

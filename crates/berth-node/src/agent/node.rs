@@ -148,7 +148,7 @@ pub fn status(
         node_info: Some(NodeSystemInfo {
             architecture: architecture().to_owned(),
             boot_id: read_trimmed("/proc/sys/kernel/random/boot_id"),
-            container_runtime_version: format!("runc://{runc_version}"),
+            container_runtime_version: format!("{}://{runc_version}", config.runtime),
             kernel_version: read_trimmed("/proc/sys/kernel/osrelease"),
             kube_proxy_version: String::new(),
             kubelet_version: KUBELET_VERSION.to_owned(),

@@ -207,7 +207,7 @@ fn terminated_from(
         message,
         started_at: started_at.or_else(|| handle.record.started_at.parse().ok()),
         finished_at: record.finished_at.parse().unwrap_or_else(|_| Timestamp::now()),
-        container_id: format!("runc://{}", handle.record.id),
+        container_id: format!("{}://{}", handle.record.runtime, handle.record.id),
     }
 }
 
@@ -338,7 +338,7 @@ impl Worker {
                     slot.last = Some(Ended { terminated, finished });
                 }
                 None => {
-                    let container_id = format!("runc://{}", latest.record.id);
+                    let container_id = format!("{}://{}", latest.record.runtime, latest.record.id);
                     let started_at = latest.record.started_at.parse().unwrap_or(now);
                     let waiter = latest.clone();
                     self.exits.push(Box::pin(async move {
@@ -714,7 +714,7 @@ impl Worker {
                     (Some(running), last, _) => (
                         State::Running {
                             started_at: running.started_at,
-                            container_id: format!("runc://{}", running.handle.record.id),
+                            container_id: format!("{}://{}", running.handle.record.runtime, running.handle.record.id),
                         },
                         last.as_ref().map(|l| l.terminated.clone()),
                     ),

@@ -6,6 +6,7 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use berth_node::oci_runtime::{OciCli, RuntimeKind};
 use berth_node::{NetworkConfig, NodeConfig};
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -58,9 +59,12 @@ impl Drop for TestNode {
                 .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
                 .unwrap_or_default()
         };
-        let runc_root = self.data_dir.path().join("runc").display().to_string();
-        for id in run("runc", &["--root", &runc_root, "list", "-q"]).lines() {
-            run("runc", &["--root", &runc_root, "delete", "--force", id]);
+        for kind in [RuntimeKind::Runc, RuntimeKind::Libcontainer] {
+            let cli = OciCli::new(&self.config, kind);
+            let listed = cli.std_command().args(["list", "-q"]).output().map(|o| o.stdout).unwrap_or_default();
+            for id in String::from_utf8_lossy(&listed).lines() {
+                let _ = cli.std_command().args(["delete", "--force", id]).output();
+            }
         }
         let pods = std::fs::read_dir(self.data_dir.path().join("pods")).into_iter().flatten().flatten();
         for pod in pods {
@@ -101,6 +105,10 @@ pub fn test_node() -> TestNode {
     };
     config.cgroup_parent = format!("/berth-test-{:08x}", suffix);
     config.shim_program = PathBuf::from(env!("CARGO_BIN_EXE_berth-node-shim"));
+    // Both runtimes keep one contract; BERTH_CONTAINER_RUNTIME picks the other one.
+    if let Some(kind) = std::env::var("BERTH_CONTAINER_RUNTIME").ok().and_then(|k| k.parse().ok()) {
+        config.runtime = kind;
+    }
     TestNode { config, data_dir }
 }
 
