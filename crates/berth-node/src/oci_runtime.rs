@@ -83,7 +83,9 @@ impl OciCli {
     /// The command line of `kind` for the node configured by `config`.
     pub fn new(config: &NodeConfig, kind: RuntimeKind) -> OciCli {
         match kind {
-            RuntimeKind::Runc => OciCli { program: config.runc.clone(), leading: Vec::new(), root: state_root(&config.data_dir, kind) },
+            RuntimeKind::Runc => {
+                OciCli { program: config.runc.clone(), leading: Vec::new(), root: state_root(&config.data_dir, kind) }
+            }
             RuntimeKind::Libcontainer => OciCli {
                 program: config.shim_program.clone(),
                 leading: vec![OsString::from(OCI_ARG)],
@@ -310,12 +312,22 @@ fn exec(root: &Path, args: &[String]) -> Result<i32, String> {
     } else {
         None
     };
+    // A terminal needs the whole process description (libcontainer takes `terminal` only from
+    // one): the container's own, with the command, the extra environment and a terminal.
+    let process_file = match &console {
+        Some((_, socket)) => Some(terminal_process(root, id, command, &env, &socket.with_extension("json"))?),
+        None => None,
+    };
     let built = ContainerBuilder::new(id.clone(), SyscallType::Linux)
         .with_root_path(root)
         .and_then(ContainerBuilder::validate_id)
         .map(|builder| builder.with_console_socket(console.as_ref().map(|(_, path)| path.as_path())))
-        .and_then(|builder| builder.as_tenant().with_detach(false).with_container_args(command.to_vec()).with_env(env).build());
-    if let Some((_, path)) = &console {
+        .and_then(|builder| match &process_file {
+            // "Detached" only in libcontainer's sense: the terminal goes to the console socket.
+            Some(file) => builder.as_tenant().with_detach(true).with_process(Some(file)).build(),
+            None => builder.as_tenant().with_detach(false).with_container_args(command.to_vec()).with_env(env).build(),
+        });
+    for path in console.as_ref().map(|(_, path)| path).into_iter().chain(process_file.as_ref()) {
         let _ = std::fs::remove_file(path);
     }
     let pid = built.map_err(|e| chain(&e))?;
@@ -323,7 +335,8 @@ fn exec(root: &Path, args: &[String]) -> Result<i32, String> {
     // The process is our child (libcontainer clones it as a sibling of its intermediate).
     let pidfd = pidfd_open(pid, PidfdFlags::empty()).map_err(|e| format!("pidfd_open: {e}"))?;
     if let Some((listener, _)) = console {
-        let terminal = crate::attach::receive_terminal(&listener).map_err(|e| format!("receiving the terminal: {e}"))?;
+        let terminal =
+            crate::attach::receive_terminal(&listener).map_err(|e| format!("receiving the terminal: {e}"))?;
         copy_terminal(&terminal, &pidfd);
     }
     let status = loop {
@@ -338,6 +351,33 @@ fn exec(root: &Path, args: &[String]) -> Result<i32, String> {
         (Some(code), None) => code,
         (None, None) => 255,
     })
+}
+
+/// Writes the process description of a terminal exec to `path`: the container's process with
+/// `command`, `env` added over its environment, and `terminal: true`.
+fn terminal_process(
+    root: &Path,
+    id: &str,
+    command: &[String],
+    env: &HashMap<String, String>,
+    path: &Path,
+) -> Result<PathBuf, String> {
+    let container = Container::load(root.join(id)).map_err(|e| chain(&e))?;
+    let spec =
+        libcontainer::oci_spec::runtime::Spec::load(container.bundle().join("config.json")).map_err(|e| chain(&e))?;
+    let mut process = spec.process().clone().ok_or("the container's config has no process")?;
+    let mut environment = process.env().clone().unwrap_or_default();
+    for (key, value) in env {
+        let prefix = format!("{key}=");
+        environment.retain(|entry| !entry.starts_with(&prefix));
+        environment.push(format!("{key}={value}"));
+    }
+    process.set_env(Some(environment));
+    process.set_args(Some(command.to_vec()));
+    process.set_terminal(Some(true));
+    let bytes = serde_json::to_vec(&process).map_err(|e| e.to_string())?;
+    std::fs::write(path, bytes).map_err(|e| format!("writing {}: {e}", path.display()))?;
+    Ok(path.to_owned())
 }
 
 /// Copies between our stdio and the container's terminal until the terminal's process side is
@@ -444,6 +484,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(cli_main(&["--root".into(), dir.path().display().to_string(), "list".into(), "-q".into()]), Ok(0));
         // Deleting what is not there succeeds, as cleaning up twice must.
-        assert_eq!(cli_main(&["--root".into(), dir.path().display().to_string(), "delete".into(), "--force".into(), "x".into()]), Ok(0));
+        assert_eq!(
+            cli_main(&[
+                "--root".into(),
+                dir.path().display().to_string(),
+                "delete".into(),
+                "--force".into(),
+                "x".into()
+            ]),
+            Ok(0)
+        );
     }
 }

@@ -194,7 +194,16 @@ fn create(config: &ShimConfig, state_dir: &Path) -> Result<Created, String> {
         None
     };
     if config.runtime == RuntimeKind::Libcontainer {
-        return create_in_process(config, socket_dir, console, (stdin_read, stdin_write), stdout_read, stdout_write, stderr_read, stderr_write);
+        return create_in_process(
+            config,
+            socket_dir,
+            console,
+            (stdin_read, stdin_write),
+            stdout_read,
+            stdout_write,
+            stderr_read,
+            stderr_write,
+        );
     }
     let pid_file = state_dir.join(INIT_PID_FILE);
     let status = {
@@ -301,7 +310,11 @@ fn create_in_process(
     };
     let pidfd = pidfd_open(pid, PidfdFlags::empty()).map_err(|e| format!("pidfd_open({pid:?}): {e}"))?;
     // For the start trace (`shim.log`): how long libcontainer took to create and start.
-    eprintln!("libcontainer created and started {} in {:.1} ms", config.container_id, created_after.as_secs_f64() * 1e3);
+    eprintln!(
+        "libcontainer created and started {} in {:.1} ms",
+        config.container_id,
+        created_after.as_secs_f64() * 1e3
+    );
     Ok(Created {
         pid,
         pidfd,

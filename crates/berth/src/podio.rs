@@ -303,7 +303,8 @@ impl NodeLogs {
         })?;
         // The runtime that created the container, with its state under the node's data dir
         // (runc from PATH, or this binary as libcontainer's command line).
-        let cli = berth_node::oci_runtime::OciCli::new(&berth_node::NodeConfig::new(self.data_dir.clone()), record.runtime);
+        let cli =
+            berth_node::oci_runtime::OciCli::new(&berth_node::NodeConfig::new(self.data_dir.clone()), record.runtime);
         let spec = berth_node::exec::ExecSpec {
             command: opts.command.clone(),
             stdin: opts.stdin,
@@ -312,9 +313,8 @@ impl NodeLogs {
             tty: opts.tty,
             size: None,
         };
-        let mut process =
-            berth_node::exec::spawn(&cli, &record.id, &spec)
-                .map_err(|e| ApiError::internal(format!("exec in container {:?}: {e}", opts.container)))?;
+        let mut process = berth_node::exec::spawn(&cli, &record.id, &spec)
+            .map_err(|e| ApiError::internal(format!("exec in container {:?}: {e}", opts.container)))?;
         let (stdin, stdout, stderr) = process.take_streams();
         let resize = process
             .resizer()
