@@ -44,7 +44,7 @@ pub struct Upstream {
 
 /// What a client connection has for one endpoint.
 pub enum Slot {
-    Idle(Upstream),
+    Idle(Box<Upstream>),
     /// Nothing kept, and room to keep a new connection.
     Free,
     /// Nothing kept and no room: use the shared pool.
@@ -61,7 +61,9 @@ pub struct Owned {
 
 #[derive(Default)]
 struct Idle {
-    conns: Vec<Upstream>,
+    // Boxed: a connection moves between this list, a request and a response body.
+    #[allow(clippy::vec_box)]
+    conns: Vec<Box<Upstream>>,
     /// The snapshot `conns` were last checked against (its address; only compared).
     snapshot: usize,
 }
@@ -84,7 +86,7 @@ impl Owned {
     }
 
     /// Keeps `upstream` for the next request to its endpoint.
-    fn put(&self, upstream: Upstream) {
+    fn put(&self, upstream: Box<Upstream>) {
         if let Ok(mut idle) = self.idle.lock()
             && idle.conns.len() < MAX_IDLE
         {
@@ -94,13 +96,13 @@ impl Owned {
 }
 
 impl Upstream {
-    pub async fn connect(endpoint: SocketAddr, timeout: Duration) -> io::Result<Upstream> {
+    pub async fn connect(endpoint: SocketAddr, timeout: Duration) -> io::Result<Box<Upstream>> {
         let stream = tokio::time::timeout(timeout, TcpStream::connect(endpoint))
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
         stream.set_nodelay(true)?;
         let (sender, conn) = http1::Builder::new().handshake(TokioIo::new(stream)).await.map_err(io::Error::other)?;
-        Ok(Upstream { endpoint, sender, conn })
+        Ok(Box::new(Upstream { endpoint, sender, conn }))
     }
 
     pub fn endpoint(&self) -> SocketAddr {
@@ -147,12 +149,12 @@ impl Upstream {
 /// read and hands back to the client connection once the body is complete.
 pub struct OwnedBody {
     body: Incoming,
-    upstream: Option<Upstream>,
+    upstream: Option<Box<Upstream>>,
     owner: Arc<Owned>,
 }
 
 impl OwnedBody {
-    pub fn new(body: Incoming, upstream: Upstream, owner: Arc<Owned>) -> Self {
+    pub fn new(body: Incoming, upstream: Box<Upstream>, owner: Arc<Owned>) -> Self {
         let mut this = OwnedBody { body, upstream: Some(upstream), owner };
         // An empty body (HEAD, 204, 304, Content-Length: 0) is never polled.
         if this.body.is_end_stream() {
