@@ -9,7 +9,7 @@ pub mod admission;
 pub mod crd;
 pub mod discovery;
 pub mod handlers;
-mod listing;
+pub mod cache;
 pub mod metrics;
 pub mod objects;
 pub mod patch;
