@@ -76,7 +76,12 @@ impl Entry {
 
     pub fn to_kv(&self) -> KeyValue {
         // The API never reads create_revision.
-        KeyValue { key: self.key.clone(), value: self.value.clone(), create_revision: 0, mod_revision: self.mod_revision }
+        KeyValue {
+            key: self.key.clone(),
+            value: self.value.clone(),
+            create_revision: 0,
+            mod_revision: self.mod_revision,
+        }
     }
 
     fn meta(&self, info: &ResourceInfo) -> Result<&Meta, ApiError> {
@@ -198,7 +203,9 @@ fn raw_field(top: &RawObject<'_>, path: &str) -> String {
             None => return String::new(),
         }
     }
-    serde_json::from_str::<serde_json::Value>(value.get()).map(|v| berth_core::selector::scalar_text(&v)).unwrap_or_default()
+    serde_json::from_str::<serde_json::Value>(value.get())
+        .map(|v| berth_core::selector::scalar_text(&v))
+        .unwrap_or_default()
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -243,7 +243,12 @@ impl Objects {
     /// The entries a list returns, in key order, with its revision and continue key: from the
     /// cache, or for a revision the cache can no longer tell (a continue token's or an exact
     /// `resourceVersion` older than the resource's last change), from the store's history.
-    pub async fn select(&self, info: &ResourceInfo, ns: Option<&str>, opts: &ListOptions) -> Result<Selected, ApiError> {
+    pub async fn select(
+        &self,
+        info: &ResourceInfo,
+        ns: Option<&str>,
+        opts: &ListOptions,
+    ) -> Result<Selected, ApiError> {
         let prefix = info.namespace_prefix(ns);
         self.cache.ensure(info).await.map_err(|e| store_err(info, "", e))?;
         let continuing = opts.continue_key.is_some();

@@ -61,14 +61,15 @@ pub struct ApiError {
     pub code: u16,
     pub reason: &'static str,
     pub message: String,
-    pub details: Option<Value>,
+    /// Boxed, as `list_continue`, to keep every `Result<_, ApiError>` small.
+    pub details: Option<Box<Value>>,
     /// `metadata.continue` of the Status (an expired continue token's inconsistent successor).
-    pub list_continue: Option<String>,
+    pub list_continue: Option<Box<str>>,
 }
 
 impl ApiError {
     fn new(code: u16, reason: &'static str, message: String, details: Option<Value>) -> Self {
-        Self { code, reason, message, details, list_continue: None }
+        Self { code, reason, message, details: details.map(Box::new), list_continue: None }
     }
 
     /// A list continued from a revision that has been compacted (410), carrying `token`, which
@@ -81,7 +82,7 @@ impl ApiError {
              that were created, modified, or deleted between the time the first chunk was returned and now may show \
              up in the list.",
         );
-        e.list_continue = Some(token);
+        e.list_continue = Some(token.into_boxed_str());
         e
     }
 
@@ -226,10 +227,10 @@ impl ApiError {
             "code": self.code,
         });
         if let (Some(details), Some(obj)) = (&self.details, s.as_object_mut()) {
-            obj.insert("details".to_owned(), details.clone());
+            obj.insert("details".to_owned(), Value::clone(details));
         }
         if let Some(token) = &self.list_continue {
-            s["metadata"] = json!({"continue": token});
+            s["metadata"] = json!({"continue": &**token});
         }
         s
     }

@@ -634,7 +634,12 @@ fn read_range_at(
             let Some(value) = row.get::<_, Option<Vec<u8>>>(2)? else {
                 return Err(Error::Compacted { requested: at, compacted });
             };
-            let kv = KeyValue { key: key.clone(), value: Bytes::from(value), create_revision: row.get(3)?, mod_revision: prev };
+            let kv = KeyValue {
+                key: key.clone(),
+                value: Bytes::from(value),
+                create_revision: row.get(3)?,
+                mod_revision: prev,
+            };
             keys.insert(key, kv);
         }
     }

@@ -124,7 +124,10 @@ async fn list_at_an_older_revision_until_it_is_compacted() {
     store.create("/pods/c", b("c2")).await.unwrap(); // 9
 
     let view = |items: &[berth_store::KeyValue]| -> Vec<(String, String, Revision)> {
-        items.iter().map(|kv| (kv.key.clone(), String::from_utf8_lossy(&kv.value).into_owned(), kv.mod_revision)).collect()
+        items
+            .iter()
+            .map(|kv| (kv.key.clone(), String::from_utf8_lossy(&kv.value).into_owned(), kv.mod_revision))
+            .collect()
     };
     let at4 = store.list_at("/pods/", None, None, 4).await.unwrap();
     assert_eq!(at4.revision, 4);

@@ -68,7 +68,8 @@ async fn a_list_right_after_an_acknowledged_write_sees_it() {
     });
     for i in 0..60 {
         let name = format!("c-{i:03}");
-        let created = cms.create(&PostParams::default(), &cm(&name, &[("i", &i.to_string())], "1")).await.expect("create");
+        let created =
+            cms.create(&PostParams::default(), &cm(&name, &[("i", &i.to_string())], "1")).await.expect("create");
         let list = cms.list(&ListParams::default()).await.expect("list");
         assert!(names(&list).contains(&name), "{name} missing from the list right after its create");
         let list_rv: u64 = list.metadata.resource_version.as_deref().and_then(|r| r.parse().ok()).expect("list rv");
@@ -158,15 +159,16 @@ async fn continue_lists_the_first_page_revision_across_writes() {
     let now = cms.list(&ListParams::default()).await.expect("list");
     assert_eq!(names(&now), ["a", "b", "bb", "c", "e"]);
     // An exact resourceVersion lists that revision too.
-    let exact = ListParams::default().at(first.metadata.resource_version.as_deref().expect("rv")).matching(
-        kube::api::VersionMatch::Exact,
-    );
+    let exact = ListParams::default()
+        .at(first.metadata.resource_version.as_deref().expect("rv"))
+        .matching(kube::api::VersionMatch::Exact);
     assert_eq!(names(&cms.list(&exact).await.expect("exact list")), ["a", "b", "c", "d", "e"]);
 }
 
 #[test]
 fn a_continue_token_past_compaction_is_410_with_a_token_for_the_rest() {
-    let s = Server::start(&["--no-controllers", "--no-node", "--store-history", "1", "--store-compaction-interval", "1"]);
+    let s =
+        Server::start(&["--no-controllers", "--no-node", "--store-history", "1", "--store-compaction-interval", "1"]);
     for name in ["a", "b", "c"] {
         s.ok(&["create", "configmap", name, "--from-literal=v=1"]);
     }
@@ -185,7 +187,8 @@ fn a_continue_token_past_compaction_is_410_with_a_token_for_the_rest() {
     let fresh = expired["metadata"]["continue"].as_str().expect("a token for the rest");
     let (code, rest) = raw(&s, &format!("/api/v1/namespaces/default/configmaps?continue={fresh}"), "*/*");
     assert_eq!(code, 200, "{rest}");
-    let rest: Vec<&str> = rest["items"].as_array().expect("items").iter().filter_map(|i| i["metadata"]["name"].as_str()).collect();
+    let rest: Vec<&str> =
+        rest["items"].as_array().expect("items").iter().filter_map(|i| i["metadata"]["name"].as_str()).collect();
     assert_eq!(rest, ["b", "c"]);
     // A resourceVersion the server has not reached is 504 Timeout, as upstream.
     let (code, body) = raw(&s, "/api/v1/namespaces/default/configmaps?resourceVersion=999999999", "*/*");
@@ -198,7 +201,12 @@ fn tables_from_the_cache_print_as_the_objects_do() {
     let objects = "apiVersion: v1\nkind: Pod\nmetadata: {name: on-n1, labels: {app: web}}\nspec:\n  nodeName: n1\n  containers: [{name: c, image: busybox}, {name: d, image: nginx}]\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: unbound}\nspec:\n  containers: [{name: c, image: busybox}]\n---\napiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  selector: {app: web}\n  ports: [{port: 80}]\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: conf}\ndata: {a: '1', b: '2'}\n";
     s.ok_stdin(&["apply", "-f", "-"], objects);
     let table = "application/json;as=Table;v=v1;g=meta.k8s.io";
-    for path in ["/api/v1/namespaces/default/pods", "/api/v1/namespaces/default/services", "/api/v1/namespaces/default/configmaps", "/api/v1/namespaces"] {
+    for path in [
+        "/api/v1/namespaces/default/pods",
+        "/api/v1/namespaces/default/services",
+        "/api/v1/namespaces/default/configmaps",
+        "/api/v1/namespaces",
+    ] {
         // Twice from the cache (the second from printed rows), once printed from the objects.
         let (_, cached) = raw(&s, path, table);
         let (_, again) = raw(&s, path, table);
@@ -234,7 +242,10 @@ fn tables_from_the_cache_print_as_the_objects_do() {
     assert!(out.lines().any(|l| l.split_whitespace().take(4).eq(["on-n1", "0/2", "Pending", "0"])), "{out}");
     let wide = s.ok(&["get", "pods", "-o", "wide"]);
     let header: Vec<&str> = wide.lines().next().expect("header").split_whitespace().collect();
-    assert_eq!(header, ["NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP", "NODE", "NOMINATED", "NODE", "READINESS", "GATES"]);
+    assert_eq!(
+        header,
+        ["NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP", "NODE", "NOMINATED", "NODE", "READINESS", "GATES"]
+    );
     let row: Vec<&str> = wide.lines().find(|l| l.starts_with("on-n1")).expect("row").split_whitespace().collect();
     assert_eq!(row[5..], ["<none>", "n1", "<none>", "<none>"], "{wide}");
     // A label change shows in the next Table (rows are printed per object version).
