@@ -10,7 +10,8 @@
 # (results, default: $CARGO_TARGET_DIR/bench-results), BENCH_STORE_UPDATES (store_bench updates,
 # default 1000000; 0 skips store_bench), BENCH_SOURCE (worktree: build Berth from the working
 # tree, the default; HEAD: build it from `git archive HEAD`, for a consistent snapshot while
-# others edit the tree).
+# others edit the tree), BERTH_BIN (a `berth` binary to measure instead of building one, to
+# compare two builds back to back).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -46,10 +47,11 @@ if [[ ${BENCH_SOURCE:-worktree} == HEAD ]]; then
     git -C "$ROOT" archive HEAD | tar -x -C "$SOURCE"
 fi
 say "building (release) from $SOURCE into $CARGO_TARGET_DIR"
-cargo build --release --quiet --manifest-path "$SOURCE/Cargo.toml" -p berth
-cargo build --release --quiet --manifest-path "$SOURCE/Cargo.toml" -p berth-store --example store_bench
+[[ -n ${BERTH_BIN:-} ]] || cargo build --release --quiet --manifest-path "$SOURCE/Cargo.toml" -p berth
+[[ $STORE_UPDATES == 0 ]] ||
+    cargo build --release --quiet --manifest-path "$SOURCE/Cargo.toml" -p berth-store --example store_bench
 cargo build --release --quiet --manifest-path "$ROOT/bench/loadgen/Cargo.toml"
-BERTH=$CARGO_TARGET_DIR/release/berth
+BERTH=${BERTH_BIN:-$CARGO_TARGET_DIR/release/berth}
 LOADGEN=$CARGO_TARGET_DIR/release/berth-loadgen
 STORE_BENCH=$CARGO_TARGET_DIR/release/examples/store_bench
 
@@ -71,7 +73,9 @@ dsync_ms=$(awk -v s="$dsync_seconds" 'BEGIN { printf "%.3f", s }')
     echo "- fsync: dd bs=4k count=1000 oflag=dsync: $dsync_line => $dsync_ms ms per synchronous 4 KiB write"
     echo "- load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "- etcd: $("$ETCD" --version | head -n 1); busybox: $("$BUSYBOX" | head -n 1)"
-    if [[ $SOURCE == "$ROOT" ]]; then
+    if [[ -n ${BERTH_BIN:-} ]]; then
+        echo "- berth: binary $BERTH_BIN"
+    elif [[ $SOURCE == "$ROOT" ]]; then
         echo "- berth: working tree at $(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet HEAD -- crates Cargo.toml Cargo.lock || echo ' + uncommitted changes')"
     else
         echo "- berth: commit $(git -C "$ROOT" rev-parse --short HEAD) (git archive)"

@@ -16,7 +16,10 @@ use serde_json::{Value, json};
 
 use crate::{
     discovery,
-    objects::{DeleteOptions, FieldValidation, ListOptions, Objects, WriteOptions, deleted_status, meta_str, parse_rv},
+    objects::{
+        DeleteOptions, FieldValidation, ListOptions, ListRevision, Objects, WriteOptions, decode_continue,
+        deleted_status, encode_continue, meta_str, parse_rv,
+    },
     request::{self, ResourcePath, Target},
     subresources, table, watch,
 };
@@ -225,27 +228,37 @@ pub fn list_options(info: &ResourceInfo, q: &Query) -> Result<ListOptions, ApiEr
         _ => None,
     };
     // Upstream parses the version before reading anything: "abc" is a client error, not "latest".
-    if let Some(rv) = q.get("resourceVersion").filter(|rv| !rv.is_empty()) {
-        parse_rv(rv)?;
-    }
-    let continue_key = match q.get("continue") {
-        Some(c) if !c.is_empty() => Some(decode_continue(c)?),
-        _ => None,
+    let rv = match q.get("resourceVersion").filter(|rv| !rv.is_empty()) {
+        Some(rv) => Some(parse_rv(rv)?),
+        None => None,
     };
-    Ok(ListOptions { labels, fields, limit: limit.filter(|l| *l > 0), continue_key })
-}
-
-fn encode_continue(key: &str) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json!({"v": "berth1", "start": key}).to_string())
-}
-
-fn decode_continue(token: &str) -> Result<String, ApiError> {
-    use base64::Engine;
-    let bad = || ApiError::bad_request("continue key is not valid: malformed token");
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).map_err(|_| bad())?;
-    let v: Value = serde_json::from_slice(&bytes).map_err(|_| bad())?;
-    v.get("start").and_then(Value::as_str).map(str::to_owned).ok_or_else(bad)
+    let revision = match (rv, q.get("resourceVersionMatch").filter(|m| !m.is_empty())) {
+        // A match without a version (streaming watch lists send one) means the latest.
+        (None, _) => ListRevision::Latest,
+        (Some(0), None) => ListRevision::Any,
+        (Some(rv), None | Some("NotOlderThan")) => ListRevision::NotOlderThan(rv),
+        (Some(0), Some("Exact")) => {
+            return Err(ApiError::bad_request("resourceVersionMatch \"Exact\" is forbidden for resourceVersion \"0\""));
+        }
+        (Some(rv), Some("Exact")) => ListRevision::Exact(rv),
+        (Some(_), Some(other)) => {
+            return Err(ApiError::bad_request(format!(
+                "resourceVersionMatch: Unsupported value: {other:?}: supported values: \"Exact\", \"NotOlderThan\""
+            )));
+        }
+    };
+    let (continue_key, continue_revision) = match q.get("continue") {
+        Some(c) if !c.is_empty() => {
+            let (key, revision) = decode_continue(c)?;
+            // The token names a key of this list only.
+            if !key.starts_with(&info.key_prefix()) {
+                return Err(ApiError::bad_request("continue key is not valid: key is outside the listed resource"));
+            }
+            (Some(key), revision)
+        }
+        _ => (None, None),
+    };
+    Ok(ListOptions { labels, fields, limit: limit.filter(|l| *l > 0), continue_key, continue_revision, revision })
 }
 
 async fn read_body(state: &AppState, req: Request) -> Result<(HeaderMap, bytes::Bytes), ApiError> {
@@ -379,18 +392,24 @@ async fn verbs(
         }
         (Method::GET, None) if !table => {
             let opts = list_options(&info, &q)?;
-            let (items, rv, cont) = objects.list_json(&info, ns.as_deref(), &opts).await?;
-            let mut meta = json!({"resourceVersion": rv.to_string()});
-            if let Some(c) = cont.as_deref().map(encode_continue) {
-                meta["continue"] = json!(c);
+            let selected = objects.select(&info, ns.as_deref(), &opts).await?;
+            let mut meta = json!({"resourceVersion": selected.revision.to_string()});
+            if let Some(key) = &selected.continue_key {
+                meta["continue"] = json!(encode_continue(key, Some(selected.revision)));
             }
             let head = json!({"kind": format!("{}List", info.gvk.kind), "apiVersion": info.gvk.api_version(), "metadata": meta});
             // `head` is an object: its closing brace gives way to the items.
             let mut body = serde_json::to_vec(&head).unwrap_or_default();
             body.pop();
-            body.reserve(items.len() + 12);
+            body.reserve(selected.entries.iter().map(|e| e.value.len() + 64).sum::<usize>() + 12);
             body.extend_from_slice(b",\"items\":[");
-            body.extend_from_slice(&items);
+            let item_head = crate::cache::item_head(&info);
+            for (i, entry) in selected.entries.iter().enumerate() {
+                if i > 0 {
+                    body.push(b',');
+                }
+                entry.write_json(&info, &item_head, &mut body)?;
+            }
             body.extend_from_slice(b"]}");
             let mut resp = Response::new(Body::from(body));
             resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -399,12 +418,17 @@ async fn verbs(
         // Lists as Tables (JSON lists are served above).
         (Method::GET, None) => {
             let opts = list_options(&info, &q)?;
-            let (include, mut rows) = (include_object(&q), Vec::new());
-            let (rv, cont) = objects
-                .list_each(&info, ns.as_deref(), &opts, |obj| table::write_row(&info, &obj, include, &mut rows))
-                .await?;
-            let cont = cont.as_deref().map(encode_continue);
-            Ok(table_response(table::table_of_rows(&info, &rows, &rv.to_string(), cont.as_deref())))
+            let selected = objects.select(&info, ns.as_deref(), &opts).await?;
+            let mut rows = Vec::new();
+            for entry in &selected.entries {
+                if include_object(&q) {
+                    table::write_row(&info, &entry.decode(&info)?, true, &mut rows);
+                } else {
+                    entry.write_row(&info, &mut rows)?;
+                }
+            }
+            let cont = selected.continue_key.as_deref().map(|key| encode_continue(key, Some(selected.revision)));
+            Ok(table_response(table::table_of_rows(&info, &rows, &selected.revision.to_string(), cont.as_deref())))
         }
         (Method::POST, None) => {
             let opts = write_options(&q)?;

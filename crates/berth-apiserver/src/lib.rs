@@ -6,10 +6,10 @@
 //! concern each; [`pki`] creates the credentials on first start.
 
 pub mod admission;
+pub mod cache;
 pub mod crd;
 pub mod discovery;
 pub mod handlers;
-mod listing;
 pub mod metrics;
 pub mod objects;
 pub mod patch;

@@ -22,6 +22,7 @@ use bytes::Bytes;
 use chrono::{SecondsFormat, Utc};
 use rand::Rng;
 
+use crate::cache::{Cache, Entry, entries_of};
 use crate::service_ranges::ServiceRanges;
 use serde_json::{Map, Value, json};
 
@@ -46,6 +47,31 @@ pub struct ListOptions {
     pub labels: LabelSelector,
     pub fields: FieldSelector,
     pub limit: Option<usize>,
+    /// Continue after this key (from a continue token).
+    pub continue_key: Option<String>,
+    /// The continue token's revision: the list goes on at it (None: at the latest one).
+    pub continue_revision: Option<Revision>,
+    pub revision: ListRevision,
+}
+
+/// `resourceVersion` and `resourceVersionMatch` of a list.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ListRevision {
+    /// `""`: the latest state (a consistent read).
+    #[default]
+    Latest,
+    /// `"0"`: any state; served from the cache, which is the latest.
+    Any,
+    /// `N` (or `resourceVersionMatch=NotOlderThan`): a state at least as new as N.
+    NotOlderThan(Revision),
+    /// `resourceVersionMatch=Exact`: the state at N.
+    Exact(Revision),
+}
+
+/// The objects a list returns (in key order), its revision and the key to continue after.
+pub struct Selected {
+    pub entries: Vec<Arc<Entry>>,
+    pub revision: Revision,
     pub continue_key: Option<String>,
 }
 
@@ -67,6 +93,8 @@ pub struct DeleteOptions {
 
 pub struct Objects {
     pub store: DynStore,
+    /// The current objects of every resource read so far (see `cache.rs`).
+    pub cache: Cache,
     pub registry: RwLock<Registry>,
     /// One lock per namespace that has ResourceQuotas, held across check and create.
     quota_locks: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -152,7 +180,8 @@ impl Objects {
     }
 
     pub fn with_service_ranges(store: DynStore, registry: Registry, service_ranges: ServiceRanges) -> Self {
-        Self { store, registry: RwLock::new(registry), quota_locks: Default::default(), service_ranges }
+        let cache = Cache::new(Arc::clone(&store));
+        Self { store, cache, registry: RwLock::new(registry), quota_locks: Default::default(), service_ranges }
     }
 
     fn quota_lock(&self, ns: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -189,117 +218,98 @@ impl Objects {
         decode_value(info, &kv.value, kv.mod_revision)
     }
 
+    /// A key's current value: from the cache when the resource is held there, else the store.
+    async fn read_key(&self, info: &ResourceInfo, key: &str, name: &str) -> Result<Option<KeyValue>, ApiError> {
+        match self.cache.get(info, key) {
+            Some(entry) => Ok(entry.map(|e| e.to_kv())),
+            None => self.store.get(key).await.map_err(|e| store_err(info, name, e)),
+        }
+    }
+
     pub async fn get(&self, info: &ResourceInfo, ns: Option<&str>, name: &str) -> Result<Value, ApiError> {
         let key = info.key(ns, name);
-        match self.store.get(&key).await {
-            Ok(Some(kv)) => self.decode(info, &kv),
-            Ok(None) => Err(ApiError::not_found(info, name)),
-            Err(e) => Err(store_err(info, name, e)),
+        match self.read_key(info, &key, name).await? {
+            Some(kv) => self.decode(info, &kv),
+            None => Err(ApiError::not_found(info, name)),
         }
     }
 
     pub async fn list(&self, info: &ResourceInfo, ns: Option<&str>, opts: &ListOptions) -> Result<ListPage, ApiError> {
-        let mut items = Vec::new();
-        let (revision, continue_key) = self.list_each(info, ns, opts, |obj| items.push(obj)).await?;
-        Ok(ListPage { items, revision, continue_key })
+        let selected = self.select(info, ns, opts).await?;
+        let items = selected.entries.iter().map(|e| e.decode(info)).collect::<Result<Vec<_>, _>>()?;
+        Ok(ListPage { items, revision: selected.revision, continue_key: selected.continue_key })
     }
 
-    /// As [`Objects::list`], handing each matching object to `each` as it is read instead of
-    /// collecting them: a caller that encodes as it goes holds one decoded object at a time.
-    pub async fn list_each(
+    /// The entries a list returns, in key order, with its revision and continue key: from the
+    /// cache, or for a revision the cache can no longer tell (a continue token's or an exact
+    /// `resourceVersion` older than the resource's last change), from the store's history.
+    pub async fn select(
         &self,
         info: &ResourceInfo,
         ns: Option<&str>,
         opts: &ListOptions,
-        mut each: impl FnMut(Value),
-    ) -> Result<(Revision, Option<String>), ApiError> {
-        self.scan(info, ns, opts, |kv| {
-            let obj = self.decode(info, kv)?;
-            let keep = opts.labels.matches_object(&obj) && opts.fields.matches_object(&obj);
-            if keep {
-                each(obj);
-            }
-            Ok(keep)
-        })
-        .await
-    }
-
-    /// A list's items as the JSON array members they are served as, from the stored bytes
-    /// (see `listing.rs`), with the list's revision and continue key.
-    pub async fn list_json(
-        &self,
-        info: &ResourceInfo,
-        ns: Option<&str>,
-        opts: &ListOptions,
-    ) -> Result<(Vec<u8>, Revision, Option<String>), ApiError> {
-        let mut out = Vec::new();
-        let (revision, next) = self
-            .scan(info, ns, opts, |kv| {
-                let mark = out.len();
-                if mark > 0 {
-                    out.push(b',');
-                }
-                let kept = crate::listing::append_item(info, kv, opts, &mut out)?;
-                if !kept {
-                    out.truncate(mark);
-                }
-                Ok(kept)
-            })
-            .await?;
-        Ok((out, revision, next))
-    }
-
-    /// Reads the keys of a list in pages, offering each to `keep` (which says whether it
-    /// matched), until `opts.limit` matches or the end; returns the revision read at and the
-    /// key to continue after.
-    async fn scan(
-        &self,
-        info: &ResourceInfo,
-        ns: Option<&str>,
-        opts: &ListOptions,
-        mut keep: impl FnMut(&KeyValue) -> Result<bool, ApiError>,
-    ) -> Result<(Revision, Option<String>), ApiError> {
+    ) -> Result<Selected, ApiError> {
         let prefix = info.namespace_prefix(ns);
-        // A name selector narrows the read to one key.
-        let only_name = opts.fields.required_value("metadata.name").map(|n| format!("/{n}"));
-        let mut kept = 0usize;
-        let mut start_after = opts.continue_key.clone();
-        let mut next = None;
-        loop {
-            // Filters apply after the read, so read generously and stop once the page is full.
-            let page = self
-                .store
-                .list(&prefix, start_after.as_deref(), opts.limit.map(|l| l.max(100)))
-                .await
-                .map_err(|e| store_err(info, "", e))?;
-            for kv in &page.items {
-                if let Some(n) = &only_name
-                    && !kv.key.ends_with(n.as_str())
-                {
-                    continue;
+        self.cache.ensure(info).await.map_err(|e| store_err(info, "", e))?;
+        let continuing = opts.continue_key.is_some();
+        let at = match opts.revision {
+            _ if continuing => opts.continue_revision,
+            ListRevision::Exact(at) => Some(at),
+            ListRevision::NotOlderThan(at) => {
+                let current = self.cache.revision();
+                if at > current {
+                    return Err(ApiError::too_large_resource_version(at, current));
                 }
-                if keep(kv)? {
-                    kept += 1;
-                    if opts.limit.is_some_and(|l| l > 0 && kept >= l) {
-                        next = Some(kv.key.clone());
-                        break;
+                None
+            }
+            ListRevision::Latest | ListRevision::Any => None,
+        };
+        let start_after = opts.continue_key.as_deref();
+        let snapshot = match self.cache.snapshot(info, &prefix, start_after, at) {
+            Some(snapshot) => snapshot,
+            None => {
+                let at = at.unwrap_or_else(|| self.cache.revision());
+                match self.store.list_at(&prefix, start_after, None, at).await {
+                    Ok(page) => crate::cache::Snapshot { entries: entries_of(page.items), revision: page.revision },
+                    Err(StoreError::Compacted { .. }) if continuing => {
+                        let token = encode_continue(start_after.unwrap_or_default(), None);
+                        return Err(ApiError::expired_continue(token));
                     }
+                    Err(StoreError::FutureRevision { requested, current }) => {
+                        return Err(ApiError::too_large_resource_version(requested, current));
+                    }
+                    Err(e) => return Err(store_err(info, "", e)),
                 }
             }
-            if next.is_some() || !page.more {
-                // A page cut exactly at the end has nothing after it.
-                if next.is_some() && !page.more && page.items.last().map(|kv| &kv.key) == next.as_ref() {
-                    next = None;
-                }
-                return Ok((page.revision, next));
+        };
+        // A name selector needs only the keys that end in it.
+        let only_name = opts.fields.required_value("metadata.name").map(|n| format!("/{n}"));
+        let mut entries = Vec::new();
+        let mut rest = snapshot.entries.into_iter();
+        for entry in rest.by_ref() {
+            if only_name.as_deref().is_some_and(|n| !entry.key.ends_with(n)) {
+                continue;
             }
-            start_after = page.items.last().map(|kv| kv.key.clone());
+            if entry.matches(info, opts)? {
+                entries.push(entry);
+                if opts.limit.is_some_and(|l| entries.len() >= l) {
+                    break;
+                }
+            }
         }
+        // More keys after a full page (matching or not) make a continue token, as upstream.
+        let continue_key = match (opts.limit, entries.last()) {
+            (Some(l), Some(last)) if entries.len() >= l && rest.next().is_some() => Some(last.key.clone()),
+            _ => None,
+        };
+        Ok(Selected { entries, revision: snapshot.revision, continue_key })
     }
 
     async fn check_namespace(&self, info: &ResourceInfo, ns: Option<&str>, name: &str) -> Result<(), ApiError> {
         let Some(ns) = ns.filter(|_| info.namespaced()) else { return Ok(()) };
         let ns_info = self.lookup("", "v1", "namespaces").ok_or_else(|| ApiError::internal("namespaces missing"))?;
+        // Namespaces are few and read by every create: always from the cache.
+        self.cache.ensure(&ns_info).await.map_err(|e| store_err(&ns_info, ns, e))?;
         let nsobj = self.get(&ns_info, None, ns).await?;
         if nsobj.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null()) {
             return Err(ApiError::forbidden(
@@ -772,7 +782,7 @@ impl Objects {
         // resourceVersion must not fail with 409 for it. Each lost race means another write to
         // this key committed, so the loop always makes progress.
         loop {
-            let old_kv = self.store.get(&key).await.map_err(|e| store_err(info, name, e))?;
+            let old_kv = self.read_key(info, &key, name).await?;
             let Some(old_kv) = old_kv else { return Err(ApiError::not_found(info, name)) };
             let old = self.decode(info, &old_kv)?;
             let mut candidate = mutate(&old)?;
@@ -800,7 +810,7 @@ impl Objects {
     ) -> Result<Value, ApiError> {
         let key = info.key(ns, name);
         for _ in 0..16 {
-            let Some(kv) = self.store.get(&key).await.map_err(|e| store_err(info, name, e))? else {
+            let Some(kv) = self.read_key(info, &key, name).await? else {
                 return Err(ApiError::not_found(info, name));
             };
             let old = self.decode(info, &kv)?;
@@ -1098,6 +1108,27 @@ fn encode(obj: &Value) -> Result<Bytes, ApiError> {
     let mut stored = obj.clone();
     strip_rv(&mut stored);
     serde_json::to_vec(&stored).map(Bytes::from).map_err(|e| ApiError::internal(e.to_string()))
+}
+
+/// A continue token: the key to continue after and the revision the list was read at (None:
+/// continue at the latest revision, as the token of an expired one says).
+pub fn encode_continue(key: &str, revision: Option<Revision>) -> String {
+    use base64::Engine;
+    let token = json!({"v": "berth1", "rv": revision.unwrap_or(-1), "start": key});
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(token.to_string())
+}
+
+pub fn decode_continue(token: &str) -> Result<(String, Option<Revision>), ApiError> {
+    use base64::Engine;
+    let bad = || ApiError::bad_request("continue key is not valid: malformed token");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).map_err(|_| bad())?;
+    let v: Value = serde_json::from_slice(&bytes).map_err(|_| bad())?;
+    let key = v.get("start").and_then(Value::as_str).map(str::to_owned).ok_or_else(bad)?;
+    let revision = match v.get("rv") {
+        None => None,
+        Some(rv) => Some(rv.as_i64().ok_or_else(bad)?).filter(|rv| *rv > 0),
+    };
+    Ok((key, revision))
 }
 
 pub fn parse_rv(rv: &str) -> Result<Revision, ApiError> {

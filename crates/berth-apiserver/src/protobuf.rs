@@ -49,9 +49,13 @@ pub enum ProtobufError {
 impl From<ProtobufError> for ApiError {
     fn from(error: ProtobufError) -> Self {
         match error {
-            ProtobufError::UnsupportedKind { .. } => {
-                ApiError { code: 415, reason: "UnsupportedMediaType", message: error.to_string(), details: None }
-            }
+            ProtobufError::UnsupportedKind { .. } => ApiError {
+                code: 415,
+                reason: "UnsupportedMediaType",
+                message: error.to_string(),
+                details: None,
+                list_continue: None,
+            },
             other => ApiError::bad_request(other.to_string()),
         }
     }

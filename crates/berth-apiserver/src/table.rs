@@ -41,6 +41,11 @@ pub fn write_row(info: &ResourceInfo, obj: &Value, include_object: bool, rows: &
     // Writing a Value into a Vec cannot fail.
     rows.extend_from_slice(b"{\"cells\":");
     let _ = serde_json::to_writer(&mut *rows, &cells(info, obj));
+    write_row_object(obj, include_object, rows);
+}
+
+/// The rest of a row after its cells.
+fn write_row_object(obj: &Value, include_object: bool, rows: &mut Vec<u8>) {
     rows.extend_from_slice(b",\"object\":");
     if include_object {
         let _ = serde_json::to_writer(&mut *rows, obj);
@@ -60,6 +65,67 @@ pub fn write_row(info: &ResourceInfo, obj: &Value, include_object: bool, rows: &
     rows.push(b'}');
 }
 
+/// A builtin kind's row (`includeObject=Metadata`) printed once, with its age cells left as
+/// holes filled in when served: the cells that change with time are, for most objects, only
+/// the age of `metadata.creationTimestamp`.
+pub struct RowTemplate {
+    bytes: Box<[u8]>,
+    /// Offsets in `bytes` where the age goes.
+    holes: Box<[u32]>,
+    created: Option<Box<str>>,
+}
+
+impl RowTemplate {
+    /// `None` when a cell other than the age changes with time (a restart's "ago", a job's
+    /// running duration): such rows are printed on every list.
+    pub fn new(info: &ResourceInfo, obj: &Value) -> Option<RowTemplate> {
+        let now = Utc::now();
+        // Far enough apart that every age printed differs.
+        let later = now + chrono::Duration::days(800);
+        let created = obj.pointer("/metadata/creationTimestamp").and_then(Value::as_str);
+        let (age_now, age_later) = (json!(table::age(created, now)), json!(table::age(created, later)));
+        let (cells_now, cells_later) = (cells(info, obj), table::cells(&info.gvk, obj, later));
+        let mut bytes = b"{\"cells\":[".to_vec();
+        let mut holes = Vec::new();
+        for (i, (cell, cell_later)) in cells_now.iter().zip(&cells_later).enumerate() {
+            if i > 0 {
+                bytes.push(b',');
+            }
+            if cell == cell_later {
+                let _ = serde_json::to_writer(&mut bytes, cell);
+            } else if *cell == age_now && *cell_later == age_later {
+                holes.push(u32::try_from(bytes.len()).ok()?);
+            } else {
+                return None;
+            }
+        }
+        bytes.push(b']');
+        write_row_object(obj, false, &mut bytes);
+        Some(RowTemplate {
+            bytes: bytes.into_boxed_slice(),
+            holes: holes.into_boxed_slice(),
+            created: created.map(Box::from),
+        })
+    }
+
+    /// Appends the row as at `now` (comma-separated from the rows before it).
+    pub fn write(&self, now: chrono::DateTime<Utc>, rows: &mut Vec<u8>) {
+        if !rows.is_empty() {
+            rows.push(b',');
+        }
+        let mut from = 0;
+        if !self.holes.is_empty() {
+            let age = json!(table::age(self.created.as_deref(), now)).to_string();
+            for &hole in self.holes.iter() {
+                rows.extend_from_slice(&self.bytes[from..hole as usize]);
+                rows.extend_from_slice(age.as_bytes());
+                from = hole as usize;
+            }
+        }
+        rows.extend_from_slice(&self.bytes[from..]);
+    }
+}
+
 /// A Table of `items` at list revision `rv`, encoded.
 pub fn table(info: &ResourceInfo, items: &[Value], rv: &str, cont: Option<&str>, include_object: bool) -> Vec<u8> {
     let mut rows = Vec::new();
@@ -69,9 +135,8 @@ pub fn table(info: &ResourceInfo, items: &[Value], rv: &str, cont: Option<&str>,
     table_of_rows(info, &rows, rv, cont)
 }
 
-/// A Table around rows already encoded by [`write_row`]. Lists encode each row as its
-/// object is read (`Objects::list_each`), so a list of thousands of objects never holds
-/// them all decoded, nor a second tree of every row.
+/// A Table around rows already encoded by [`write_row`] or [`RowTemplate::write`], so a
+/// list of thousands of objects never holds them all decoded, nor a tree of every row.
 pub fn table_of_rows(info: &ResourceInfo, rows: &[u8], rv: &str, cont: Option<&str>) -> Vec<u8> {
     let mut meta = json!({"resourceVersion": rv});
     if let Some(c) = cont {
@@ -153,6 +218,33 @@ mod tests {
             let one = row(&info, &pod, include);
             assert_eq!(written, json!([one, one]));
         }
+    }
+
+    #[test]
+    fn row_templates_print_the_rows() {
+        let info = berth_core::Registry::with_builtins().get("", "v1", "pods").expect("pods").clone();
+        // Printed as "20h" for a while, whatever second the test runs at.
+        let created =
+            (Utc::now() - chrono::Duration::minutes(20 * 60 + 10)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let pod = json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p", "namespace": "d", "creationTimestamp": created, "resourceVersion": "5"},
+            "spec": {"containers": [{"name": "c", "image": "i"}], "nodeName": "n"}, "status": {"phase": "Running"}});
+        let template = RowTemplate::new(&info, &pod).expect("only the age changes with time");
+        let (mut cached, mut printed) = (Vec::new(), Vec::new());
+        template.write(Utc::now(), &mut cached);
+        write_row(&info, &pod, false, &mut printed);
+        let cached: Value = serde_json::from_slice(&cached).expect("json");
+        assert_eq!(cached, serde_json::from_slice::<Value>(&printed).expect("json"));
+        assert_eq!(cached["cells"][4], json!("20h"));
+        // Later, the age moves on.
+        let mut later = Vec::new();
+        template.write(Utc::now() + chrono::Duration::seconds(3600), &mut later);
+        assert_eq!(serde_json::from_slice::<Value>(&later).expect("json")["cells"][4], json!("21h"));
+        // A restart printed with its "ago" changes with time on its own: no template.
+        let mut restarted = pod.clone();
+        restarted["status"]["containerStatuses"] = json!([{"name": "c", "restartCount": 2, "ready": true,
+            "lastState": {"terminated": {"finishedAt": created, "exitCode": 1}}}]);
+        assert!(RowTemplate::new(&info, &restarted).is_none());
     }
 
     #[test]

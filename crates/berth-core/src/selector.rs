@@ -228,16 +228,39 @@ impl FieldSelector {
     /// Matches an object; `field` names are JSON paths with dots (`spec.nodeName`).
     /// A missing field compares as the empty string, as upstream's field sets do.
     pub fn matches_object(&self, obj: &Value) -> bool {
-        self.terms.iter().all(|(field, eq, want)| {
-            let pointer = format!("/{}", field.replace('.', "/"));
-            let have = match obj.pointer(&pointer) {
-                Some(Value::String(s)) => s.clone(),
-                Some(Value::Bool(b)) => b.to_string(),
-                Some(Value::Number(n)) => n.to_string(),
-                _ => String::new(),
-            };
-            (have == *want) == *eq
-        })
+        self.terms.iter().all(|(field, eq, want)| (field_value(obj, field) == *want) == *eq)
+    }
+
+    /// Matches with each field's value from `value` (`None`: the field is not known there).
+    pub fn matches_with<'a>(&self, value: impl Fn(&str) -> Option<&'a str>) -> Option<bool> {
+        let mut all = true;
+        for (field, eq, want) in &self.terms {
+            all &= (value(field)? == want) == *eq;
+        }
+        Some(all)
+    }
+}
+
+/// A field's value as field selectors compare it: strings as they are, booleans and numbers
+/// printed, anything else (or nothing) as the empty string.
+pub fn field_value(obj: &Value, field: &str) -> String {
+    let mut current = obj;
+    for part in field.split('.') {
+        match current.get(part) {
+            Some(v) => current = v,
+            None => return String::new(),
+        }
+    }
+    scalar_text(current)
+}
+
+/// How a field selector prints a JSON scalar (see [`field_value`]).
+pub fn scalar_text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => n.to_string(),
+        _ => String::new(),
     }
 }
 

@@ -61,12 +61,40 @@ pub struct ApiError {
     pub code: u16,
     pub reason: &'static str,
     pub message: String,
-    pub details: Option<Value>,
+    /// Boxed, as `list_continue`, to keep every `Result<_, ApiError>` small.
+    pub details: Option<Box<Value>>,
+    /// `metadata.continue` of the Status (an expired continue token's inconsistent successor).
+    pub list_continue: Option<Box<str>>,
 }
 
 impl ApiError {
     fn new(code: u16, reason: &'static str, message: String, details: Option<Value>) -> Self {
-        Self { code, reason, message, details }
+        Self { code, reason, message, details: details.map(Box::new), list_continue: None }
+    }
+
+    /// A list continued from a revision that has been compacted (410), carrying `token`, which
+    /// continues from the same key at the latest revision (upstream's wording).
+    pub fn expired_continue(token: String) -> Self {
+        let mut e = Self::expired(
+            "The provided continue parameter is too old to display a consistent list result. You can start a new \
+             list without the continue parameter, or use the continue token in this response to retrieve the \
+             remainder of the results. Continuing with the provided token results in an inconsistent list - objects \
+             that were created, modified, or deleted between the time the first chunk was returned and now may show \
+             up in the list.",
+        );
+        e.list_continue = Some(token.into_boxed_str());
+        e
+    }
+
+    /// A list or get asking for a revision the server has not reached (504, as upstream).
+    pub fn too_large_resource_version(requested: i64, current: i64) -> Self {
+        Self::new(
+            504,
+            "Timeout",
+            format!("Too large resource version: {requested}, current: {current}"),
+            Some(json!({"causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}],
+                        "retryAfterSeconds": 1})),
+        )
     }
 
     fn resource_details(info: &ResourceInfo, name: &str) -> Value {
@@ -199,7 +227,10 @@ impl ApiError {
             "code": self.code,
         });
         if let (Some(details), Some(obj)) = (&self.details, s.as_object_mut()) {
-            obj.insert("details".to_owned(), details.clone());
+            obj.insert("details".to_owned(), Value::clone(details));
+        }
+        if let Some(token) = &self.list_continue {
+            s["metadata"] = json!({"continue": &**token});
         }
         s
     }

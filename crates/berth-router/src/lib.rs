@@ -6,6 +6,7 @@
 //! change a new [`snapshot::Snapshot`] is built and swapped in atomically; requests read the
 //! snapshot of the moment, so reconfiguring never touches established connections.
 
+mod owned;
 pub mod proxy;
 pub mod route;
 pub mod snapshot;
@@ -165,9 +166,12 @@ async fn serve_connection<I>(io: TokioIo<I>, peer: SocketAddr, scheme: &'static 
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let service = service_fn(move |req| {
+    // Upstream connections of this client connection, used while it speaks HTTP/1.x.
+    let owned = Arc::new(owned::Owned::default());
+    let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
         let proxy = Arc::clone(&proxy);
-        async move { Ok::<_, std::convert::Infallible>(proxy.handle(req, peer, scheme).await) }
+        let owned = (req.version() <= http::Version::HTTP_11).then(|| Arc::clone(&owned));
+        async move { Ok::<_, std::convert::Infallible>(proxy.handle(req, peer, scheme, owned.as_ref()).await) }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(Duration::from_secs(30));

@@ -15,15 +15,60 @@ use http::{
     uri::{Authority, PathAndQuery, Scheme},
 };
 use http_body_util::{BodyExt, Empty, Full, combinators::BoxBody};
-use hyper::body::{Body, Incoming};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::{TokioExecutor, TokioIo},
 };
 
-use crate::snapshot::{Backend, Choice, Snapshot, endpoint_token};
+use crate::{
+    owned::{Owned, OwnedBody, Slot, Upstream},
+    snapshot::{Backend, Choice, Snapshot, endpoint_token},
+};
 
-pub type RespBody = BoxBody<Bytes, hyper::Error>;
+/// What the shared pool sends upstream (a body, or nothing on a retry).
+type ReqBody = BoxBody<Bytes, hyper::Error>;
+
+/// A response body: the router's own page, or the upstream's, streamed as it comes (no box).
+pub enum RespBody {
+    Page(Full<Bytes>),
+    /// From the shared pool (HTTP/2 clients, h2c upstreams, upgrades).
+    Pooled(Incoming),
+    /// From an upstream connection owned by the client connection.
+    Owned(OwnedBody),
+}
+
+impl Body for RespBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            RespBody::Page(b) => std::pin::Pin::new(b).poll_frame(cx).map_err(|never| match never {}),
+            RespBody::Pooled(b) => std::pin::Pin::new(b).poll_frame(cx),
+            RespBody::Owned(b) => std::pin::Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RespBody::Page(b) => b.is_end_stream(),
+            RespBody::Pooled(b) => b.is_end_stream(),
+            RespBody::Owned(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            RespBody::Page(b) => b.size_hint(),
+            RespBody::Pooled(b) => b.size_hint(),
+            RespBody::Owned(b) => b.size_hint(),
+        }
+    }
+}
 
 /// Limits applied to every proxied request.
 #[derive(Debug, Clone, Copy)]
@@ -44,8 +89,8 @@ const CONNECT_RETRIES: usize = 2;
 
 pub struct Proxy {
     pub snapshot: Arc<ArcSwap<Snapshot>>,
-    http1: Client<HttpConnector, RespBody>,
-    h2c: Client<HttpConnector, RespBody>,
+    http1: Client<HttpConnector, ReqBody>,
+    h2c: Client<HttpConnector, ReqBody>,
     timeouts: Timeouts,
 }
 
@@ -62,12 +107,14 @@ impl Proxy {
         Proxy { snapshot, http1, h2c, timeouts }
     }
 
-    /// Answers one request that arrived at `peer` over `scheme` (`http` or `https`).
+    /// Answers one request that arrived at `peer` over `scheme` (`http` or `https`). `owned`
+    /// holds the upstream connections of an HTTP/1.x client connection.
     pub async fn handle(
         &self,
         mut req: Request<Incoming>,
         peer: SocketAddr,
         scheme: &'static str,
+        owned: Option<&Arc<Owned>>,
     ) -> Response<RespBody> {
         let started = Instant::now();
         // A shared copy of the client's host (no allocation for HTTP/1.1).
@@ -89,7 +136,12 @@ impl Proxy {
                         let upgrade = wants_upgrade(&req);
                         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
                         prepare(&mut req, &host, peer, scheme, upgrade);
-                        let (resp, endpoint) = self.forward(req, backend, choice).await;
+                        let (resp, endpoint) = match owned {
+                            Some(owned) if !upgrade && !choice.pool.h2c && req.method() != http::Method::CONNECT => {
+                                self.forward_owned(req, &snapshot, backend, choice, owned).await
+                            }
+                            _ => self.forward(req, backend, choice).await,
+                        };
                         let mut resp = resp;
                         if let (Some(name), Some(ep)) = (&backend.sticky_cookie, endpoint)
                             && pinned.is_none_or(|p| p.endpoint != ep)
@@ -118,7 +170,95 @@ impl Proxy {
         response
     }
 
-    /// Sends the request to `choice`, trying other endpoints while none could be connected to.
+    /// Sends the request over the client connection's own upstream connection to `choice`,
+    /// trying other endpoints while none could be connected to (the request is untouched
+    /// until a connection is up, so any request may be retried then).
+    async fn forward_owned(
+        &self,
+        mut req: Request<Incoming>,
+        snapshot: &Snapshot,
+        backend: &Backend,
+        choice: Choice<'_>,
+        owned: &Arc<Owned>,
+    ) -> (Response<RespBody>, Option<SocketAddr>) {
+        // HTTP/1.1 upstreams take the origin form; the Host header is already set.
+        if req.uri().authority().is_some() {
+            *req.uri_mut() = req.uri().path_and_query().cloned().map_or_else(|| Uri::from_static("/"), Uri::from);
+        }
+        *req.version_mut() = Version::HTTP_11;
+        let mut tried = [choice.endpoint; CONNECT_RETRIES + 1];
+        let mut failed = 0;
+        let mut stale = 0;
+        let mut choice = choice;
+        loop {
+            let kept = match owned.take(choice.endpoint, snapshot) {
+                Slot::Idle(mut upstream) => {
+                    match tokio::time::timeout(self.timeouts.response, upstream.ready()).await {
+                        Ok(true) => Some(upstream),
+                        _ => None,
+                    }
+                }
+                Slot::Free => None,
+                Slot::Full => return self.forward(req, backend, choice).await,
+            };
+            let mut upstream = match kept {
+                Some(upstream) => upstream,
+                None => match Upstream::connect(choice.endpoint, self.timeouts.connect).await {
+                    Ok(upstream) => upstream,
+                    Err(e) => {
+                        tracing::debug!(endpoint = %choice.endpoint, error = %e, "upstream unreachable; trying another");
+                        tried[failed] = choice.endpoint;
+                        failed += 1;
+                        let next = (failed <= CONNECT_RETRIES)
+                            .then(|| backend.choose(rand::random(), &tried[..failed]))
+                            .flatten();
+                        match next {
+                            Some(next) if next.pool.h2c => return self.forward(req, backend, next).await,
+                            Some(next) => {
+                                choice = next;
+                                continue;
+                            }
+                            None => {
+                                return (
+                                    page(StatusCode::BAD_GATEWAY, "The upstream could not be reached.\n".into()),
+                                    None,
+                                );
+                            }
+                        }
+                    }
+                },
+            };
+            match tokio::time::timeout(self.timeouts.response, upstream.send(req)).await {
+                Ok(Ok(resp)) => {
+                    let endpoint = upstream.endpoint();
+                    return (
+                        resp.map(|b| RespBody::Owned(OwnedBody::new(b, upstream, Arc::clone(owned)))),
+                        Some(endpoint),
+                    );
+                }
+                Ok(Err(mut e)) => match e.take_message() {
+                    // Not sent: a kept connection the upstream had just closed. Once more on a new one.
+                    Some(back) if stale == 0 => {
+                        stale += 1;
+                        req = back;
+                    }
+                    _ => {
+                        tracing::warn!(endpoint = %choice.endpoint, error = %e.error(), "upstream request failed");
+                        return (page(StatusCode::BAD_GATEWAY, "The upstream failed to answer.\n".into()), None);
+                    }
+                },
+                Err(_) => {
+                    return (
+                        page(StatusCode::GATEWAY_TIMEOUT, "The upstream did not answer in time.\n".into()),
+                        Some(choice.endpoint),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Sends the request through the shared pool to `choice`, trying other endpoints while
+    /// none could be connected to.
     async fn forward(
         &self,
         req: Request<Incoming>,
@@ -150,7 +290,7 @@ impl Proxy {
             let upstream = upstream.map(|()| b);
             let sent = tokio::time::timeout(self.timeouts.response, client.request(upstream)).await;
             match sent {
-                Ok(Ok(resp)) => return (resp.map(|b| b.boxed()), Some(choice.endpoint)),
+                Ok(Ok(resp)) => return (resp.map(RespBody::Pooled), Some(choice.endpoint)),
                 Ok(Err(e)) if e.is_connect() && replayable && attempts <= CONNECT_RETRIES => {
                     tracing::debug!(endpoint = %choice.endpoint, error = %e, "upstream unreachable; trying another");
                     let Some(next) = backend.choose(rand::random(), &tried[..attempts]) else {
@@ -291,7 +431,7 @@ fn unavailable(backend: &Backend) -> Response<RespBody> {
 pub fn page(status: StatusCode, message: String) -> Response<RespBody> {
     let reason = status.canonical_reason().unwrap_or("");
     let body = format!("{} {reason}\n\n{message}", status.as_u16());
-    let mut resp = Response::new(Full::new(Bytes::from(body)).map_err(|never| match never {}).boxed());
+    let mut resp = Response::new(RespBody::Page(Full::new(Bytes::from(body))));
     *resp.status_mut() = status;
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

@@ -170,7 +170,9 @@ fn referenced_certs(
 }
 
 /// Publishes the router's address in `status.loadBalancer.ingress` of every Ingress it
-/// serves (as k3s's bundled ingress controller does), so `kubectl get ingress` shows it.
+/// serves (as k3s's bundled ingress controller does), so `kubectl get ingress` shows it, and
+/// takes it back from an Ingress that moved to another class, as ingress controllers do when
+/// they stop serving one.
 async fn write_ingress_status(
     client: &Client,
     ip: IpAddr,
@@ -179,21 +181,29 @@ async fn write_ingress_status(
     written: &mut HashMap<String, Value>,
 ) {
     let want = json!({"ingress": [{"ip": ip.to_string()}]});
-    for ing in ingresses.iter().filter(|i| snapshot::ours(i, classes)) {
+    for ing in ingresses {
         let (Some(ns), Some(name)) = (ing.metadata.namespace.as_deref(), ing.metadata.name.as_deref()) else {
             continue;
         };
         let key = ing.metadata.uid.clone().unwrap_or_else(|| format!("{ns}/{name}"));
         let current =
             ing.status.as_ref().and_then(|s| s.load_balancer.as_ref()).and_then(|lb| serde_json::to_value(lb).ok());
-        if current.as_ref() == Some(&want) || written.get(&key) == Some(&want) {
+        let (patch, record) = if snapshot::ours(ing, classes) {
+            if current.as_ref() == Some(&want) || written.get(&key) == Some(&want) {
+                continue;
+            }
+            (json!({"status": {"loadBalancer": want}}), want.clone())
+        } else if current.as_ref() == Some(&want) && written.get(&key) != Some(&Value::Null) {
+            // Exactly the address this router writes (so this router wrote it, also before a
+            // restart), on an Ingress it no longer serves.
+            (json!({"status": {"loadBalancer": {"ingress": null}}}), Value::Null)
+        } else {
             continue;
-        }
+        };
         let api: Api<Ingress> = Api::namespaced(client.clone(), ns);
-        let patch = json!({"status": {"loadBalancer": want}});
         match api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
             Ok(_) => {
-                written.insert(key, want.clone());
+                written.insert(key, record);
             }
             Err(e) => tracing::warn!(ingress = %format!("{ns}/{name}"), error = %e, "cannot write Ingress status"),
         }

@@ -89,6 +89,15 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Sees every committed group of writes synchronously, in revision order: it is called on the
+/// writer thread, under the watch feed's lock, before any write of the group is acknowledged.
+/// So once a write is acknowledged, every observer has seen it. It must be quick and must not
+/// call back into the store.
+pub trait CommitObserver: Send + Sync + 'static {
+    /// `events` (never empty) were committed; `revision` is the store's revision after them.
+    fn committed(&self, events: &[Event], revision: Revision);
+}
+
 /// A live watch. Events arrive strictly in revision order. The stream ends with
 /// `Some(Err(..))` if the watcher fell too far behind (the caller re-watches from the
 /// last revision it saw), or `None` when the store shuts down.
@@ -113,6 +122,16 @@ pub trait Store: Send + Sync + 'static {
     /// Keys starting with `prefix`, in key order, strictly after `start_after` if given,
     /// at most `limit` items if given (0 or None means no limit).
     async fn list(&self, prefix: &str, start_after: Option<&str>, limit: Option<usize>) -> Result<ListResult>;
+    /// As `list`, but the keys as they were at `revision` (between the compacted revision and
+    /// the current one; `Compacted` or `FutureRevision` otherwise). The result's `revision` is
+    /// `revision`.
+    async fn list_at(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: Option<usize>,
+        revision: Revision,
+    ) -> Result<ListResult>;
     /// Create `key`; fails with `AlreadyExists` if it is present.
     async fn create(&self, key: &str, value: Bytes) -> Result<KeyValue>;
     /// Replace `key`'s value. With `expected = Some(rev)`, fails with `Conflict` unless the
@@ -124,6 +143,8 @@ pub trait Store: Send + Sync + 'static {
     /// Watch keys starting with `prefix` for writes with revision strictly greater than
     /// `after`. Fails with `Compacted` if `after` is older than the kept history.
     async fn watch(&self, prefix: &str, after: Revision) -> Result<Watch>;
+    /// Registers `observer` for every commit from now on; returns the revision it starts after.
+    fn observe(&self, observer: std::sync::Arc<dyn CommitObserver>) -> Revision;
     /// Drop history at or below `revision` (the current value of every live key is kept).
     async fn compact(&self, revision: Revision) -> Result<()>;
 }

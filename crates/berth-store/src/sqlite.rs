@@ -49,7 +49,7 @@ use tokio::sync::oneshot;
 
 use crate::watch::{Hub, Replay};
 use crate::writer::{Command, WriteOp, Writer};
-use crate::{Error, Event, EventKind, KeyValue, ListResult, Result, Revision, Store, Watch};
+use crate::{CommitObserver, Error, Event, EventKind, KeyValue, ListResult, Result, Revision, Store, Watch};
 
 /// How hard a commit tries to reach stable storage before it is acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -208,6 +208,23 @@ impl Store for SqliteStore {
         let start_after = start_after.map(str::to_owned);
         let limit = limit.filter(|&limit| limit > 0);
         self.readers.run(move |conn| read_range(conn, &prefix, start_after.as_deref(), limit)).await
+    }
+
+    async fn list_at(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: Option<usize>,
+        revision: Revision,
+    ) -> Result<ListResult> {
+        let prefix = prefix.to_owned();
+        let start_after = start_after.map(str::to_owned);
+        let limit = limit.filter(|&limit| limit > 0);
+        self.readers.run(move |conn| read_range_at(conn, &prefix, start_after.as_deref(), limit, revision)).await
+    }
+
+    fn observe(&self, observer: Arc<dyn CommitObserver>) -> Revision {
+        self.hub.observe(observer)
     }
 
     async fn create(&self, key: &str, value: Bytes) -> Result<KeyValue> {
@@ -542,6 +559,97 @@ fn read_range(
         items.truncate(limit);
     }
     Ok(ListResult { items, revision, more })
+}
+
+/// The keys under `prefix` (after `start_after`) as they were at `at`: the current rows, except
+/// for keys written after `at`, whose first later row tells what they were at `at` (absent if
+/// that row created the key, else its `prev_revision` row, which compaction keeps as long as
+/// `at` is not compacted).
+fn read_range_at(
+    conn: &mut Connection,
+    prefix: &str,
+    start_after: Option<&str>,
+    limit: Option<usize>,
+    at: Revision,
+) -> Result<ListResult> {
+    let tx = conn.transaction()?;
+    let compacted = read_meta(&tx, META_COMPACTED)?;
+    let current = read_meta(&tx, META_REVISION)?;
+    if at < compacted {
+        return Err(Error::Compacted { requested: at, compacted });
+    }
+    if at > current {
+        return Err(Error::FutureRevision { requested: at, current });
+    }
+    let end = prefix_end(prefix);
+    let mut range = String::from(" AND c.key >= ?1");
+    let mut params: Vec<Box<dyn ToSql + '_>> = vec![Box::new(prefix)];
+    if let Some(end) = &end {
+        params.push(Box::new(TextBytes(end)));
+        range.push_str(&format!(" AND c.key < ?{}", params.len()));
+    }
+    if let Some(start_after) = start_after {
+        params.push(Box::new(start_after));
+        range.push_str(&format!(" AND c.key > ?{}", params.len()));
+    }
+    let mut keys = std::collections::BTreeMap::new();
+    {
+        let sql = format!(
+            "SELECT c.key, l.value, l.create_revision, l.id FROM current c JOIN log l ON l.id = c.id WHERE 1{range}"
+        );
+        let mut statement = tx.prepare_cached(&sql)?;
+        let rows = statement.query_map(rusqlite::params_from_iter(params.iter()), |row| {
+            Ok(KeyValue {
+                key: row.get(0)?,
+                value: Bytes::from(row.get::<_, Vec<u8>>(1)?),
+                create_revision: row.get(2)?,
+                mod_revision: row.get(3)?,
+            })
+        })?;
+        for kv in rows {
+            let kv = kv?;
+            keys.insert(kv.key.clone(), kv);
+        }
+    }
+    {
+        params.push(Box::new(at));
+        let sql = format!(
+            "SELECT c.key, c.prev_revision, p.value, p.create_revision FROM log c \
+             LEFT JOIN log p ON p.id = c.prev_revision WHERE c.id > ?{}{range} ORDER BY c.id",
+            params.len()
+        );
+        let mut statement = tx.prepare_cached(&sql)?;
+        let mut rows = statement.query(rusqlite::params_from_iter(params.iter()))?;
+        let mut seen = std::collections::HashSet::new();
+        while let Some(row) = rows.next()? {
+            let key: String = row.get(0)?;
+            if !seen.insert(key.clone()) {
+                continue;
+            }
+            let prev: Revision = row.get(1)?;
+            if prev == 0 {
+                keys.remove(&key);
+                continue;
+            }
+            let Some(value) = row.get::<_, Option<Vec<u8>>>(2)? else {
+                return Err(Error::Compacted { requested: at, compacted });
+            };
+            let kv = KeyValue {
+                key: key.clone(),
+                value: Bytes::from(value),
+                create_revision: row.get(3)?,
+                mod_revision: prev,
+            };
+            keys.insert(key, kv);
+        }
+    }
+    tx.commit()?;
+    let mut items: Vec<KeyValue> = keys.into_values().collect();
+    let more = limit.is_some_and(|limit| items.len() > limit);
+    if let Some(limit) = limit {
+        items.truncate(limit);
+    }
+    Ok(ListResult { items, revision: at, more })
 }
 
 /// Events with revision in `(after, upto]` whose key starts with `prefix`, oldest first, at

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::broadcast;
 
-use crate::{Error, Event, Result, Revision};
+use crate::{CommitObserver, Error, Event, Result, Revision};
 
 /// The events of one commit, in revision order.
 pub(crate) type Group = Arc<[Event]>;
@@ -29,6 +29,8 @@ struct HubState {
     ring_events: usize,
     ring_floor: Revision,
     ring_capacity: usize,
+    /// Called with each group before it is broadcast (see [`CommitObserver`]).
+    observers: Vec<Arc<dyn CommitObserver>>,
 }
 
 /// Where a new watch finds the events between its start revision and the live feed.
@@ -57,6 +59,7 @@ impl Hub {
                 ring_events: 0,
                 ring_floor: current,
                 ring_capacity,
+                observers: Vec::new(),
             }),
             live,
         }
@@ -84,6 +87,9 @@ impl Hub {
             return;
         }
         let group: Group = events.into();
+        for observer in &state.observers {
+            observer.committed(&group, current);
+        }
         state.ring_events += group.len();
         state.ring.push_back(Arc::clone(&group));
         while state.ring_events > state.ring_capacity {
@@ -95,6 +101,13 @@ impl Hub {
         }
         // No receivers is fine: nobody is watching.
         let _ = self.live.send(group);
+    }
+
+    /// Adds an observer; returns the revision after which it sees every commit.
+    pub(crate) fn observe(&self, observer: Arc<dyn CommitObserver>) -> Revision {
+        let mut state = self.lock();
+        state.observers.push(observer);
+        state.current
     }
 
     pub(crate) fn set_compacted(&self, compacted: Revision) {

@@ -110,6 +110,78 @@ async fn list_pages_by_key_at_one_revision() {
 }
 
 #[tokio::test]
+async fn list_at_an_older_revision_until_it_is_compacted() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir, StoreOptions::default());
+    store.create("/pods/a", b("a1")).await.unwrap(); // 1
+    store.create("/pods/b", b("b1")).await.unwrap(); // 2
+    store.create("/pods/c", b("c1")).await.unwrap(); // 3
+    store.create("/other", b("o")).await.unwrap(); // 4
+    store.update("/pods/a", b("a2"), None).await.unwrap(); // 5
+    store.delete("/pods/b", None).await.unwrap(); // 6
+    store.create("/pods/d", b("d1")).await.unwrap(); // 7
+    store.delete("/pods/c", None).await.unwrap(); // 8
+    store.create("/pods/c", b("c2")).await.unwrap(); // 9
+
+    let view = |items: &[berth_store::KeyValue]| -> Vec<(String, String, Revision)> {
+        items
+            .iter()
+            .map(|kv| (kv.key.clone(), String::from_utf8_lossy(&kv.value).into_owned(), kv.mod_revision))
+            .collect()
+    };
+    let at4 = store.list_at("/pods/", None, None, 4).await.unwrap();
+    assert_eq!(at4.revision, 4);
+    assert_eq!(
+        view(&at4.items),
+        [("/pods/a".into(), "a1".into(), 1), ("/pods/b".into(), "b1".into(), 2), ("/pods/c".into(), "c1".into(), 3)]
+    );
+    let page = store.list_at("/pods/", Some("/pods/a"), Some(1), 4).await.unwrap();
+    assert_eq!(view(&page.items), [("/pods/b".into(), "b1".into(), 2)]);
+    assert!(page.more);
+    let at7 = store.list_at("/pods/", None, None, 7).await.unwrap();
+    assert_eq!(
+        view(&at7.items),
+        [("/pods/a".into(), "a2".into(), 5), ("/pods/c".into(), "c1".into(), 3), ("/pods/d".into(), "d1".into(), 7)]
+    );
+    let now = store.list_at("/pods/", None, None, 9).await.unwrap();
+    assert_eq!(view(&now.items), view(&store.list("/pods/", None, None).await.unwrap().items));
+    assert!(matches!(store.list_at("/pods/", None, None, 10).await, Err(Error::FutureRevision { .. })));
+
+    store.compact(5).await.unwrap();
+    assert!(matches!(store.list_at("/pods/", None, None, 4).await, Err(Error::Compacted { compacted: 5, .. })));
+    let at5 = store.list_at("/pods/", None, None, 5).await.unwrap();
+    assert_eq!(
+        view(&at5.items),
+        [("/pods/a".into(), "a2".into(), 5), ("/pods/b".into(), "b1".into(), 2), ("/pods/c".into(), "c1".into(), 3)]
+    );
+}
+
+/// Records what an observer saw.
+struct Seen(std::sync::Mutex<Vec<(Revision, Vec<String>)>>);
+
+impl berth_store::CommitObserver for Seen {
+    fn committed(&self, events: &[Event], revision: Revision) {
+        self.0.lock().unwrap().push((revision, events.iter().map(|e| e.key.clone()).collect()));
+    }
+}
+
+#[tokio::test]
+async fn observers_see_a_write_before_it_is_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir, StoreOptions::default());
+    store.create("/before", b("x")).await.unwrap();
+    let seen = Arc::new(Seen(std::sync::Mutex::new(Vec::new())));
+    assert_eq!(store.observe(seen.clone()), 1);
+    let created = store.create("/a", b("x")).await.unwrap();
+    assert_eq!(seen.0.lock().unwrap().last(), Some(&(created.mod_revision, vec!["/a".to_owned()])));
+    assert!(store.create("/a", b("x")).await.is_err());
+    let deleted = store.delete("/a", None).await.unwrap();
+    let seen = seen.0.lock().unwrap();
+    assert_eq!(seen.len(), 2, "a failed write commits nothing: {seen:?}");
+    assert_eq!(seen[1].0, deleted.mod_revision);
+}
+
+#[tokio::test]
 async fn revisions_continue_after_reopen_and_compaction() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir, StoreOptions::default());

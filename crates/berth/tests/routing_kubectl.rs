@@ -3,9 +3,13 @@
 //! updates under load. Tests that run pods need root and skip with a message otherwise.
 
 use std::{
-    io::{Read, Write},
+    io::{BufRead, BufReader, Read, Write},
     net::TcpStream,
     process::{Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::Duration,
 };
 
@@ -195,6 +199,103 @@ fn routes_get_urls_printed_by_kubectl_and_honest_error_pages() {
     // The IngressClass is there and default.
     let class = s.json(&["get", "ingressclass", "berth"]);
     assert_eq!(class["metadata"]["annotations"]["ingressclass.kubernetes.io/is-default-class"], "true");
+}
+
+/// A keep-alive HTTP/1.1 upstream on 127.0.0.1 that answers every request with `name` and
+/// counts the requests it got.
+fn counting_upstream(name: &'static str) -> (u16, Arc<AtomicUsize>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    let served = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&served);
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let count = Arc::clone(&count);
+            std::thread::spawn(move || {
+                let Ok(mut out) = conn.try_clone() else { return };
+                let mut lines = BufReader::new(conn).lines();
+                while let Some(Ok(line)) = lines.next() {
+                    // The end of a request's head (the router sends these GETs without a body).
+                    if line.is_empty() {
+                        count.fetch_add(1, Ordering::SeqCst);
+                        let reply = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{name}", name.len());
+                        if out.write_all(reply.as_bytes()).is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (port, served)
+}
+
+/// One request on an open keep-alive connection to the router; the body.
+fn get_on(conn: &mut BufReader<TcpStream>, host: &str) -> String {
+    write!(conn.get_mut(), "GET / HTTP/1.1\r\nHost: {host}\r\n\r\n").expect("send");
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        conn.read_line(&mut line).expect("response head");
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':')
+            && k.eq_ignore_ascii_case("content-length")
+        {
+            length = v.trim().parse().expect("Content-Length");
+        }
+    }
+    let mut body = vec![0; length];
+    conn.read_exact(&mut body).expect("response body");
+    String::from_utf8_lossy(&body).into_owned()
+}
+
+fn manual_slice(service: &str, name: &str, port: u16) -> String {
+    format!(
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {name}\n  labels: {{kubernetes.io/service-name: {service}}}\naddressType: IPv4\nports: [{{port: {port}}}]\nendpoints: [{{addresses: [127.0.0.1], conditions: {{ready: true}}}}]\n"
+    )
+}
+
+#[test]
+fn keep_alive_client_leaves_a_removed_endpoint() {
+    // No pods needed: a Service without selector and hand-written EndpointSlices.
+    let (port_a, _) = counting_upstream("a");
+    let (port_b, served_b) = counting_upstream("b");
+    let http = free_port();
+    let s = Server::start(&["--no-node", "--http-listen", &format!("127.0.0.1:{http}")]);
+    s.ok_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: keep\nspec:\n  ports:\n  - port: 80\n",
+    );
+    s.ok_stdin(&["apply", "-f", "-"], &manual_slice("keep", "keep-a", port_a));
+    s.ok_stdin(&["apply", "-f", "-"], &manual_slice("keep", "keep-b", port_b));
+    s.ok_stdin(&["apply", "-f", "-"], &route("keep", "  to: {name: keep}\n"));
+    let host = "keep-default.localhost";
+
+    // One client connection whose requests went to both endpoints (so it holds an upstream
+    // connection to each).
+    let mut conn = BufReader::new(TcpStream::connect(("127.0.0.1", http)).expect("connect"));
+    conn.get_mut().set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    wait_for("both endpoints routed", Duration::from_secs(30), || {
+        let bodies: Vec<String> = (0..4).filter_map(|_| get(http, host, "/", "")).map(|r| r.body).collect();
+        (bodies.iter().any(|b| b == "a") && bodies.iter().any(|b| b == "b")).then_some(())
+    });
+    let mut seen: Vec<String> = (0..6).map(|_| get_on(&mut conn, host)).collect();
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen, ["a", "b"], "requests on one connection spread over both endpoints");
+
+    s.ok(&["delete", "endpointslice", "keep-b"]);
+    wait_for("the router to drop endpoint b", Duration::from_secs(20), || {
+        (0..6).all(|_| get(http, host, "/", "").is_some_and(|r| r.body == "a")).then_some(())
+    });
+    let before = served_b.load(Ordering::SeqCst);
+    for _ in 0..10 {
+        assert_eq!(get_on(&mut conn, host), "a", "the kept connection's next requests go to the remaining endpoint");
+    }
+    assert_eq!(served_b.load(Ordering::SeqCst), before, "the removed endpoint got no request");
 }
 
 #[test]

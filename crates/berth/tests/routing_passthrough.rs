@@ -2,7 +2,8 @@
 //! WebSocket echo server (tokio-tungstenite) and a gRPC server (Debian's python3-grpcio,
 //! `fixtures/grpc_echo.py`) on this machine, behind Services with hand-written
 //! EndpointSlices, reached through one Ingress over plain HTTP (gRPC as h2c) and over TLS.
-//! No pods, so no root needed. The Ingress also gets the router's address in its status.
+//! No pods, so no root needed. The Ingress also gets the router's address in its status, and
+//! loses it when it moves to another IngressClass.
 
 use std::{
     io::{BufRead, BufReader, Read, Write},
@@ -287,4 +288,32 @@ spec:
     });
     assert_eq!(grpc_call(&format!("127.0.0.1:{http}"), "grpc.example.test", None), want, "gRPC over h2c");
     assert_eq!(grpc_call(&format!("127.0.0.1:{https}"), "grpc.example.test", Some(&ca)), want, "gRPC over TLS");
+}
+
+#[test]
+fn ingress_address_follows_its_class() {
+    let http = free_port();
+    let s = Server::start(&["--no-node", "--http-listen", &format!("127.0.0.1:{http}")]);
+    s.ok_stdin(&["apply", "-f", "-"], &manual_service("web", 80, SocketAddr::new(host_ip(), free_port()), None));
+    s.ok_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: site}\nspec:\n  ingressClassName: berth\n  defaultBackend: {service: {name: web, port: {number: 80}}}\n",
+    );
+    // kubectl's ADDRESS column (NAME CLASS HOSTS ADDRESS PORTS AGE).
+    let address = || s.ok(&["get", "ingress", "site", "--no-headers"]).split_whitespace().nth(3).map(str::to_owned);
+    wait_for("Ingress address", Duration::from_secs(30), || (address().as_deref() == Some("127.0.0.1")).then_some(()));
+
+    // Moved to a class this router does not own: the address it wrote is taken back.
+    s.ok(&["patch", "ingress", "site", "--type", "merge", "-p", r#"{"spec":{"ingressClassName":"other"}}"#]);
+    wait_for("Ingress address cleared", Duration::from_secs(30), || {
+        let lb = s.json(&["get", "ingress", "site"])["status"]["loadBalancer"]["ingress"].clone();
+        lb.as_array().is_none_or(Vec::is_empty).then_some(())
+    });
+    assert_ne!(address().as_deref(), Some("127.0.0.1"));
+
+    // Back to berth: published again.
+    s.ok(&["patch", "ingress", "site", "--type", "merge", "-p", r#"{"spec":{"ingressClassName":"berth"}}"#]);
+    wait_for("Ingress address again", Duration::from_secs(30), || {
+        (address().as_deref() == Some("127.0.0.1")).then_some(())
+    });
 }
