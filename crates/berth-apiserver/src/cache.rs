@@ -50,7 +50,8 @@ pub struct Entry {
 struct Meta {
     /// The served object after its `{"apiVersion":..,"kind":..` and before its final `}`.
     pieces: Box<[Piece]>,
-    labels: BTreeMap<String, String>,
+    /// Sorted by key (a slice: a map would cost a tree node per object).
+    labels: Box<[(Box<str>, Box<str>)]>,
     /// `metadata.name`, `metadata.namespace` and the kind's selectable fields that are not
     /// empty, with their values.
     fields: Box<[(&'static str, Box<str>)]>,
@@ -97,7 +98,11 @@ impl Entry {
             return Ok(true);
         }
         let meta = self.meta(info)?;
-        if !opts.labels.matches(&meta.labels) {
+        let label = |key: &str| {
+            let found = meta.labels.binary_search_by(|(k, _)| k.as_ref().cmp(key)).ok();
+            found.map(|i| meta.labels[i].1.as_ref())
+        };
+        if !opts.labels.matches_with(label) {
             return Ok(false);
         }
         let indexed = supported_fields(&info.gvk.kind);
@@ -244,6 +249,8 @@ fn derive(info: &ResourceInfo, value: &[u8]) -> Result<Meta, DeriveError> {
     } else {
         raw_pieces(text, &top, meta.0.is_empty())
     };
+    // A BTreeMap iterates in key order.
+    let labels = labels.into_iter().map(|(k, v)| (k.into_boxed_str(), v.into_boxed_str())).collect();
     Ok(Meta { pieces: merge(pieces).into_boxed_slice(), labels, fields: fields.into_boxed_slice() })
 }
 

@@ -27,11 +27,11 @@ struct Requirement {
 }
 
 impl Requirement {
-    fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        let v = labels.get(&self.key);
+    fn matches<'a>(&self, label: impl Fn(&str) -> Option<&'a str>) -> bool {
+        let v = label(&self.key);
         match self.op {
-            Op::Equals | Op::In => v.is_some_and(|v| self.values.contains(v)),
-            Op::NotEquals | Op::NotIn => v.is_none_or(|v| !self.values.contains(v)),
+            Op::Equals | Op::In => v.is_some_and(|v| self.values.iter().any(|w| w == v)),
+            Op::NotEquals | Op::NotIn => v.is_none_or(|v| !self.values.iter().any(|w| w == v)),
             Op::Exists => v.is_some(),
             Op::DoesNotExist => v.is_none(),
         }
@@ -63,7 +63,12 @@ impl LabelSelector {
     }
 
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        self.requirements.iter().all(|r| r.matches(labels))
+        self.matches_with(|key| labels.get(key).map(String::as_str))
+    }
+
+    /// Matches with each label's value from `label`.
+    pub fn matches_with<'a>(&self, label: impl Fn(&str) -> Option<&'a str>) -> bool {
+        self.requirements.iter().all(|r| r.matches(&label))
     }
 
     /// Matches `metadata.labels` of a JSON object.
