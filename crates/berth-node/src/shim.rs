@@ -243,15 +243,7 @@ fn create(config: &ShimConfig, state_dir: &Path) -> Result<Created, String> {
         }
         return Err(format!("runc run failed ({status}): {}", text.trim()));
     }
-    // runc sent the terminal while it created the container; it waits in the socket's queue.
-    let terminal = match console {
-        Some((listener, path)) => {
-            let received = crate::attach::receive_terminal(&listener);
-            let _ = std::fs::remove_file(&path);
-            Some(received.map_err(|e| format!("receiving the container's terminal: {e}"))?)
-        }
-        None => None,
-    };
+    let terminal = console.map(take_terminal).transpose()?;
     let pid = std::fs::read_to_string(&pid_file)
         .ok()
         .and_then(|text| text.trim().parse::<i32>().ok())
@@ -299,15 +291,7 @@ fn create_in_process(
             return Err(error);
         }
     };
-    // libcontainer sent the terminal while it created the container; it waits in the queue.
-    let terminal = match console {
-        Some((listener, path)) => {
-            let received = crate::attach::receive_terminal(&listener);
-            let _ = std::fs::remove_file(&path);
-            Some(received.map_err(|e| format!("receiving the container's terminal: {e}"))?)
-        }
-        None => None,
-    };
+    let terminal = console.map(take_terminal).transpose()?;
     let pidfd = pidfd_open(pid, PidfdFlags::empty()).map_err(|e| format!("pidfd_open({pid:?}): {e}"))?;
     // For the start trace (`shim.log`): how long libcontainer took to create and start.
     eprintln!(
@@ -518,6 +502,14 @@ fn write_exit_record(state_dir: &Path, record: &ExitRecord) -> std::io::Result<(
 /// Reads `exit.json` if the shim has written it.
 pub fn read_exit_record(state_dir: &Path) -> Option<ExitRecord> {
     std::fs::read(state_dir.join(EXIT_FILE)).ok().and_then(|bytes| serde_json::from_slice(&bytes).ok())
+}
+
+/// The container's terminal, which the runtime sent to the console socket while it created the
+/// container (it waits in the socket's queue); the socket file is removed either way.
+fn take_terminal((listener, path): (UnixListener, PathBuf)) -> Result<OwnedFd, String> {
+    let received = crate::attach::receive_terminal(&listener);
+    let _ = std::fs::remove_file(&path);
+    received.map_err(|e| format!("receiving the container's terminal: {e}"))
 }
 
 #[cfg(test)]

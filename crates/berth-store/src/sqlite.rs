@@ -514,6 +514,16 @@ fn read_key(conn: &mut Connection, key: &str) -> Result<Option<KeyValue>> {
     Ok(found)
 }
 
+/// A `KeyValue` from a row of `key, value, create_revision, mod_revision`.
+fn key_value_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<KeyValue> {
+    Ok(KeyValue {
+        key: row.get(0)?,
+        value: Bytes::from(row.get::<_, Vec<u8>>(1)?),
+        create_revision: row.get(2)?,
+        mod_revision: row.get(3)?,
+    })
+}
+
 fn read_range(
     conn: &mut Connection,
     prefix: &str,
@@ -543,14 +553,7 @@ fn read_range(
     }
     let mut items = {
         let mut statement = tx.prepare_cached(&sql)?;
-        let rows = statement.query_map(rusqlite::params_from_iter(params.iter()), |row| {
-            Ok(KeyValue {
-                key: row.get(0)?,
-                value: Bytes::from(row.get::<_, Vec<u8>>(1)?),
-                create_revision: row.get(2)?,
-                mod_revision: row.get(3)?,
-            })
-        })?;
+        let rows = statement.query_map(rusqlite::params_from_iter(params.iter()), key_value_row)?;
         rows.collect::<rusqlite::Result<Vec<_>>>()?
     };
     tx.commit()?;
@@ -598,14 +601,7 @@ fn read_range_at(
             "SELECT c.key, l.value, l.create_revision, l.id FROM current c JOIN log l ON l.id = c.id WHERE 1{range}"
         );
         let mut statement = tx.prepare_cached(&sql)?;
-        let rows = statement.query_map(rusqlite::params_from_iter(params.iter()), |row| {
-            Ok(KeyValue {
-                key: row.get(0)?,
-                value: Bytes::from(row.get::<_, Vec<u8>>(1)?),
-                create_revision: row.get(2)?,
-                mod_revision: row.get(3)?,
-            })
-        })?;
+        let rows = statement.query_map(rusqlite::params_from_iter(params.iter()), key_value_row)?;
         for kv in rows {
             let kv = kv?;
             keys.insert(kv.key.clone(), kv);
