@@ -572,12 +572,17 @@ impl Runtime {
         let prepared = started.elapsed();
         // The shim runs `runc run --detach`: when it answers, the container runs.
         let (shim_pid, pidfd, init_pid) = self.spawn_shim(&state_dir).await?;
-        tracing::debug!(
-            container = %id,
-            prepare_ms = prepared.as_secs_f64() * 1e3,
-            shim_ms = (started.elapsed() - prepared).as_secs_f64() * 1e3,
-            "container started"
-        );
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            // The shim's own trace (libcontainer's part of the start) is in its shim.log.
+            let shim_log = std::fs::read_to_string(state_dir.join("shim.log")).unwrap_or_default();
+            tracing::debug!(
+                container = %id,
+                prepare_ms = prepared.as_secs_f64() * 1e3,
+                shim_ms = (started.elapsed() - prepared).as_secs_f64() * 1e3,
+                shim_log = %shim_log.trim().replace('\n', "; "),
+                "container started"
+            );
+        }
         let record = ContainerRecord {
             pod_uid: uid.to_owned(),
             name: container.name.clone(),

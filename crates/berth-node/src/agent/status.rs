@@ -265,6 +265,11 @@ pub fn pod_status(view: &PodView<'_>, previous: Option<&PodStatus>) -> PodStatus
     }
 }
 
+/// Whether `status` has the `Ready` condition true.
+pub fn is_ready(status: &PodStatus) -> bool {
+    status.conditions.iter().flatten().any(|c| c.type_ == "Ready" && c.status == "True")
+}
+
 /// The status as a JSON merge patch: fields this node no longer reports are cleared.
 pub fn status_patch(status: &PodStatus) -> serde_json::Value {
     let mut value = serde_json::to_value(status).unwrap_or_default();

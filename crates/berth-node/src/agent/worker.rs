@@ -764,7 +764,16 @@ impl Worker {
         }
         let patch = status::status_patch(&status);
         match self.api.patch_status(self.name(), &PatchParams::default(), &Patch::Merge(&patch)).await {
-            Ok(_) => self.reported = Some(status),
+            Ok(_) => {
+                tracing::debug!(
+                    target: "berth_node::runtime",
+                    pod = %self.name(),
+                    phase = ?status.phase,
+                    ready = status::is_ready(&status),
+                    "pod status written"
+                );
+                self.reported = Some(status)
+            }
             Err(kube::Error::Api(response)) if response.code == 404 => {}
             Err(error) => {
                 tracing::warn!(pod = %self.name(), %error, "cannot update pod status");
