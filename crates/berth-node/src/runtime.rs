@@ -125,10 +125,21 @@ pub struct ContainerRecord {
     #[serde(default)]
     pub runtime: RuntimeKind,
     pub image: String,
+    /// What `imageID` shows: the stored image's digest (`name@sha256:...` if pulled), or `host`
+    /// (empty in records of older versions).
+    #[serde(default)]
+    pub image_id: String,
     /// RFC 3339.
     pub started_at: String,
     pub init_pid: i32,
     pub shim_pid: i32,
+}
+
+impl ContainerRecord {
+    /// The `imageID` to report for this container.
+    pub fn image_id(&self) -> &str {
+        if self.image_id.is_empty() && self.image == HOST_IMAGE { HOST_IMAGE } else { &self.image_id }
+    }
 }
 
 /// A container this runtime started or found again after a restart.
@@ -589,6 +600,7 @@ impl Runtime {
             attempt,
             id,
             runtime: self.config.runtime,
+            image_id: resolved.as_ref().map_or_else(|| HOST_IMAGE.to_owned(), |r| r.record.image_id()),
             image,
             started_at: Timestamp::now().to_string(),
             init_pid,

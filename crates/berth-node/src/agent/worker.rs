@@ -208,6 +208,7 @@ fn terminated_from(
         started_at: started_at.or_else(|| handle.record.started_at.parse().ok()),
         finished_at: record.finished_at.parse().unwrap_or_else(|_| Timestamp::now()),
         container_id: format!("{}://{}", handle.record.runtime, handle.record.id),
+        image_id: handle.record.image_id().to_owned(),
     }
 }
 
@@ -730,9 +731,16 @@ impl Worker {
                         (State::Waiting { reason: "ContainerCreating".to_owned(), message: None }, None)
                     }
                 };
+                let image_id = match (&slot.running, &state, &last_terminated) {
+                    (Some(running), _, _) => running.handle.record.image_id().to_owned(),
+                    (None, State::Terminated(ended), _) => ended.image_id.clone(),
+                    (None, _, Some(last)) => last.image_id.clone(),
+                    (None, _, None) => String::new(),
+                };
                 ContainerInfo {
                     name: slot.spec.name.clone(),
                     image,
+                    image_id,
                     state,
                     restart_count: slot.restart_count(),
                     last_terminated,
