@@ -623,9 +623,9 @@ fn berth_up_on_a_fresh_data_dir_prints_a_url_that_answers() {
 /// and which flags move it, before any controller runs.
 #[test]
 fn a_taken_router_port_fails_the_start_with_the_flags_that_move_it() {
-    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = taken.local_addr().unwrap().to_string();
-    let data = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    let addr = taken.local_addr().expect("its address").to_string();
+    let data = tempfile::tempdir().expect("tempdir");
     let api = format!("127.0.0.1:{}", free_port());
     let mut child = Command::new(berth_testkit::berth_binary())
         .args(["server", "--no-node", "--no-controllers", "--listen", &api, "--https-listen", "off"])
@@ -636,10 +636,10 @@ fn a_taken_router_port_fails_the_start_with_the_flags_that_move_it() {
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap();
-    let status = wait_for("berth server to exit", Duration::from_secs(60), || child.try_wait().unwrap());
+        .expect("start berth server");
+    let status = wait_for("berth server to exit", Duration::from_secs(60), || child.try_wait().expect("wait"));
     let mut stderr = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    child.stderr.take().expect("stderr").read_to_string(&mut stderr).expect("read stderr");
     assert!(!status.success(), "{stderr}");
     assert!(stderr.contains(&format!("cannot listen on {addr}")), "{stderr}");
     assert!(stderr.contains("--http-listen") && stderr.contains("Address already in use"), "{stderr}");
