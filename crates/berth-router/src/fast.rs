@@ -236,7 +236,12 @@ enum Plan {
     HandOff,
     /// Answer with this status and close (bad framing).
     Reject(StatusCode, &'static str),
-    NotFound { head_len: usize, body: bool, head_method: bool, close: bool },
+    NotFound {
+        head_len: usize,
+        body: bool,
+        head_method: bool,
+        close: bool,
+    },
     Forward(Forward),
 }
 
@@ -524,7 +529,11 @@ fn response_head(
     out.clear();
     out.extend_from_slice(b"HTTP/1.1 ");
     // httparse checked it is three digits.
-    out.extend_from_slice(&[b'0' + (status / 100 % 10) as u8, b'0' + (status / 10 % 10) as u8, b'0' + (status % 10) as u8]);
+    out.extend_from_slice(&[
+        b'0' + (status / 100 % 10) as u8,
+        b'0' + (status / 10 % 10) as u8,
+        b'0' + (status % 10) as u8,
+    ]);
     out.push(b' ');
     out.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
@@ -1135,9 +1144,8 @@ mod tests {
     fn response_heads_drop_hop_by_hop_headers() {
         let mut out = Vec::new();
         let raw = b"HTTP/1.1 200 OK\r\nConnection: keep-alive, x-hop\r\nKeep-Alive: timeout=5\r\nX-Hop: 1\r\nContent-Length: 2\r\n\r\nhi";
-        let head = response_head(raw, false, &mut out, Some("s=1; Path=/; HttpOnly"), true)
-            .expect("valid")
-            .expect("complete");
+        let head =
+            response_head(raw, false, &mut out, Some("s=1; Path=/; HttpOnly"), true).expect("valid").expect("complete");
         assert_eq!(head.len, raw.len() - 2);
         assert_eq!(head.framing, Framing::Length(2));
         assert!(head.reusable);

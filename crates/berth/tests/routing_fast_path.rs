@@ -221,7 +221,11 @@ fn fast_path_bodies_pipelining_and_closes() {
         .output()
         .expect("curl");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && text.ends_with("BODY:from curl"), "{text} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success() && text.ends_with("BODY:from curl"),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -229,11 +233,15 @@ fn fast_path_refuses_smuggling_and_hands_the_rest_to_hyper() {
     let (_s, http) = setup();
     for attack in [
         // Both framings: which one the upstream would believe is the smuggler's bet.
-        format!("POST /echo HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nX"),
+        format!(
+            "POST /echo HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nX"
+        ),
         format!("POST /echo HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 4\r\nContent-Length: 40\r\n\r\nbody"),
         format!("POST /echo HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 0x4\r\n\r\nbody"),
         // A chunk size with a bare LF and one without hex digits.
-        format!("POST /echo HTTP/1.1\r\nHost: {HOST}\r\nTransfer-Encoding: chunked\r\n\r\n4;x\nGET /a HTTP/1.1\r\nbody\r\n0\r\n\r\n"),
+        format!(
+            "POST /echo HTTP/1.1\r\nHost: {HOST}\r\nTransfer-Encoding: chunked\r\n\r\n4;x\nGET /a HTTP/1.1\r\nbody\r\n0\r\n\r\n"
+        ),
         format!("POST /echo HTTP/1.1\r\nHost: {HOST}\r\nTransfer-Encoding: chunked\r\n\r\n;\r\n\r\n"),
     ] {
         let mut c = client(http);
