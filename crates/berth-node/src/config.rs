@@ -110,7 +110,7 @@ pub fn host_name() -> String {
         .unwrap_or_else(|| "localhost".to_owned())
 }
 
-/// An IPv4 network in CIDR notation (`10.88.0.0/16`).
+/// An IPv4 network in CIDR notation (`10.244.0.0/16`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ipv4Cidr {
     pub address: Ipv4Addr,
@@ -142,7 +142,6 @@ impl Ipv4Cidr {
     pub fn contains(&self, ip: Ipv4Addr) -> bool {
         u32::from(ip) & self.mask() == u32::from(self.network())
     }
-
     /// Addresses a pod may get: after the gateway, before the broadcast address.
     pub fn pod_range(&self) -> (u32, u32) {
         (u32::from(self.gateway()) + 1, u32::from(self.broadcast()) - 1)

@@ -155,6 +155,7 @@ pub fn create_and_start(
     console_socket: Option<&Path>,
     stdio: InitStdio,
 ) -> Result<Pid, String> {
+    let started = std::time::Instant::now();
     std::fs::create_dir_all(root).map_err(|e| format!("creating {}: {e}", root.display()))?;
     // libcontainer hands the container's oom_score_adj to its caller first (children inherit
     // it); the shim keeps its own.
@@ -173,10 +174,17 @@ pub fn create_and_start(
         let _ = std::fs::write("/proc/self/oom_score_adj", score.trim());
     }
     let mut container = created.map_err(|e| chain(&e))?;
+    let created_after = started.elapsed();
     if let Err(error) = container.start() {
         let _ = container.delete(true);
         return Err(chain(&error));
     }
+    // For the start trace (`shim.log`; the shim's stderr).
+    eprintln!(
+        "libcontainer: create {:.1} ms, start {:.1} ms",
+        created_after.as_secs_f64() * 1e3,
+        (started.elapsed() - created_after).as_secs_f64() * 1e3
+    );
     container
         .pid()
         .and_then(|pid| Pid::from_raw(pid.as_raw()))
@@ -334,10 +342,14 @@ fn exec(root: &Path, args: &[String]) -> Result<i32, String> {
     let pid = Pid::from_raw(pid.as_raw()).ok_or("libcontainer returned no process")?;
     // The process is our child (libcontainer clones it as a sibling of its intermediate).
     let pidfd = pidfd_open(pid, PidfdFlags::empty()).map_err(|e| format!("pidfd_open: {e}"))?;
+    // Blocked only now: the process inherits our signal mask, and libcontainer does not reset it.
+    let signals = forwarded_signals();
     if let Some((listener, _)) = console {
         let terminal =
             crate::attach::receive_terminal(&listener).map_err(|e| format!("receiving the terminal: {e}"))?;
-        copy_terminal(&terminal, &pidfd);
+        copy_terminal(&terminal, &pidfd, signals.as_ref());
+    } else if let Some(signals) = &signals {
+        forward_until_exit(&pidfd, signals);
     }
     let status = loop {
         match waitid(WaitId::PidFd(pidfd.as_fd()), WaitIdOptions::EXITED) {
@@ -351,6 +363,53 @@ fn exec(root: &Path, args: &[String]) -> Result<i32, String> {
         (Some(code), None) => code,
         (None, None) => 255,
     })
+}
+
+/// Signals sent to `berth __berth-oci exec` that go on to the exec'd process, as runc passes
+/// them: whoever stops the exec (a timeout, an ended session) stops the process.
+const FORWARDED: [nix::sys::signal::Signal; 6] = {
+    use nix::sys::signal::Signal;
+    [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP, Signal::SIGQUIT, Signal::SIGUSR1, Signal::SIGUSR2]
+};
+
+/// Blocks [`FORWARDED`] and returns a signalfd that receives them.
+fn forwarded_signals() -> Option<nix::sys::signalfd::SignalFd> {
+    use nix::sys::signal::SigSet;
+    use nix::sys::signalfd::{SfdFlags, SignalFd};
+    let mut mask = SigSet::empty();
+    for signal in FORWARDED {
+        mask.add(signal);
+    }
+    mask.thread_block().ok()?;
+    SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC).ok()
+}
+
+/// Sends what arrived on `signals` to the process behind `pidfd`.
+fn forward_pending(signals: &nix::sys::signalfd::SignalFd, pidfd: &OwnedFd) {
+    while let Ok(Some(info)) = signals.read_signal() {
+        if let Some(signal) = rustix::process::Signal::from_named_raw(info.ssi_signo as i32) {
+            let _ = rustix::process::pidfd_send_signal(pidfd, signal);
+        }
+    }
+}
+
+/// Waits until the process behind `pidfd` exits, passing on forwarded signals meanwhile.
+fn forward_until_exit(pidfd: &OwnedFd, signals: &nix::sys::signalfd::SignalFd) {
+    loop {
+        let mut fds = [PollFd::new(pidfd, PollFlags::IN), PollFd::from_borrowed_fd(signals.as_fd(), PollFlags::IN)];
+        match poll(&mut fds, None) {
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(_) => return,
+        }
+        let (exited, signalled) = (!fds[0].revents().is_empty(), !fds[1].revents().is_empty());
+        if signalled {
+            forward_pending(signals, pidfd);
+        }
+        if exited {
+            return;
+        }
+    }
 }
 
 /// Writes the process description of a terminal exec to `path`: the container's process with
@@ -382,7 +441,7 @@ fn terminal_process(
 
 /// Copies between our stdio and the container's terminal until the terminal's process side is
 /// closed (or, failing that, until the process exits); passes on our terminal's size.
-fn copy_terminal(terminal: &OwnedFd, pidfd: &OwnedFd) {
+fn copy_terminal(terminal: &OwnedFd, pidfd: &OwnedFd, signals: Option<&nix::sys::signalfd::SignalFd>) {
     use nix::sys::signal::{SigSet, Signal};
     use nix::sys::signalfd::{SfdFlags, SignalFd};
     let stdin = std::io::stdin();
@@ -418,6 +477,10 @@ fn copy_terminal(terminal: &OwnedFd, pidfd: &OwnedFd) {
         let winch_index = fds.len();
         if let Some(winch) = &winch {
             fds.push(PollFd::from_borrowed_fd(winch.as_fd(), PollFlags::IN));
+        }
+        let signals_index = fds.len();
+        if let Some(signals) = signals {
+            fds.push(PollFd::from_borrowed_fd(signals.as_fd(), PollFlags::IN));
         }
         // Once the process exited, whatever it wrote is already in the terminal: drain it.
         let timeout = exited.then_some(rustix::event::Timespec { tv_sec: 0, tv_nsec: 100_000_000 });
@@ -459,6 +522,11 @@ fn copy_terminal(terminal: &OwnedFd, pidfd: &OwnedFd) {
         {
             let _ = winch.read_signal();
             copy_size();
+        }
+        if let Some(signals) = signals
+            && ready.get(signals_index).is_some_and(|events| !events.is_empty())
+        {
+            forward_pending(signals, pidfd);
         }
     }
 }

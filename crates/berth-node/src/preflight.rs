@@ -3,10 +3,11 @@
 //! `agent::degraded` for what the node does instead).
 
 use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
 use std::path::Path;
 
 use crate::command;
-use crate::config::NodeConfig;
+use crate::config::{Ipv4Cidr, NodeConfig};
 
 /// Cgroup controllers pods' limits and accounting need.
 const CONTROLLERS: [&str; 3] = ["cpu", "memory", "pids"];
@@ -39,7 +40,45 @@ pub fn missing(config: &NodeConfig) -> Vec<String> {
     if !has_overlayfs(&filesystems, Path::new("/lib/modules").join(release.trim()).as_path()) {
         missing.push("overlayfs: the kernel has no overlay filesystem (load the module: modprobe overlay)".to_owned());
     }
+    let routes = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
+    let network = &config.network;
+    for (interface, route) in competing_routes(&routes, network.pod_cidr, &network.bridge) {
+        missing.push(format!(
+            "a free pod range: {} overlaps the route to {route} on interface {interface} (another program's \
+             network, such as podman's or docker's); start berth server with --pod-cidr set to a free range",
+            network.pod_cidr
+        ));
+    }
     missing
+}
+
+/// Routes of `/proc/net/route` (the host's main table) to all or part of `cidr` through an
+/// interface other than `bridge`: as specific as the bridge's own route or more, they win
+/// (or tie) for those addresses, and pods there become unreachable. Wider routes (a default
+/// route, a VPN's halves, a LAN's 10.0.0.0/8) lose to the bridge's and do no harm.
+fn competing_routes(proc_net_route: &str, cidr: Ipv4Cidr, bridge: &str) -> Vec<(String, Ipv4Cidr)> {
+    // The kernel prints addresses as the native-endian value of their network-order bytes.
+    let address = |hex: &str| u32::from_str_radix(hex, 16).ok().map(|v| Ipv4Addr::from(v.to_ne_bytes()));
+    let mut found = Vec::new();
+    for line in proc_net_route.lines().skip(1) {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (Some(interface), Some(destination), Some(mask)) = (fields.first(), fields.get(1), fields.get(7)) else {
+            continue;
+        };
+        let (Some(destination), Some(mask)) = (address(destination), address(mask)) else { continue };
+        let prefix = u32::from(mask).count_ones() as u8;
+        if *interface == bridge || prefix == 0 {
+            continue;
+        }
+        let route = Ipv4Cidr { address: destination, prefix };
+        if prefix >= cidr.prefix
+            && cidr.contains(destination)
+            && !found.iter().any(|(i, r)| i == interface && *r == route)
+        {
+            found.push(((*interface).to_owned(), route));
+        }
+    }
+    found
 }
 
 /// Controllers available on v1 hierarchies (mount options) and the v2 one (its root's
@@ -96,6 +135,45 @@ mod tests {
             Some("cpuset cpu io memory\n".to_owned())
         });
         assert!(found.contains("memory") && found.contains("cpu") && !found.contains("pids"));
+    }
+
+    #[test]
+    fn pod_range_taken_by_another_interface() {
+        // 10.88.0.0/16 on cni-podman0 (podman's default network), 192.0.2.0/24 on eth0, a
+        // default route, and the pod range on Berth's own bridge.
+        let routes = format!(
+            "Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\tMTU\tWindow\tIRTT\n\
+             eth0\t00000000\t010200C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
+             cni-podman0\t{}\t00000000\t0001\t0\t0\t0\t{}\t0\t0\t0\n\
+             eth0\t{}\t00000000\t0001\t0\t0\t0\t{}\t0\t0\t0\n\
+             berth0\t{}\t00000000\t0001\t0\t0\t0\t{}\t0\t0\t0\n",
+            hex([10, 88, 0, 0]),
+            hex([255, 255, 0, 0]),
+            hex([192, 0, 2, 0]),
+            hex([255, 255, 255, 0]),
+            hex([10, 244, 0, 0]),
+            hex([255, 255, 0, 0]),
+        );
+        let ours: Ipv4Cidr = "10.244.0.0/16".parse().unwrap();
+        assert!(competing_routes(&routes, ours, "berth0").is_empty());
+        let podman: Ipv4Cidr = "10.88.0.0/16".parse().unwrap();
+        let found = competing_routes(&routes, podman, "berth0");
+        assert_eq!(found, vec![("cni-podman0".to_owned(), "10.88.0.0/16".parse().unwrap())]);
+        let wide: Ipv4Cidr = "192.0.0.0/8".parse().unwrap();
+        assert_eq!(found_interfaces(&competing_routes(&routes, wide, "berth0")), ["eth0"]);
+        // The pods' /24 inside podman's /16 is more specific: the bridge's route wins.
+        let inside: Ipv4Cidr = "10.88.7.0/24".parse().unwrap();
+        assert!(competing_routes(&routes, inside, "berth0").is_empty());
+        // Another server's bridge with the same range is someone else's too.
+        assert_eq!(found_interfaces(&competing_routes(&routes, ours, "bts3")), ["berth0"]);
+    }
+
+    fn hex(octets: [u8; 4]) -> String {
+        format!("{:08X}", u32::from_ne_bytes(octets))
+    }
+
+    fn found_interfaces(found: &[(String, Ipv4Cidr)]) -> Vec<&str> {
+        found.iter().map(|(i, _)| i.as_str()).collect()
     }
 
     #[test]

@@ -125,10 +125,21 @@ pub struct ContainerRecord {
     #[serde(default)]
     pub runtime: RuntimeKind,
     pub image: String,
+    /// What `imageID` shows: the stored image's digest (`name@sha256:...` if pulled), or `host`
+    /// (empty in records of older versions).
+    #[serde(default)]
+    pub image_id: String,
     /// RFC 3339.
     pub started_at: String,
     pub init_pid: i32,
     pub shim_pid: i32,
+}
+
+impl ContainerRecord {
+    /// The `imageID` to report for this container.
+    pub fn image_id(&self) -> &str {
+        if self.image_id.is_empty() && self.image == HOST_IMAGE { HOST_IMAGE } else { &self.image_id }
+    }
 }
 
 /// A container this runtime started or found again after a restart.
@@ -572,18 +583,24 @@ impl Runtime {
         let prepared = started.elapsed();
         // The shim runs `runc run --detach`: when it answers, the container runs.
         let (shim_pid, pidfd, init_pid) = self.spawn_shim(&state_dir).await?;
-        tracing::debug!(
-            container = %id,
-            prepare_ms = prepared.as_secs_f64() * 1e3,
-            shim_ms = (started.elapsed() - prepared).as_secs_f64() * 1e3,
-            "container started"
-        );
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            // The shim's own trace (libcontainer's part of the start) is in its shim.log.
+            let shim_log = std::fs::read_to_string(state_dir.join("shim.log")).unwrap_or_default();
+            tracing::debug!(
+                container = %id,
+                prepare_ms = prepared.as_secs_f64() * 1e3,
+                shim_ms = (started.elapsed() - prepared).as_secs_f64() * 1e3,
+                shim_log = %shim_log.trim().replace('\n', "; "),
+                "container started"
+            );
+        }
         let record = ContainerRecord {
             pod_uid: uid.to_owned(),
             name: container.name.clone(),
             attempt,
             id,
             runtime: self.config.runtime,
+            image_id: resolved.as_ref().map_or_else(|| HOST_IMAGE.to_owned(), |r| r.record.image_id()),
             image,
             started_at: Timestamp::now().to_string(),
             init_pid,

@@ -52,8 +52,8 @@ impl AbortOnDrop {
     }
 }
 
-fn socket_for(frontend: &Frontend) -> io::Result<Socket> {
-    let domain = if frontend.addr.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
+fn socket_for(frontend: &Frontend, bind: SocketAddr) -> io::Result<Socket> {
+    let domain = if bind.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
     let (ty, proto) = match frontend.protocol {
         Protocol::Tcp => (Type::STREAM, socket2::Protocol::TCP),
         Protocol::Udp => (Type::DGRAM, socket2::Protocol::UDP),
@@ -61,21 +61,25 @@ fn socket_for(frontend: &Frontend) -> io::Result<Socket> {
     let socket = Socket::new(domain, ty, Some(proto))?;
     socket.set_reuse_address(true)?;
     // A ClusterIP may be bound before (or without) being on the service interface.
-    if frontend.addr.is_ipv4() {
+    if bind.is_ipv4() {
         socket.set_freebind_v4(true)?;
     }
     socket.set_nonblocking(true)?;
-    socket.bind(&frontend.addr.into())?;
+    socket.bind(&bind.into())?;
     Ok(socket)
 }
 
-/// Opens the listener for `frontend` and starts serving it; dropping the handle closes it.
+/// Opens a listener on `bind` serving `frontend` (its own address, or another one the kernel
+/// redirects the frontend's traffic to) and starts serving it; dropping the handle closes it.
+/// Returns the handle and the address actually bound (`bind` with port 0 gets a free port).
 pub fn listen(
     frontend: Frontend,
+    bind: SocketAddr,
     table: Arc<ArcSwap<RouteTable>>,
     settings: Arc<DataPathSettings>,
-) -> io::Result<AbortOnDrop> {
-    let socket = socket_for(&frontend)?;
+) -> io::Result<(AbortOnDrop, SocketAddr)> {
+    let socket = socket_for(&frontend, bind)?;
+    let bound = socket.local_addr()?.as_socket().ok_or_else(|| io::Error::other("listener has no IP address"))?;
     let task = match frontend.protocol {
         Protocol::Tcp => {
             socket.listen(1024)?;
@@ -87,7 +91,7 @@ pub fn listen(
             tokio::spawn(serve_udp(Arc::new(udp), frontend, table, settings))
         }
     };
-    Ok(AbortOnDrop(task.abort_handle()))
+    Ok((AbortOnDrop(task.abort_handle()), bound))
 }
 
 fn backend_for(table: &ArcSwap<RouteTable>, frontend: &Frontend) -> Option<Arc<Backend>> {

@@ -39,10 +39,18 @@ use table::{Backend, BackendState, Frontend, LoadBalancerStatus, Protocol, Route
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProxyMode {
     /// iptables NAT rules (see [`kernel`]); Service ports whose endpoints the kernel cannot
-    /// reach (the API server on loopback) stay in user space.
+    /// reach (the API server on loopback) stay in user space. Their ClusterIP listeners bind a
+    /// free port and a rule sends the Service port there: a wildcard listener on the same port
+    /// (the HTTP router's `*:443` and the `kubernetes` Service's 443) would make binding the
+    /// Service port itself fail.
     Kernel,
     /// Every frontend is a listener in this process.
     Userspace,
+}
+
+/// Whether `frontend` is on a ClusterIP (not a NodePort or a LoadBalancer address).
+fn is_cluster_ip(desired: &table::Desired, frontend: &Frontend) -> bool {
+    matches!(frontend.addr.ip(), std::net::IpAddr::V4(v4) if desired.cluster_ips.contains(&v4))
 }
 
 /// The interface name Berth uses for ClusterIPs by default.
@@ -154,7 +162,9 @@ struct Proxy {
     interface: Option<ServiceInterface>,
     table: Arc<ArcSwap<RouteTable>>,
     settings: Arc<DataPathSettings>,
-    listeners: HashMap<Frontend, AbortOnDrop>,
+    /// Open listeners, with the address each is bound to (not the frontend's own when the
+    /// kernel redirects the frontend there).
+    listeners: HashMap<Frontend, (AbortOnDrop, SocketAddr)>,
     /// Frontends whose bind failed, with the error last logged (to log each new error once).
     bind_failures: HashMap<Frontend, String>,
     backend_states: HashMap<ServicePortKey, Arc<BackendState>>,
@@ -263,9 +273,11 @@ impl Proxy {
             if self.listeners.contains_key(frontend) {
                 continue;
             }
-            match forward::listen(*frontend, self.table.clone(), self.settings.clone()) {
+            let redirected = kernel_mode && is_cluster_ip(&desired, frontend);
+            let bind = if redirected { SocketAddr::new(frontend.addr.ip(), 0) } else { frontend.addr };
+            match forward::listen(*frontend, bind, self.table.clone(), self.settings.clone()) {
                 Ok(listener) => {
-                    tracing::info!(frontend = %frontend.addr, protocol = ?frontend.protocol, "listening");
+                    tracing::info!(frontend = %frontend.addr, protocol = ?frontend.protocol, bound = %listener.1, "listening");
                     self.bind_failures.remove(frontend);
                     self.listeners.insert(*frontend, listener);
                 }
@@ -322,15 +334,14 @@ impl Proxy {
 
     async fn sync_kernel(&mut self, desired: &table::Desired, userspace: &BTreeSet<Frontend>) {
         let Some(kernel) = self.kernel.as_mut() else { return };
-        let routes: Vec<KernelRoute> = desired
+        let mut routes: Vec<KernelRoute> = desired
             .routes
             .iter()
             .filter(|(f, _)| !userspace.contains(*f))
             .map(|(frontend, key)| {
-                let ip = frontend.addr.ip();
-                let kind = if ip.is_unspecified() {
+                let kind = if frontend.addr.ip().is_unspecified() {
                     FrontendKind::NodePort
-                } else if matches!(ip, std::net::IpAddr::V4(v4) if desired.cluster_ips.contains(&v4)) {
+                } else if is_cluster_ip(desired, frontend) {
                     FrontendKind::ClusterIp
                 } else {
                     FrontendKind::External
@@ -338,7 +349,18 @@ impl Proxy {
                 KernelRoute { frontend: *frontend, kind, key: key.clone() }
             })
             .collect();
-        match kernel.apply(&routes, &desired.backends).await {
+        // User-space ClusterIP listeners bound elsewhere: a rule with the listener as the one
+        // endpoint of a Service port of its own (":" is not allowed in port names).
+        let mut backends = desired.backends.clone();
+        for (frontend, key) in desired.routes.iter().filter(|(f, _)| userspace.contains(*f)) {
+            let Some((_, bound)) = self.listeners.get(frontend).filter(|(_, bound)| *bound != frontend.addr) else {
+                continue;
+            };
+            let key = ServicePortKey { port_name: format!("{}:listener", key.port_name), ..key.clone() };
+            backends.insert(key.clone(), table::BackendSpec { endpoints: vec![*bound], affinity: None });
+            routes.push(KernelRoute { frontend: *frontend, kind: FrontendKind::ClusterIp, key });
+        }
+        match kernel.apply(&routes, &backends).await {
             Ok(changed) => {
                 if changed {
                     tracing::info!(frontends = routes.len(), "updated service rules");
@@ -357,7 +379,7 @@ impl Proxy {
         // UDP flows keep their translation in conntrack: drop the ones the change made wrong.
         let mut now: BTreeMap<Frontend, Vec<SocketAddr>> = BTreeMap::new();
         for route in routes.iter().filter(|r| r.frontend.protocol == Protocol::Udp) {
-            let endpoints = desired.backends.get(&route.key).map(|b| b.endpoints.clone()).unwrap_or_default();
+            let endpoints = backends.get(&route.key).map(|b| b.endpoints.clone()).unwrap_or_default();
             let before = self.udp_endpoints.get(&route.frontend);
             let gone: Vec<SocketAddr> =
                 before.into_iter().flatten().filter(|e| !endpoints.contains(e)).copied().collect();

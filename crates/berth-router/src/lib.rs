@@ -34,7 +34,7 @@ pub use snapshot::Snapshot;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RouterError {
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Listen { addr: SocketAddr, source: std::io::Error },
     #[error("TLS: {0}")]
     Tls(String),

@@ -46,8 +46,9 @@ pub struct ServerArgs {
     /// Do not run the node agent: pods are stored but never run.
     #[arg(long)]
     no_node: bool,
-    /// Address range pods get their IPs from (the bridge holds the first address).
-    #[arg(long, default_value = "10.88.0.0/16")]
+    /// Address range pods get their IPs from (the bridge holds the first address). Not
+    /// podman's default 10.88.0.0/16: both on one machine would take each other's packets.
+    #[arg(long, default_value = "10.244.0.0/16")]
     pod_cidr: String,
     /// Name of the Linux bridge pods are attached to.
     #[arg(long, default_value = "berth0")]

@@ -109,6 +109,18 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     // Controllers reach the API as any client would: over HTTPS with the kubeconfig.
     let client = api_client(&kubeconfig).await?;
     let machine_ip = berth_node::agent::node::detect_host_ip();
+    // The router first: a taken port fails the start before anything else runs.
+    let route_suffix = args.route_suffix.clone().unwrap_or_else(|| format!("{machine_ip}.nip.io"));
+    let router_config = berth_router::RouterConfig {
+        http: args.http_listen.0,
+        https: args.https_listen.0,
+        route_suffix,
+        timeouts: berth_router::Timeouts::default(),
+        address: Some(machine_ip),
+    };
+    let router = berth_router::start(client.clone(), router_config, shutdown.clone())
+        .await
+        .context("starting the HTTP router (--http-listen and --https-listen choose its ports; `off` turns one off)")?;
     let controllers = (!args.no_controllers).then(|| {
         let client = client.clone();
         // The `kubernetes` Service names the API server at the machine's address (as k3s's
@@ -127,16 +139,6 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             }
         })
     });
-    let route_suffix = args.route_suffix.clone().unwrap_or_else(|| format!("{machine_ip}.nip.io"));
-    let router_config = berth_router::RouterConfig {
-        http: args.http_listen.0,
-        https: args.https_listen.0,
-        route_suffix,
-        timeouts: berth_router::Timeouts::default(),
-        address: Some(machine_ip),
-    };
-    let router =
-        berth_router::start(client.clone(), router_config, shutdown.clone()).await.context("starting the router")?;
     let node = (!args.no_node).then(|| {
         let client = client.clone();
         let mut config = berth_node::NodeConfig::new(node_dir.clone());

@@ -178,6 +178,11 @@ fn wait_log(server: &Server, pod: &str, needle: &str) -> String {
     })
 }
 
+fn image_id_of(server: &Server, pod: &str) -> String {
+    let pod = server.json(&["get", "pod", pod]);
+    pod["status"]["containerStatuses"][0]["imageID"].as_str().unwrap_or_default().to_owned()
+}
+
 fn events_of(server: &Server, pod: &str) -> String {
     server.ok(&["get", "events", "--field-selector", &format!("involvedObject.name={pod}")])
 }
@@ -232,6 +237,10 @@ fn imported_oci_and_docker_archives_run_as_pods_and_are_removed() {
     server.ok_stdin(&["apply", "-f", "-"], &pod_yaml("oci", "berth.test/busybox:1", ""));
     wait_reason(&server, "oci", "Running", Duration::from_secs(60));
     wait_log(&server, "oci", "from-oci-image in /home/app");
+    // imageID names the image by digest, as `kubectl describe` shows it: an OCI layout keeps
+    // its manifest's digest.
+    let image_id = image_id_of(&server, "oci");
+    assert!(image_id.starts_with("berth.test/busybox@sha256:"), "{image_id}");
     // The root is the image's, not the host's: no /usr, and busybox is the only program.
     let root = server.ok(&["exec", "oci", "--", "ls", "/"]);
     assert!(!root.split_whitespace().any(|e| e == "usr"), "{root}");
@@ -243,6 +252,9 @@ fn imported_oci_and_docker_archives_run_as_pods_and_are_removed() {
     wait_reason(&server, "docker", "Running", Duration::from_secs(60));
     let log = wait_log(&server, "docker", "second layer");
     assert!(log.contains("1000"), "image User app is uid 1000: {log}");
+    // A docker-archive has no manifest digest: its imageID is the image ID (config digest).
+    let image_id = image_id_of(&server, "docker");
+    assert!(image_id.starts_with("sha256:") && image_id.len() == 71, "{image_id}");
 
     // Writes land in the container's own upper layer, never in the shared image layers.
     server.ok(&["exec", "oci", "--", "sh", "-c", "echo scribble > /etc/passwd"]);
@@ -384,6 +396,9 @@ fn images_are_pulled_from_a_registry_with_pull_secrets() {
     server.ok_stdin(&["apply", "-f", "-"], &pod_yaml("pulled", &image, with_secret));
     wait_reason(&server, "pulled", "Running", Duration::from_secs(90));
     wait_log(&server, "pulled", "pulled-and-running");
+    // A pulled image's imageID names its repository and manifest digest.
+    let image_id = image_id_of(&server, "pulled");
+    assert!(image_id.starts_with(&format!("{}/team/app@sha256:", registry.address)), "{image_id}");
     let events = events_of(&server, "pulled");
     assert!(events.contains("Successfully pulled image"), "{events}");
     let listing = berth_image(&server, &["ls"]);

@@ -948,3 +948,47 @@ fn without_root_the_node_says_what_is_missing_and_runs_nothing() {
     assert_eq!(pod["status"]["phase"], "Pending");
     assert!(pod["spec"]["nodeName"].is_null(), "{pod}");
 }
+
+/// Another program's network on the pod range (podman's default bridge is the common case):
+/// the node says which interface holds it and runs nothing, rather than starting pods that
+/// nobody can reach.
+#[test]
+fn a_pod_range_routed_elsewhere_keeps_the_node_not_ready() {
+    if !can_run_pods() {
+        eprintln!("skipping: needs root, runc and cgroups");
+        return;
+    }
+    let mut server = Server::start(&[]);
+    let slot = server.slot.as_ref().expect("a server that runs pods has a slot");
+    let (index, gateway) = (slot.index, slot.pod_cidr().replace(".0/", ".1/"));
+    assert!(server.stop(), "the server stops cleanly");
+
+    /// Deletes the other program's bridge however the test ends.
+    struct Link(String);
+    impl Drop for Link {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("ip").args(["link", "del", &self.0]).status();
+        }
+    }
+    let other = Link(format!("bxo{index}"));
+    let ip = |args: &[&str]| {
+        let status = std::process::Command::new("ip").args(args).status().expect("ip");
+        assert!(status.success(), "ip {args:?}");
+    };
+    ip(&["link", "add", &other.0, "type", "bridge"]);
+    ip(&["addr", "add", &gateway, "dev", &other.0]);
+    ip(&["link", "set", &other.0, "up"]);
+
+    server.spawn();
+    let ready = wait_for("the node to say its pod range is taken", Duration::from_secs(60), || {
+        let node = server.json(&["get", "nodes", "-o", "json"]);
+        let ready = node["items"][0]["status"]["conditions"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready").cloned())?;
+        ready["message"].as_str().is_some_and(|m| m.contains(other.0.as_str())).then_some(ready)
+    });
+    assert_eq!(ready["status"], "False", "{ready}");
+    assert!(ready["message"].as_str().unwrap_or("").contains("--pod-cidr"), "{ready}");
+    let taints = server.json(&["get", "nodes", "-o", "json"])["items"][0]["spec"]["taints"].to_string();
+    assert!(taints.contains("node.berth.dev/isolation-unavailable"), "{taints}");
+}

@@ -618,3 +618,29 @@ fn berth_up_on_a_fresh_data_dir_prints_a_url_that_answers() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("Hello from Berth"));
     assert_eq!(s.json(&["get", "deploy", "hello"])["status"]["readyReplicas"], 2);
 }
+
+/// A router port another program holds stops `berth server` at once, saying which address
+/// and which flags move it, before any controller runs.
+#[test]
+fn a_taken_router_port_fails_the_start_with_the_flags_that_move_it() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    let addr = taken.local_addr().expect("its address").to_string();
+    let data = tempfile::tempdir().expect("tempdir");
+    let api = format!("127.0.0.1:{}", free_port());
+    let mut child = Command::new(berth_testkit::berth_binary())
+        .args(["server", "--no-node", "--no-controllers", "--listen", &api, "--https-listen", "off"])
+        .args(["--http-listen", &addr, "--data-dir"])
+        .arg(data.path())
+        .env("BERTH_LOG", "error")
+        .env_remove("RUST_BACKTRACE")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start berth server");
+    let status = wait_for("berth server to exit", Duration::from_secs(60), || child.try_wait().expect("wait"));
+    let mut stderr = String::new();
+    child.stderr.take().expect("stderr").read_to_string(&mut stderr).expect("read stderr");
+    assert!(!status.success(), "{stderr}");
+    assert!(stderr.contains(&format!("cannot listen on {addr}")), "{stderr}");
+    assert!(stderr.contains("--http-listen") && stderr.contains("Address already in use"), "{stderr}");
+}

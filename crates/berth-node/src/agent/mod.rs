@@ -116,6 +116,7 @@ pub async fn run_until(
         assumed: HashMap::new(),
         unschedulable: HashMap::new(),
         store: None,
+        done: None,
     };
     let provisioner = tokio::spawn(provisioner::run(client.clone(), config.data_dir.clone()));
     let result = agent.watch(client, shutdown).await;
@@ -223,6 +224,8 @@ struct Agent {
     /// Last unschedulable message reported per pod, so it is reported once.
     unschedulable: HashMap<String, String>,
     store: Option<Store<Pod>>,
+    /// Where workers send the UID of a pod they cleaned up after (set by `watch`).
+    done: Option<mpsc::UnboundedSender<String>>,
 }
 
 impl Agent {
@@ -234,6 +237,7 @@ impl Agent {
         let mut stream = std::pin::pin!(stream);
         let mut shutdown = std::pin::pin!(shutdown);
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<String>();
+        self.done = Some(done_tx);
         let mut retry = tokio::time::interval(SCHEDULE_RETRY);
         loop {
             tokio::select! {
@@ -244,7 +248,7 @@ impl Agent {
                 }
                 event = stream.next() => match event {
                     Some(Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod))) => {
-                        self.on_pod(Arc::new(pod), &done_tx).await;
+                        self.on_pod(Arc::new(pod)).await;
                     }
                     Some(Ok(watcher::Event::Delete(pod))) => self.on_deleted(&uid_of(&pod)),
                     Some(Ok(watcher::Event::Init)) => {}
@@ -267,7 +271,7 @@ impl Agent {
         self.store.as_ref().map(|s| s.state()).unwrap_or_default()
     }
 
-    async fn on_pod(&mut self, pod: Arc<Pod>, done: &mpsc::UnboundedSender<String>) {
+    async fn on_pod(&mut self, pod: Arc<Pod>) {
         let uid = uid_of(&pod);
         match node_of(&pod) {
             Some(node) if node == self.shared.node_name => {
@@ -277,19 +281,27 @@ impl Agent {
                     let _ = worker.updates.send(Some(pod));
                     return;
                 }
-                let known_here = self.shared.runtime.sandbox(&uid).is_some()
-                    || !self.shared.runtime.containers(&uid).await.is_empty();
-                let rejected = if known_here || is_terminal(&pod) { None } else { self.admission(&pod) };
-                if let Some((reason, message)) = &rejected {
-                    tracing::info!(pod = ?pod.metadata.name, %reason, "pod rejected by admission");
-                    self.shared.events.warning(&pod.object_ref(&()), reason, message.clone());
-                }
-                let handle = worker::spawn(self.shared.clone(), pod, rejected, done.clone());
-                self.workers.insert(uid, handle);
+                self.start_worker(pod).await;
             }
             Some(_) => {}
             None => self.schedule().await,
         }
+    }
+
+    /// Starts the worker of a pod bound here, or of one rejected by admission.
+    async fn start_worker(&mut self, pod: Arc<Pod>) {
+        let Some(done) = self.done.clone() else { return };
+        let uid = uid_of(&pod);
+        let known_here =
+            self.shared.runtime.sandbox(&uid).is_some() || !self.shared.runtime.containers(&uid).await.is_empty();
+        let rejected = if known_here || is_terminal(&pod) { None } else { self.admission(&pod) };
+        if let Some((reason, message)) = &rejected {
+            tracing::info!(pod = ?pod.metadata.name, %reason, "pod rejected by admission");
+            self.shared.events.warning(&pod.object_ref(&()), reason, message.clone());
+        }
+        tracing::debug!(target: "berth_node::runtime", pod = ?pod.metadata.name, "pod worker started");
+        let handle = worker::spawn(self.shared.clone(), pod, rejected, done);
+        self.workers.insert(uid, handle);
     }
 
     fn on_deleted(&mut self, uid: &str) {
@@ -377,7 +389,17 @@ impl Agent {
                 Ok(()) => {
                     if self.bind(&pod).await {
                         used.add(&pod);
-                        self.assumed.insert(uid_of(&pod), pod);
+                        let uid = uid_of(&pod);
+                        // The binding is stored: the pod's worker starts now rather than
+                        // when the watch shows it bound (it gets that version as an update).
+                        let mut bound = (*pod).clone();
+                        if let Some(spec) = bound.spec.as_mut() {
+                            spec.node_name = Some(self.shared.node_name.clone());
+                        }
+                        self.assumed.insert(uid.clone(), pod);
+                        if !self.workers.contains_key(&uid) {
+                            self.start_worker(Arc::new(bound)).await;
+                        }
                     }
                 }
                 Err(reasons) => self.report_unschedulable(&pod, scheduler::unschedulable_message(&reasons)).await,
@@ -408,6 +430,7 @@ impl Agent {
         let created = api.create_subresource::<Binding, serde_json::Value>("binding", name, &params, &binding);
         match created.await {
             Ok(_) => {
+                tracing::debug!(target: "berth_node::runtime", pod = %name, "pod bound");
                 self.shared.events.send(
                     Source::Scheduler,
                     &pod.object_ref(&()),

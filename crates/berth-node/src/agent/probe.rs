@@ -183,6 +183,13 @@ async fn watch_readiness(context: &ProbeContext, probe: &Probe) {
                 failures = 0;
                 successes += 1;
                 if reported != Some(true) && successes >= timing.success_threshold {
+                    if reported.is_none() {
+                        tracing::debug!(
+                            target: "berth_node::runtime",
+                            container = %context.handle.record.id,
+                            "first readiness probe success"
+                        );
+                    }
                     reported = Some(true);
                     send(context, ProbeSignal::Ready(true)).await;
                 }
@@ -202,13 +209,16 @@ async fn watch_readiness(context: &ProbeContext, probe: &Probe) {
 }
 
 /// A container's first readiness check usually runs before its program listens: upstream
-/// would then wait a whole period (at least a second) to check again. Berth re-checks at 2 ms
-/// doubling until the period is over, so a pod is Ready moments after it serves. Only a
-/// container with no readiness verdict yet is re-checked this way, and the re-checks count
-/// towards no threshold, so the probe's documented behaviour is otherwise unchanged.
+/// would then wait a whole period (at least a second) to check again. Berth re-checks 1 ms
+/// later, then spaced by an eighth of the time waited so far (a check costs a refused
+/// connection while nothing listens), until the period is over: a pod is Ready at most
+/// about an eighth of its own start time after it serves. Only a container with no
+/// readiness verdict yet is re-checked this way, and the re-checks count towards no
+/// threshold and raise no event, so the probe's documented behaviour is otherwise unchanged.
 async fn quick_recheck(context: &ProbeContext, probe: &Probe, until: tokio::time::Instant) -> bool {
-    let mut delay = Duration::from_millis(2);
+    let began = tokio::time::Instant::now();
     loop {
+        let delay = recheck_delay(began.elapsed());
         let at = tokio::time::Instant::now() + delay;
         if at >= until {
             return false;
@@ -217,8 +227,12 @@ async fn quick_recheck(context: &ProbeContext, probe: &Probe, until: tokio::time
         if check(context, probe, until - at).await.is_ok() {
             return true;
         }
-        delay *= 2;
     }
+}
+
+/// The wait before the next quick re-check, `waited` after the first failed check.
+fn recheck_delay(waited: Duration) -> Duration {
+    (waited / 8).max(Duration::from_millis(1))
 }
 
 fn unhealthy(context: &ProbeContext, kind: ProbeKind, message: &str) {
@@ -611,5 +625,19 @@ mod tests {
         let request = server.await.unwrap();
         assert!(request.starts_with("GET /healthz HTTP/1.1\r\n"), "{request}");
         assert!(request.contains("X-Probe: yes\r\n") && request.contains("User-Agent: kube-probe/"));
+    }
+
+    #[test]
+    fn quick_rechecks_start_at_a_millisecond_and_grow_with_the_wait() {
+        assert_eq!(recheck_delay(Duration::ZERO), Duration::from_millis(1));
+        assert_eq!(recheck_delay(Duration::from_millis(4)), Duration::from_millis(1));
+        assert_eq!(recheck_delay(Duration::from_millis(80)), Duration::from_millis(10));
+        // About 60 checks in a one-second period at most.
+        let (mut waited, mut checks) = (Duration::ZERO, 0);
+        while waited < Duration::from_secs(1) {
+            waited += recheck_delay(waited);
+            checks += 1;
+        }
+        assert!(checks < 80, "{checks} re-checks in a second");
     }
 }

@@ -21,6 +21,7 @@ pub struct Terminated {
     pub started_at: Option<Timestamp>,
     pub finished_at: Timestamp,
     pub container_id: String,
+    pub image_id: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +36,8 @@ pub enum State {
 pub struct ContainerInfo {
     pub name: String,
     pub image: String,
+    /// The `imageID` of the running container, or of the last one that ran.
+    pub image_id: String,
     pub state: State,
     pub restart_count: u32,
     pub last_terminated: Option<Terminated>,
@@ -57,8 +60,6 @@ pub struct PodView<'a> {
     pub rejected: Option<(String, String)>,
     pub now: Timestamp,
 }
-
-pub const IMAGE_ID_HOST: &str = "host";
 
 fn seconds(ts: Timestamp) -> Time {
     // Upstream serialises times with second precision; equal statuses compare equal.
@@ -167,7 +168,7 @@ fn container_status(info: &ContainerInfo) -> ContainerStatus {
     ContainerStatus {
         name: info.name.clone(),
         image: info.image.clone(),
-        image_id: if container_id.is_some() { IMAGE_ID_HOST.to_owned() } else { String::new() },
+        image_id: if container_id.is_some() { info.image_id.clone() } else { String::new() },
         container_id,
         ready: info.ready && running,
         restart_count: i32::try_from(info.restart_count).unwrap_or(i32::MAX),
@@ -265,6 +266,11 @@ pub fn pod_status(view: &PodView<'_>, previous: Option<&PodStatus>) -> PodStatus
     }
 }
 
+/// Whether `status` has the `Ready` condition true.
+pub fn is_ready(status: &PodStatus) -> bool {
+    status.conditions.iter().flatten().any(|c| c.type_ == "Ready" && c.status == "True")
+}
+
 /// The status as a JSON merge patch: fields this node no longer reports are cleared.
 pub fn status_patch(status: &PodStatus) -> serde_json::Value {
     let mut value = serde_json::to_value(status).unwrap_or_default();
@@ -299,6 +305,7 @@ mod tests {
             started_at: Some(ts("2024-01-01T00:00:00Z")),
             finished_at: ts("2024-01-01T00:00:05Z"),
             container_id: "runc://x".into(),
+            image_id: "host".into(),
         }
     }
 
@@ -306,6 +313,7 @@ mod tests {
         ContainerInfo {
             name: "app".into(),
             image: "host".into(),
+            image_id: "host".into(),
             state,
             restart_count: u32::from(last.is_some()),
             last_terminated: last,

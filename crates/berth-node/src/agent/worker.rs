@@ -208,6 +208,7 @@ fn terminated_from(
         started_at: started_at.or_else(|| handle.record.started_at.parse().ok()),
         finished_at: record.finished_at.parse().unwrap_or_else(|_| Timestamp::now()),
         container_id: format!("{}://{}", handle.record.runtime, handle.record.id),
+        image_id: handle.record.image_id().to_owned(),
     }
 }
 
@@ -730,9 +731,16 @@ impl Worker {
                         (State::Waiting { reason: "ContainerCreating".to_owned(), message: None }, None)
                     }
                 };
+                let image_id = match (&slot.running, &state, &last_terminated) {
+                    (Some(running), _, _) => running.handle.record.image_id().to_owned(),
+                    (None, State::Terminated(ended), _) => ended.image_id.clone(),
+                    (None, _, Some(last)) => last.image_id.clone(),
+                    (None, _, None) => String::new(),
+                };
                 ContainerInfo {
                     name: slot.spec.name.clone(),
                     image,
+                    image_id,
                     state,
                     restart_count: slot.restart_count(),
                     last_terminated,
@@ -764,7 +772,16 @@ impl Worker {
         }
         let patch = status::status_patch(&status);
         match self.api.patch_status(self.name(), &PatchParams::default(), &Patch::Merge(&patch)).await {
-            Ok(_) => self.reported = Some(status),
+            Ok(_) => {
+                tracing::debug!(
+                    target: "berth_node::runtime",
+                    pod = %self.name(),
+                    phase = ?status.phase,
+                    ready = status::is_ready(&status),
+                    "pod status written"
+                );
+                self.reported = Some(status)
+            }
             Err(kube::Error::Api(response)) if response.code == 404 => {}
             Err(error) => {
                 tracing::warn!(pod = %self.name(), %error, "cannot update pod status");
