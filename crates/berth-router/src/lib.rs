@@ -6,6 +6,7 @@
 //! change a new [`snapshot::Snapshot`] is built and swapped in atomically; requests read the
 //! snapshot of the moment, so reconfiguring never touches established connections.
 
+mod fast;
 mod owned;
 pub mod proxy;
 pub mod route;
@@ -152,7 +153,7 @@ async fn serve(
         let tls = tls.clone();
         tokio::spawn(async move {
             match tls {
-                None => serve_connection(TokioIo::new(stream), peer, "http", proxy).await,
+                None => fast::serve(stream, peer, proxy).await,
                 Some(acceptor) => match acceptor.accept(stream).await {
                     Ok(stream) => serve_connection(TokioIo::new(stream), peer, "https", proxy).await,
                     Err(e) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),

@@ -85,13 +85,13 @@ impl Default for Timeouts {
 }
 
 /// Extra tries when the upstream could not be reached at all (never once it saw the request).
-const CONNECT_RETRIES: usize = 2;
+pub(crate) const CONNECT_RETRIES: usize = 2;
 
 pub struct Proxy {
     pub snapshot: Arc<ArcSwap<Snapshot>>,
     http1: Client<HttpConnector, ReqBody>,
     h2c: Client<HttpConnector, ReqBody>,
-    timeouts: Timeouts,
+    pub(crate) timeouts: Timeouts,
 }
 
 impl Proxy {
@@ -427,10 +427,14 @@ fn unavailable(backend: &Backend) -> Response<RespBody> {
     page(StatusCode::SERVICE_UNAVAILABLE, body)
 }
 
+/// The text of a small error page.
+pub(crate) fn page_text(status: StatusCode, message: &str) -> String {
+    format!("{} {}\n\n{message}", status.as_u16(), status.canonical_reason().unwrap_or(""))
+}
+
 /// A small plain-text error page.
 pub fn page(status: StatusCode, message: String) -> Response<RespBody> {
-    let reason = status.canonical_reason().unwrap_or("");
-    let body = format!("{} {reason}\n\n{message}", status.as_u16());
+    let body = page_text(status, &message);
     let mut resp = Response::new(RespBody::Page(Full::new(Bytes::from(body))));
     *resp.status_mut() = status;
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
