@@ -381,7 +381,8 @@ fn forwarded_signals() -> Option<nix::sys::signalfd::SignalFd> {
         mask.add(signal);
     }
     mask.thread_block().ok()?;
-    SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC).ok()
+    // Non-blocking: `forward_pending` reads until nothing is left.
+    SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK).ok()
 }
 
 /// Sends what arrived on `signals` to the process behind `pidfd`.

@@ -173,3 +173,43 @@ fn older_kubectl_port_forwards_over_spdy() {
     cmd.env("KUBECONFIG", s.kubeconfig()).env("KUBECACHEDIR", &s.cache_dir);
     forward_twice(cmd);
 }
+
+/// The pids of `pid`'s children.
+fn children(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+#[test]
+fn oci_exec_passes_sigterm_on_to_the_process() {
+    if !can_run_pods() {
+        return;
+    }
+    let s = Server::start(&[]);
+    start_pod(&s);
+    let uid = s.json(&["get", "pod", "shell"])["metadata"]["uid"].as_str().expect("uid").to_owned();
+    // What the node runs for an exec: libcontainer's runc-style command line, as a process of
+    // its own whose child is the exec'd process.
+    let mut exec = std::process::Command::new(berth_testkit::berth_binary())
+        .arg("__berth-oci")
+        .arg("--root")
+        .arg(s.data_path("node/oci"))
+        .args(["exec", &format!("{uid}-main-0"), "sleep", "1000"])
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .expect("berth __berth-oci exec");
+    let sleeper = wait_for("the exec'd sleep", Duration::from_secs(30), || {
+        children(exec.id()).into_iter().find(|child| {
+            std::fs::read(format!("/proc/{child}/cmdline")).is_ok_and(|cmdline| cmdline.starts_with(b"sleep\0"))
+        })
+    });
+    let status = std::process::Command::new("kill").args(["-TERM", &exec.id().to_string()]).status().expect("kill");
+    assert!(status.success());
+    let status = wait_for("the exec to end", Duration::from_secs(30), || exec.try_wait().expect("try_wait"));
+    // The sleep got the signal and died of it; the exec reports that as a shell does.
+    assert_eq!(status.code(), Some(143), "{status:?}");
+    assert!(!std::path::Path::new(&format!("/proc/{sleeper}")).exists(), "the exec'd sleep still runs");
+}
