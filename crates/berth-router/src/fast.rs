@@ -45,7 +45,7 @@ use tokio::{
 };
 
 use crate::{
-    proxy::{CONNECT_RETRIES, Proxy, page_text},
+    proxy::{CONNECT_RETRIES, Proxy, page_text, unavailable_text},
     snapshot::{Backend, Choice, Snapshot, endpoint_token},
 };
 
@@ -838,12 +838,7 @@ impl Conn {
         let Some(first) = pinned.or_else(|| backend.next()) else {
             let close = f.close || f.framing != Framing::None;
             self.buf.consume(f.head_len);
-            let names = backend.service_names();
-            let message = match names.as_slice() {
-                [] => "No Service is configured for this route.\n".to_owned(),
-                [one] => format!("Service {one} has no ready endpoints.\n"),
-                many => format!("Services {} have no ready endpoints.\n", many.join(", ")),
-            };
+            let message = unavailable_text(backend);
             write_page(&mut self.out, StatusCode::SERVICE_UNAVAILABLE, &message, close, f.head_method);
             self.log(&f, 503, None, started);
             return if close { self.finish_closed().await } else { self.write_out().await };

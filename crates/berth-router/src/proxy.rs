@@ -418,13 +418,16 @@ fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
 }
 
 fn unavailable(backend: &Backend) -> Response<RespBody> {
-    let names = backend.service_names();
-    let body = match names.as_slice() {
+    page(StatusCode::SERVICE_UNAVAILABLE, unavailable_text(backend))
+}
+
+/// Why a route has nowhere to send a request, naming its Services.
+pub(crate) fn unavailable_text(backend: &Backend) -> String {
+    match backend.service_names().as_slice() {
         [] => "No Service is configured for this route.\n".to_owned(),
         [one] => format!("Service {one} has no ready endpoints.\n"),
         many => format!("Services {} have no ready endpoints.\n", many.join(", ")),
-    };
-    page(StatusCode::SERVICE_UNAVAILABLE, body)
+    }
 }
 
 /// The text of a small error page.
