@@ -351,13 +351,14 @@ impl Proxy {
             .collect();
         // User-space ClusterIP listeners bound elsewhere: a rule with the listener as the one
         // endpoint of a Service port of its own (":" is not allowed in port names).
-        let mut backends = desired.backends.clone();
+        // The backends are copied only when there is such a listener (usually just one).
+        let mut backends = std::borrow::Cow::Borrowed(&desired.backends);
         for (frontend, key) in desired.routes.iter().filter(|(f, _)| userspace.contains(*f)) {
             let Some((_, bound)) = self.listeners.get(frontend).filter(|(_, bound)| *bound != frontend.addr) else {
                 continue;
             };
             let key = ServicePortKey { port_name: format!("{}:listener", key.port_name), ..key.clone() };
-            backends.insert(key.clone(), table::BackendSpec { endpoints: vec![*bound], affinity: None });
+            backends.to_mut().insert(key.clone(), table::BackendSpec { endpoints: vec![*bound], affinity: None });
             routes.push(KernelRoute { frontend: *frontend, kind: FrontendKind::ClusterIp, key });
         }
         match kernel.apply(&routes, &backends).await {
