@@ -252,8 +252,16 @@ struct Forward {
     head_method: bool,
     backend: Arc<Backend>,
     sticky: Option<String>,
-    /// Method, host and path, while the access log is on.
-    log: Option<(String, String, String)>,
+    /// What the access log shows, while it is on.
+    log: Option<AccessLog>,
+}
+
+struct AccessLog {
+    method: String,
+    host: String,
+    path: String,
+    /// When the request head was complete (the clock is read only while the log is on).
+    started: std::time::Instant,
 }
 
 struct Conn {
@@ -300,9 +308,10 @@ fn protected(name: &[u8]) -> bool {
 /// Reads the request head at the front of `buf` and decides; `None` while it is incomplete.
 /// For a request to forward, `out` receives the upstream request head.
 fn plan(buf: &[u8], out: &mut Vec<u8>, snapshot: &Snapshot, peer_ip: &str) -> Option<Plan> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    let head_len = match req.parse(buf) {
+    // Uninitialised: filling 100 empty headers per head costs more than parsing a short one.
+    let mut headers = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    let head_len = match req.parse_with_uninit_headers(buf, &mut headers) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return (buf.len() >= MAX_HEAD).then_some(Plan::HandOff),
         // Bad syntax, too many headers, HTTP/2's preface: hyper answers those.
@@ -427,8 +436,12 @@ fn plan(buf: &[u8], out: &mut Vec<u8>, snapshot: &Snapshot, peer_ip: &str) -> Op
     out.extend_from_slice(host.as_bytes());
     out.extend_from_slice(b"\r\n\r\n");
 
-    let log = tracing::enabled!(target: "berth::access", tracing::Level::INFO)
-        .then(|| (method.to_owned(), host.to_owned(), path.to_owned()));
+    let log = tracing::enabled!(target: "berth::access", tracing::Level::INFO).then(|| AccessLog {
+        method: method.to_owned(),
+        host: host.to_owned(),
+        path: path.to_owned(),
+        started: std::time::Instant::now(),
+    });
     Some(Plan::Forward(Forward { head_len, framing, close, head_method, backend: Arc::clone(backend), sticky, log }))
 }
 
@@ -469,9 +482,9 @@ fn response_head(
     extra: Option<&str>,
     close_client: bool,
 ) -> Result<Option<Head>, &'static str> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut headers);
-    let len = match resp.parse(buf) {
+    let mut headers = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut resp, buf, &mut headers) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => return Ok(None),
         _ => return Err("The upstream sent an invalid response.\n"),
@@ -832,7 +845,6 @@ impl Conn {
     }
 
     async fn forward(&mut self, proxy: &Proxy, snapshot: &Arc<Snapshot>, f: Forward) -> Step {
-        let started = std::time::Instant::now();
         let backend = &*f.backend;
         let pinned = f.sticky.as_deref().and_then(|t| backend.pinned(t));
         let Some(first) = pinned.or_else(|| backend.next()) else {
@@ -840,7 +852,7 @@ impl Conn {
             self.buf.consume(f.head_len);
             let message = unavailable_text(backend);
             write_page(&mut self.out, StatusCode::SERVICE_UNAVAILABLE, &message, close, f.head_method);
-            self.log(&f, 503, None, started);
+            self.log(&f, 503, None);
             return if close { self.finish_closed().await } else { self.write_out().await };
         };
         // The upstream head is in `out`; it stays there while connecting.
@@ -863,7 +875,7 @@ impl Conn {
                     close,
                     f.head_method,
                 );
-                self.log(&f, 502, None, started);
+                self.log(&f, 502, None);
                 return if close { self.finish_closed().await } else { self.write_out().await };
             }
         };
@@ -881,7 +893,7 @@ impl Conn {
             Err(()) => return self.bad_body().await,
         }
         if up.stream.write_all(&self.out).await.is_err() {
-            return self.upstream_failed(&f, endpoint, started).await;
+            return self.upstream_failed(&f, endpoint).await;
         }
         while !body.done() {
             if fill(&mut self.client, &mut self.buf, None).await.is_err() {
@@ -893,7 +905,7 @@ impl Conn {
                 Err(()) => return self.bad_body().await,
             };
             if up.stream.write_all(&self.buf.data()[..n]).await.is_err() {
-                return self.upstream_failed(&f, endpoint, started).await;
+                return self.upstream_failed(&f, endpoint).await;
             }
             self.buf.consume(n);
         }
@@ -918,7 +930,7 @@ impl Conn {
                     Err(message) => {
                         tracing::warn!(%endpoint, "{}", message.trim_end());
                         write_page(&mut self.out, StatusCode::BAD_GATEWAY, message, f.close, f.head_method);
-                        self.log(&f, 502, Some(endpoint), started);
+                        self.log(&f, 502, Some(endpoint));
                         return if f.close { self.finish_closed().await } else { self.write_out().await };
                     }
                 }
@@ -933,13 +945,13 @@ impl Conn {
                         f.close,
                         f.head_method,
                     );
-                    self.log(&f, 504, Some(endpoint), started);
+                    self.log(&f, 504, Some(endpoint));
                     return if f.close { self.finish_closed().await } else { self.write_out().await };
                 }
-                Err(_) => return self.upstream_failed(&f, endpoint, started).await,
+                Err(_) => return self.upstream_failed(&f, endpoint).await,
             }
         };
-        self.log(&f, head.status, Some(endpoint), started);
+        self.log(&f, head.status, Some(endpoint));
         up.buf.consume(head.len);
         let mut body = BodyLeft::new(head.framing);
         let close_client = f.close || head.framing == Framing::Close;
@@ -988,10 +1000,10 @@ impl Conn {
 
     /// The upstream broke off after the request went out: 502, and the client's connection
     /// closed (the rest of its request body, if any, is not read).
-    async fn upstream_failed(&mut self, f: &Forward, endpoint: SocketAddr, started: std::time::Instant) -> Step {
+    async fn upstream_failed(&mut self, f: &Forward, endpoint: SocketAddr) -> Step {
         tracing::warn!(%endpoint, "upstream request failed");
         write_page(&mut self.out, StatusCode::BAD_GATEWAY, "The upstream failed to answer.\n", true, f.head_method);
-        self.log(f, 502, Some(endpoint), started);
+        self.log(f, 502, Some(endpoint));
         self.finish_closed().await
     }
 
@@ -1002,8 +1014,8 @@ impl Conn {
         Step::End(End::Closed)
     }
 
-    fn log(&self, f: &Forward, status: u16, upstream: Option<SocketAddr>, started: std::time::Instant) {
-        if let Some((method, host, path)) = &f.log {
+    fn log(&self, f: &Forward, status: u16, upstream: Option<SocketAddr>) {
+        if let Some(AccessLog { method, host, path, started }) = &f.log {
             tracing::info!(
                 target: "berth::access",
                 client = %self.peer.ip(), %method, %host, %path, status,

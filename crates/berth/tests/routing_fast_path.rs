@@ -109,9 +109,14 @@ fn upstream() -> u16 {
 }
 
 fn setup() -> (Server, u16) {
+    setup_with(&[])
+}
+
+fn setup_with(extra: &[&str]) -> (Server, u16) {
     let port = upstream();
     let http = free_port();
-    let s = Server::start(&["--no-node", "--http-listen", &format!("127.0.0.1:{http}")]);
+    let listen = format!("127.0.0.1:{http}");
+    let s = Server::start(&[&["--no-node", "--http-listen", &listen][..], extra].concat());
     s.ok_stdin(
         &["apply", "-f", "-"],
         &format!(
@@ -282,4 +287,38 @@ fn fast_path_refuses_smuggling_and_hands_the_rest_to_hyper() {
     assert_eq!(read_body(&mut c, &head), b"ok");
     c.get_mut().shutdown(Shutdown::Write).expect("shutdown");
     assert!(closed(&mut c));
+}
+
+/// The router serves on threads of its own (`--router-threads`), each accepting from the same
+/// listener: connections land on all of them alike and every one is answered, on the fast path
+/// and after a hand-over to hyper (HTTP/1.0) alike.
+#[test]
+fn router_threads_share_the_listener() {
+    let (s, http) = setup_with(&["--router-threads", "3"]);
+    let pid = s.child.as_ref().expect("running").id();
+    let names: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("threads")
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+        .map(|c| c.trim().to_owned())
+        .filter(|c| c.starts_with("berth-router"))
+        .collect();
+    assert_eq!(names.len(), 3, "router threads: {names:?}");
+    let handles: Vec<_> = (0..12)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let mut c = client(http);
+                let version = if i % 3 == 0 { "1.0" } else { "1.1" };
+                for _ in 0..3 {
+                    send(&mut c, &format!("GET / HTTP/{version}\r\nHost: {HOST}\r\nConnection: keep-alive\r\n\r\n"));
+                    let head = read_head(&mut c).expect("an answer");
+                    assert!(head.contains(" 200 "), "{head}");
+                    assert_eq!(read_body(&mut c, &head), b"ok");
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().expect("client");
+    }
 }
