@@ -1,4 +1,5 @@
-//! The HTTP/1.1 fast path for plain-HTTP client connections.
+//! The HTTP/1.1 fast path for client connections, plain or TLS (HTTPS clients that chose
+//! HTTP/2 by ALPN go straight to hyper).
 //!
 //! Why hand-written: every proxy crate (hyper's client and server included) decodes a message
 //! into a header map and re-encodes it on the other side, and two hyper HTTP/1 state machines
@@ -62,10 +63,15 @@ const MAX_TRAILERS: usize = 16 * 1024;
 const MAX_IDLE: usize = 16;
 const READ_SIZE: usize = 16 * 1024;
 
-/// Serves a plain-HTTP client connection, on the fast path while it can.
-pub async fn serve(stream: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>) {
+/// Serves an HTTP/1 client connection (plain, or TLS once accepted), on the fast path while
+/// it can; `scheme` is what `X-Forwarded-Proto` says.
+pub async fn serve<C>(stream: C, peer: SocketAddr, scheme: &'static str, proxy: Arc<Proxy>)
+where
+    C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let mut conn = Conn {
         client: stream,
+        scheme,
         peer,
         peer_ip: peer.ip().to_string(),
         buf: Buffer::new(),
@@ -78,7 +84,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>) {
     if conn.run(&proxy).await == End::HandOff {
         let pre = Bytes::copy_from_slice(conn.buf.data());
         let io = Rewind { pre, inner: conn.client };
-        crate::serve_connection(TokioIo::new(io), peer, "http", proxy).await;
+        crate::serve_connection(TokioIo::new(io), peer, scheme, proxy).await;
     }
 }
 
@@ -135,7 +141,7 @@ impl Buffer {
     }
 
     /// Reads once; `Ok(0)` at the end of the stream.
-    fn poll_fill(&mut self, io: &mut TcpStream, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+    fn poll_fill<R: AsyncRead + Unpin>(&mut self, io: &mut R, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         let mut rb = ReadBuf::new(self.room());
         ready!(Pin::new(io).poll_read(cx, &mut rb))?;
         let n = rb.filled().len();
@@ -181,7 +187,11 @@ enum ReadFail {
 }
 
 /// Reads once more into `buf`, or fails at `deadline`.
-async fn fill(io: &mut TcpStream, buf: &mut Buffer, mut deadline: Option<&mut Deadline>) -> Result<(), ReadFail> {
+async fn fill<R: AsyncRead + Unpin>(
+    io: &mut R,
+    buf: &mut Buffer,
+    mut deadline: Option<&mut Deadline>,
+) -> Result<(), ReadFail> {
     poll_fn(|cx| {
         if let Poll::Ready(r) = buf.poll_fill(io, cx) {
             return Poll::Ready(match r {
@@ -264,8 +274,10 @@ struct AccessLog {
     started: std::time::Instant,
 }
 
-struct Conn {
-    client: TcpStream,
+struct Conn<C> {
+    client: C,
+    /// `http` or `https`.
+    scheme: &'static str,
     peer: SocketAddr,
     peer_ip: String,
     buf: Buffer,
@@ -307,7 +319,7 @@ fn protected(name: &[u8]) -> bool {
 
 /// Reads the request head at the front of `buf` and decides; `None` while it is incomplete.
 /// For a request to forward, `out` receives the upstream request head.
-fn plan(buf: &[u8], out: &mut Vec<u8>, snapshot: &Snapshot, peer_ip: &str) -> Option<Plan> {
+fn plan(buf: &[u8], out: &mut Vec<u8>, snapshot: &Snapshot, peer_ip: &str, scheme: &str) -> Option<Plan> {
     // Uninitialised: filling 100 empty headers per head costs more than parsing a short one.
     let mut headers = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut []);
@@ -432,7 +444,9 @@ fn plan(buf: &[u8], out: &mut Vec<u8>, snapshot: &Snapshot, peer_ip: &str) -> Op
         out.extend_from_slice(b", ");
     }
     out.extend_from_slice(peer_ip.as_bytes());
-    out.extend_from_slice(b"\r\nx-forwarded-proto: http\r\nx-forwarded-host: ");
+    out.extend_from_slice(b"\r\nx-forwarded-proto: ");
+    out.extend_from_slice(scheme.as_bytes());
+    out.extend_from_slice(b"\r\nx-forwarded-host: ");
     out.extend_from_slice(host.as_bytes());
     out.extend_from_slice(b"\r\n\r\n");
 
@@ -724,7 +738,7 @@ enum Step {
     End(End),
 }
 
-impl Conn {
+impl<C: AsyncRead + AsyncWrite + Unpin> Conn<C> {
     async fn run(&mut self, proxy: &Proxy) -> End {
         loop {
             self.head_deadline.set(Instant::now() + HEAD_TIMEOUT);
@@ -732,7 +746,7 @@ impl Conn {
                 if !self.buf.is_empty() {
                     // The snapshot of the moment the head is complete, not of when it was awaited.
                     let snapshot = proxy.snapshot.load_full();
-                    if let Some(plan) = plan(self.buf.data(), &mut self.out, &snapshot, &self.peer_ip) {
+                    if let Some(plan) = plan(self.buf.data(), &mut self.out, &snapshot, &self.peer_ip, self.scheme) {
                         break (plan, snapshot);
                     }
                 }
@@ -772,7 +786,7 @@ impl Conn {
     }
 
     async fn write_out(&mut self) -> Step {
-        match self.client.write_all(&self.out).await {
+        match send(&mut self.client, &self.out).await {
             Ok(()) => Step::Next,
             Err(_) => Step::End(End::Closed),
         }
@@ -780,7 +794,7 @@ impl Conn {
 
     /// Writes `out` and closes the connection.
     async fn finish_closed(&mut self) -> Step {
-        if self.client.write_all(&self.out).await.is_ok() {
+        if send(&mut self.client, &self.out).await.is_ok() {
             let _ = self.client.shutdown().await;
         }
         Step::End(End::Closed)
@@ -920,7 +934,7 @@ impl Conn {
                     Ok(Some(head)) if (100..200).contains(&head.status) => {
                         // Informational: passed on, then the real answer.
                         up.buf.consume(head.len);
-                        if self.client.write_all(&self.out).await.is_err() {
+                        if send(&mut self.client, &self.out).await.is_err() {
                             return Step::End(End::Closed);
                         }
                         continue;
@@ -962,7 +976,7 @@ impl Conn {
             }
             Err(()) => return self.broken_response(endpoint).await,
         }
-        if self.client.write_all(&self.out).await.is_err() {
+        if send(&mut self.client, &self.out).await.is_err() {
             return Step::End(End::Closed);
         }
         while !body.done() {
@@ -976,7 +990,7 @@ impl Conn {
                 Ok(n) => n,
                 Err(()) => return self.broken_response(endpoint).await,
             };
-            if self.client.write_all(&up.buf.data()[..n]).await.is_err() {
+            if send(&mut self.client, &up.buf.data()[..n]).await.is_err() {
                 return Step::End(End::Closed);
             }
             up.buf.consume(n);
@@ -1025,6 +1039,13 @@ impl Conn {
     }
 }
 
+/// Writes all of `data` to the client and flushes it: a TLS stream may keep the last record
+/// until flushed (a plain TCP stream's flush does nothing).
+async fn send<C: AsyncWrite + Unpin>(client: &mut C, data: &[u8]) -> io::Result<()> {
+    client.write_all(data).await?;
+    client.flush().await
+}
+
 async fn connect(endpoint: SocketAddr, timeout: Duration) -> io::Result<Upstream> {
     let stream = tokio::time::timeout(timeout, TcpStream::connect(endpoint))
         .await
@@ -1034,12 +1055,12 @@ async fn connect(endpoint: SocketAddr, timeout: Duration) -> io::Result<Upstream
 }
 
 /// A connection whose first bytes were already read: they are read again first.
-pub struct Rewind {
+pub struct Rewind<C> {
     pre: Bytes,
-    inner: TcpStream,
+    inner: C,
 }
 
-impl AsyncRead for Rewind {
+impl<C: AsyncRead + Unpin> AsyncRead for Rewind<C> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         if !self.pre.is_empty() {
             let n = self.pre.len().min(buf.remaining());
@@ -1051,7 +1072,7 @@ impl AsyncRead for Rewind {
     }
 }
 
-impl AsyncWrite for Rewind {
+impl<C: AsyncWrite + Unpin> AsyncWrite for Rewind<C> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
@@ -1119,7 +1140,7 @@ mod tests {
     }
 
     fn planned(head: &str) -> Plan {
-        plan(head.as_bytes(), &mut Vec::new(), &Snapshot::default(), "10.0.0.1").expect("complete head")
+        plan(head.as_bytes(), &mut Vec::new(), &Snapshot::default(), "10.0.0.1", "http").expect("complete head")
     }
 
     #[test]

@@ -196,9 +196,13 @@ async fn serve(
         let tls = tls.clone();
         tokio::spawn(async move {
             match tls {
-                None => fast::serve(stream, peer, proxy).await,
+                None => fast::serve(stream, peer, "http", proxy).await,
                 Some(acceptor) => match acceptor.accept(stream).await {
-                    Ok(stream) => serve_connection(TokioIo::new(stream), peer, "https", proxy).await,
+                    // HTTP/2 (chosen by ALPN) is hyper's; HTTP/1 starts on the fast path.
+                    Ok(stream) if stream.get_ref().1.alpn_protocol() == Some(b"h2") => {
+                        serve_connection(TokioIo::new(stream), peer, "https", proxy).await
+                    }
+                    Ok(stream) => fast::serve(stream, peer, "https", proxy).await,
                     Err(e) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                 },
             }
