@@ -142,7 +142,8 @@ pub async fn start(
     for i in 0..config.threads.max(1) {
         let clone = |l: &Option<std::net::TcpListener>| l.as_ref().map(|l| l.try_clone()).transpose();
         let (http, https) = (clone(&http).map_err(RouterError::Thread)?, clone(&https).map_err(RouterError::Thread)?);
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(RouterError::Thread)?;
+        let runtime =
+            tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(RouterError::Thread)?;
         let (proxy, tls, stop) = (Arc::clone(&proxy), tls.clone(), stop.clone());
         std::thread::Builder::new()
             .name(format!("berth-router-{i}"))
