@@ -108,7 +108,7 @@ pub fn controller(
                 ctx.expectations.observe_deleted(meta::uid(&pod.metadata));
                 enqueue_for_pod(&queue, &sets, pod);
             }
-            watcher::Event::InitDone => enqueue_all(&queue, &sets),
+            watcher::Event::InitDone => queue.enqueue_all(&sets, None),
             watcher::Event::Init => {}
         });
     }
@@ -118,7 +118,7 @@ pub fn controller(
         let sets = sets.clone();
         node_informer.on_event(move |event| {
             if !matches!(event, watcher::Event::Init) {
-                enqueue_all(&queue, &sets);
+                queue.enqueue_all(&sets, None);
             }
         });
     }
@@ -130,11 +130,7 @@ pub fn controller(
                 if let watcher::Event::Delete(_) = event {
                     ctx.written_revisions.forget(rev);
                 }
-                if let Some(owner) = meta::controller_of(&rev.metadata)
-                    && owner.kind == "DaemonSet"
-                {
-                    queue.enqueue(Some(meta::namespace(&rev.metadata)), &owner.name);
-                }
+                queue.enqueue_controller_of(&rev.metadata);
             }
         });
     }
@@ -145,35 +141,9 @@ pub fn controller(
     runtime::run("daemonset", ready, sets, receiver, ctx, reconcile)
 }
 
-fn enqueue_all(queue: &Queue<DaemonSet>, sets: &Store<DaemonSet>) {
-    for d in sets.state() {
-        queue.enqueue_object(&d);
-    }
-}
-
 fn enqueue_for_pod(queue: &Queue<DaemonSet>, sets: &Store<DaemonSet>, pod: &Pod) {
-    let ns = meta::namespace(&pod.metadata);
-    match meta::controller_of(&pod.metadata) {
-        Some(owner) => {
-            if owner.kind == "DaemonSet" && owner.api_version.starts_with("apps/") {
-                queue.enqueue(Some(ns), &owner.name);
-            }
-        }
-        None => {
-            if pod.metadata.deletion_timestamp.is_some() {
-                return;
-            }
-            for d in sets.state() {
-                let selects = meta::namespace(&d.metadata) == ns
-                    && d.spec
-                        .as_ref()
-                        .and_then(|s| Selector::from_label_selector(&s.selector).ok())
-                        .is_some_and(|s| !s.is_everything() && s.matches(pod.metadata.labels.as_ref()));
-                if selects {
-                    queue.enqueue_object(&d);
-                }
-            }
-        }
+    if !queue.enqueue_controller_of(&pod.metadata) {
+        queue.enqueue_adopters(sets, &pod.metadata, |d| d.spec.as_ref().map(|s| &s.selector));
     }
 }
 
