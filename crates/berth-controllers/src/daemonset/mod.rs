@@ -99,17 +99,13 @@ pub fn controller(
         let queue = queue.clone();
         let ctx = ctx.clone();
         let sets = sets.clone();
-        pod_informer.on_event(move |event| match event {
-            watcher::Event::Apply(pod) | watcher::Event::InitApply(pod) => {
-                ctx.expectations.observe(meta::uid(&pod.metadata), pod.metadata.deletion_timestamp.is_some());
+        pod_informer.on_event(move |event| {
+            if let Some(pod) = ctx.expectations.observe_event(event) {
                 enqueue_for_pod(&queue, &sets, pod);
+            } else if let watcher::Event::InitDone = event {
+                // After a relist, deletions may have been missed: look at everything again.
+                queue.enqueue_all(&sets, None);
             }
-            watcher::Event::Delete(pod) => {
-                ctx.expectations.observe_deleted(meta::uid(&pod.metadata));
-                enqueue_for_pod(&queue, &sets, pod);
-            }
-            watcher::Event::InitDone => queue.enqueue_all(&sets, None),
-            watcher::Event::Init => {}
         });
     }
     {

@@ -80,17 +80,13 @@ pub fn controller(
         let queue = queue.clone();
         let ctx = ctx.clone();
         let job_store = job_store.clone();
-        pod_informer.on_event(move |event| match event {
-            watcher::Event::Apply(pod) | watcher::Event::InitApply(pod) => {
-                ctx.expectations.observe(meta::uid(&pod.metadata), pod.metadata.deletion_timestamp.is_some());
+        pod_informer.on_event(move |event| {
+            if let Some(pod) = ctx.expectations.observe_event(event) {
                 queue.enqueue_controller_of(&pod.metadata);
+            } else if let watcher::Event::InitDone = event {
+                // After a relist, deletions may have been missed: look at everything again.
+                queue.enqueue_all(&job_store, None);
             }
-            watcher::Event::Delete(pod) => {
-                ctx.expectations.observe_deleted(meta::uid(&pod.metadata));
-                queue.enqueue_controller_of(&pod.metadata);
-            }
-            watcher::Event::InitDone => queue.enqueue_all(&job_store, None),
-            watcher::Event::Init => {}
         });
     }
     let pods = ctx.pods.clone();
