@@ -140,8 +140,7 @@ impl MigrationWarmer {
         if !state.running {
             state.running = true;
             let warmer = inner.clone();
-            let spawned =
-                std::thread::Builder::new().name("cgroup-warm".to_owned()).spawn(move || warmer.run());
+            let spawned = std::thread::Builder::new().name("cgroup-warm".to_owned()).spawn(move || warmer.run());
             if spawned.is_err() {
                 state.running = false;
             }
@@ -216,9 +215,8 @@ fn own_tasks_file(cgroup: &str, mountinfo: &str) -> Option<PathBuf> {
         if first.starts_with("name=") {
             continue;
         }
-        let mount = mounts
-            .iter()
-            .find(|(_, fstype, options)| *fstype == "cgroup" && options.split(',').any(|o| o == first));
+        let mount =
+            mounts.iter().find(|(_, fstype, options)| *fstype == "cgroup" && options.split(',').any(|o| o == first));
         if let Some((mount, _, _)) = mount {
             return Some(mount.join(relative).join("tasks"));
         }
@@ -278,6 +276,47 @@ mod tests {
         );
         // Nothing mounted: no warming.
         assert_eq!(own_tasks_file(cgroup, ""), None);
+    }
+
+    /// The names of this process's threads.
+    fn thread_names() -> Vec<String> {
+        std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .flatten()
+            .filter_map(|task| std::fs::read_to_string(task.path().join("comm")).ok())
+            .map(|name| name.trim().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn warming_runs_while_held_moves_nothing_and_stops_after() {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("skipping: cgroup warming needs root");
+            return;
+        }
+        let before = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+        let warmer = MigrationWarmer::detect();
+        assert!(warmer.inner.is_some(), "no cgroup of our own found in {before}");
+        let guard = warmer.hold();
+        let second = warmer.hold();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !thread_names().iter().any(|n| n == "cgroup-warm") {
+            assert!(Instant::now() < deadline, "the warming thread never started");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(PERIOD * 10);
+        let inner = warmer.inner.as_ref().unwrap();
+        assert!(!inner.state.lock().unwrap().failed, "writing {} failed", inner.tasks_file.display());
+        // Writing ourselves where we are changes nothing.
+        assert_eq!(std::fs::read_to_string("/proc/self/cgroup").unwrap(), before);
+        drop(guard);
+        drop(second);
+        let deadline = Instant::now() + LINGER + Duration::from_secs(10);
+        while inner.state.lock().unwrap().running {
+            assert!(Instant::now() < deadline, "warming went on after the last guard and its linger time");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(inner.state.lock().unwrap().holders, 0);
     }
 
     #[test]
