@@ -412,7 +412,8 @@ async fn liveness_failures_restart_and_an_agent_restart_keeps_pods() {
     pods.delete("steady", &DeleteParams { grace_period_seconds: Some(1), ..Default::default() }).await.unwrap();
     pods.delete("flaky", &DeleteParams { grace_period_seconds: Some(1), ..Default::default() }).await.unwrap();
     pods.delete("shy", &DeleteParams { grace_period_seconds: Some(1), ..Default::default() }).await.unwrap();
-    for name in ["steady", "flaky", "shy"] {
+    pods.delete("never", &DeleteParams { grace_period_seconds: Some(1), ..Default::default() }).await.unwrap();
+    for name in ["steady", "flaky", "shy", "never"] {
         eventually("pods to be gone", WAIT, || async { matches!(pods.get_opt(name).await, Ok(None)).then_some(()) })
             .await;
     }
