@@ -8,6 +8,11 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::watcher;
+
+use crate::util::meta;
+
 const TTL: Duration = Duration::from_secs(300);
 
 #[derive(Default)]
@@ -73,6 +78,24 @@ impl Expectations {
     /// The watch showed this pod deleted.
     pub fn observe_deleted(&self, uid: &str) {
         self.observe(uid, true);
+    }
+
+    /// Observes what a pod watch event shows; returns the pod it carries, if any.
+    pub fn observe_event<'e>(&self, event: &'e watcher::Event<Pod>) -> Option<&'e Pod> {
+        match event {
+            watcher::Event::Apply(pod) | watcher::Event::InitApply(pod) => {
+                self.observe(
+                    pod.metadata.uid.as_deref().unwrap_or_default(),
+                    pod.metadata.deletion_timestamp.is_some(),
+                );
+                Some(pod)
+            }
+            watcher::Event::Delete(pod) => {
+                self.observe_deleted(meta::uid(&pod.metadata));
+                Some(pod)
+            }
+            watcher::Event::Init | watcher::Event::InitDone => None,
+        }
     }
 
     /// `owner` created the pod `uid`.

@@ -14,7 +14,11 @@ use kube::Resource;
 use kube::runtime::controller::{Action, Config, applier};
 use kube::runtime::reflector::{ObjectRef, Store};
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+
 use crate::util::backoff::Backoff;
+use crate::util::meta;
+use crate::util::selector::Selector;
 
 /// What a reconcile asks for next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -70,6 +74,56 @@ impl<K: Resource<DynamicType = ()>> Queue<K> {
         let meta = obj.meta();
         if let Some(name) = meta.name.as_deref() {
             self.enqueue(meta.namespace.as_deref(), name);
+        }
+    }
+
+    /// Asks for the controller of `child` to be reconciled if it is a `K` (same kind and API
+    /// group, as upstream's `resolveControllerRef`). Returns whether `child` has a controller
+    /// of any kind: only orphans are worth offering to adopters.
+    pub fn enqueue_controller_of(&self, child: &ObjectMeta) -> bool {
+        let Some(owner) = meta::controller_of(child) else { return false };
+        let group = owner.api_version.rsplit_once('/').map_or("", |(group, _)| group);
+        if owner.kind == K::kind(&()) && group == K::group(&()) {
+            self.enqueue(child.namespace.as_deref(), &owner.name);
+        }
+        true
+    }
+
+    /// Asks for every object of `store` (in `namespace`, if given) to be reconciled: after a
+    /// relist, when deletions may have been missed, or when something they all read changed.
+    pub fn enqueue_all(&self, store: &Store<K>, namespace: Option<&str>)
+    where
+        K: Clone,
+    {
+        for obj in store.state() {
+            if namespace.is_none_or(|ns| obj.meta().namespace.as_deref() == Some(ns)) {
+                self.enqueue_object(&obj);
+            }
+        }
+    }
+
+    /// Asks for every object of `store` in `orphan`'s namespace whose selector (read by
+    /// `selector`) selects it to be reconciled: the orphan's possible adopters. An empty or
+    /// invalid selector selects nothing, as upstream. Orphans being deleted are not adopted.
+    pub fn enqueue_adopters(
+        &self,
+        store: &Store<K>,
+        orphan: &ObjectMeta,
+        selector: impl Fn(&K) -> Option<&LabelSelector>,
+    ) where
+        K: Clone,
+    {
+        if orphan.deletion_timestamp.is_some() {
+            return;
+        }
+        for obj in store.state() {
+            let selects = obj.meta().namespace == orphan.namespace
+                && selector(&obj)
+                    .and_then(|s| Selector::from_label_selector(s).ok())
+                    .is_some_and(|s| !s.is_everything() && s.matches(orphan.labels.as_ref()));
+            if selects {
+                self.enqueue_object(&obj);
+            }
         }
     }
 }

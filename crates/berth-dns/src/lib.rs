@@ -2,7 +2,9 @@
 //! domain come from the Services and EndpointSlices this crate watches (see [`zone`]);
 //! every other query is forwarded to the upstream resolvers, its answer relayed unchanged.
 //! It listens on the cluster DNS Service's address (`kube-dns` in `kube-system`), which the
-//! service proxy keeps on its interface, so pods reach it without any rule.
+//! service proxy keeps on its interface, so pods reach it without any rule. When another
+//! program already holds port 53 there (a resolver listening on `0.0.0.0:53`), it binds a free
+//! port on the same address instead and the service proxy sends port 53 to it ([`Listeners`]).
 
 pub mod zone;
 
@@ -33,7 +35,7 @@ const TTL: u32 = 5;
 /// How the DNS server runs.
 #[derive(Debug, Clone)]
 pub struct DnsConfig {
-    /// Where to answer (UDP and TCP).
+    /// The cluster DNS Service's address and port (what pods' resolv.conf names).
     pub listen: SocketAddr,
     /// The cluster domain, `cluster.local`.
     pub domain: String,
@@ -90,17 +92,57 @@ fn freebind_socket(addr: SocketAddr, ty: socket2::Type) -> std::io::Result<socke
     socket.set_freebind_v4(true)?;
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
+    if ty == socket2::Type::STREAM {
+        socket.listen(1024)?;
+    }
     Ok(socket)
 }
 
-/// Serves cluster DNS until a watch stops or the future is dropped.
-pub async fn run(client: Client, config: DnsConfig) -> Result<(), Error> {
+/// The UDP and TCP sockets cluster DNS answers on, bound before the server starts so the
+/// service proxy can be told where they are.
+#[derive(Debug)]
+pub struct Listeners {
+    udp: socket2::Socket,
+    tcp: socket2::Socket,
+}
+
+impl Listeners {
+    /// Binds `addr` for UDP and for TCP. A protocol whose port another program holds (on
+    /// Linux a listening `0.0.0.0:53` forbids binding `addr` itself) gets a free port on the
+    /// same address instead; [`Listeners::local_addrs`] then says where, for the Service rules.
+    pub fn bind(addr: SocketAddr) -> Result<Self, Error> {
+        let bind = |ty| match freebind_socket(addr, ty) {
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                let socket = freebind_socket(SocketAddr::new(addr.ip(), 0), ty);
+                if socket.is_ok() {
+                    tracing::warn!(%addr, error = %e, "another program holds the cluster DNS port: answering on a free port that the Service rules send it to");
+                }
+                socket
+            }
+            other => other,
+        };
+        let listen_err = |source| Error::Listen { addr, source };
+        Ok(Listeners {
+            udp: bind(socket2::Type::DGRAM).map_err(listen_err)?,
+            tcp: bind(socket2::Type::STREAM).map_err(listen_err)?,
+        })
+    }
+
+    /// The address each protocol is bound to.
+    pub fn local_addrs(&self) -> std::io::Result<(SocketAddr, SocketAddr)> {
+        let addr = |s: &socket2::Socket| {
+            s.local_addr()?.as_socket().ok_or_else(|| std::io::Error::other("not an inet socket"))
+        };
+        Ok((addr(&self.udp)?, addr(&self.tcp)?))
+    }
+}
+
+/// Serves cluster DNS on `listeners` until a watch stops or the future is dropped.
+pub async fn run(client: Client, config: DnsConfig, listeners: Listeners) -> Result<(), Error> {
     let listen_err = |source| Error::Listen { addr: config.listen, source };
-    let udp = freebind_socket(config.listen, socket2::Type::DGRAM).map_err(listen_err)?;
-    let tcp = freebind_socket(config.listen, socket2::Type::STREAM).map_err(listen_err)?;
-    tcp.listen(1024).map_err(listen_err)?;
-    let udp = tokio::net::UdpSocket::from_std(udp.into()).map_err(listen_err)?;
-    let tcp = tokio::net::TcpListener::from_std(tcp.into()).map_err(listen_err)?;
+    let (udp_addr, tcp_addr) = listeners.local_addrs().map_err(listen_err)?;
+    let udp = tokio::net::UdpSocket::from_std(listeners.udp.into()).map_err(listen_err)?;
+    let tcp = tokio::net::TcpListener::from_std(listeners.tcp.into()).map_err(listen_err)?;
 
     let zone = Arc::new(ArcSwap::from_pointee(Zone { domain: config.domain.clone(), ..Zone::default() }));
     let changed = Arc::new(Notify::new());
@@ -122,7 +164,7 @@ pub async fn run(client: Client, config: DnsConfig) -> Result<(), Error> {
     let mut server = hickory_server::Server::new(handler);
     server.register_socket(udp);
     server.register_listener(tcp, Duration::from_secs(5), 65_535);
-    tracing::info!(listen = %config.listen, upstream = ?config.upstream, "cluster DNS started");
+    tracing::info!(listen = %config.listen, udp = %udp_addr, tcp = %tcp_addr, upstream = ?config.upstream, "cluster DNS started");
     tokio::select! {
         _ = services_watch => Err(Error::Stopped("service watch")),
         _ = slices_watch => Err(Error::Stopped("endpointslice watch")),

@@ -33,7 +33,8 @@ pub use interface::InterfaceError;
 use interface::ServiceInterface;
 use kernel::{FrontendKind, Kernel, KernelRoute};
 pub use kernel::{KernelError, remove_rules};
-use table::{Backend, BackendState, Frontend, LoadBalancerStatus, Protocol, RouteTable, ServicePortKey};
+pub use table::Protocol;
+use table::{Backend, BackendState, Frontend, LoadBalancerStatus, RouteTable, ServicePortKey};
 
 /// Which data path carries Service traffic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,8 +80,23 @@ pub struct ProxyConfig {
     pub mode: ProxyMode,
     /// The pods' address range: connections from outside it are masqueraded (kernel mode).
     pub pod_cidr: String,
-    /// Where the `kubernetes` Service in `default` leads: the API server's own address.
-    pub api_endpoint: Option<SocketAddr>,
+    /// Service ports this process answers itself instead of pods: the `kubernetes` Service
+    /// (the API server's own address) and cluster DNS when it had to bind a free port.
+    pub served_here: Vec<ServedHere>,
+}
+
+/// A Service port whose one endpoint is a socket of this process, whatever its
+/// EndpointSlices say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServedHere {
+    /// The Service's namespace.
+    pub namespace: String,
+    /// The Service's name.
+    pub name: String,
+    /// Which of its ports: the protocol (`kube-dns` has a UDP and a TCP port 53).
+    pub protocol: Protocol,
+    /// Where that port leads.
+    pub endpoint: SocketAddr,
 }
 
 impl ProxyConfig {
@@ -96,7 +112,7 @@ impl ProxyConfig {
             resync_interval: Duration::from_secs(10),
             mode: ProxyMode::Userspace,
             pod_cidr: "10.88.0.0/16".to_owned(),
-            api_endpoint: None,
+            served_here: Vec::new(),
         }
     }
 }
@@ -213,10 +229,10 @@ impl Proxy {
             tracing::debug!(frontend = %frontend.addr, service = %format!("{}/{}", loser.namespace, loser.name), "address already taken by an older service");
         }
         self.report_held(&desired.held).await;
-        if let Some(api) = self.config.api_endpoint {
+        for here in &self.config.served_here {
             for (key, spec) in desired.backends.iter_mut() {
-                if key.namespace == "default" && key.name == "kubernetes" && key.protocol == Protocol::Tcp {
-                    spec.endpoints = vec![api];
+                if key.namespace == here.namespace && key.name == here.name && key.protocol == here.protocol {
+                    spec.endpoints = vec![here.endpoint];
                 }
             }
         }

@@ -158,21 +158,43 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             }
         })
     });
-    // Cluster DNS, on the kube-dns Service's address, runs with the node too.
-    let dns = (!args.no_node && !args.no_dns).then(|| {
+    // Cluster DNS, on the kube-dns Service's address, runs with the node too. Its sockets are
+    // bound here so the proxy knows whether port 53 must be sent to a free port instead.
+    let dns_listen = std::net::SocketAddr::new(service_ranges.dns_ip().into(), 53);
+    let dns_listeners = if args.no_node || args.no_dns {
+        None
+    } else {
+        match berth_dns::Listeners::bind(dns_listen) {
+            Ok(listeners) => Some(listeners),
+            Err(e) => {
+                tracing::error!(error = %e, "cluster DNS cannot listen: pods cannot resolve Service names");
+                None
+            }
+        }
+    };
+    let mut served_here = Vec::new();
+    if let Some(Ok((udp, tcp))) = dns_listeners.as_ref().map(berth_dns::Listeners::local_addrs) {
+        for (protocol, bound) in [(berth_proxy::Protocol::Udp, udp), (berth_proxy::Protocol::Tcp, tcp)] {
+            if bound != dns_listen {
+                served_here.push(berth_proxy::ServedHere {
+                    namespace: "kube-system".to_owned(),
+                    name: "kube-dns".to_owned(),
+                    protocol,
+                    endpoint: bound,
+                });
+            }
+        }
+    }
+    let dns = dns_listeners.map(|listeners| {
         let upstream = if args.upstream_dns.is_empty() {
             berth_dns::host_upstreams()
         } else {
             args.upstream_dns.iter().map(|ip| std::net::SocketAddr::new(*ip, 53)).collect()
         };
-        let config = berth_dns::DnsConfig {
-            listen: std::net::SocketAddr::new(service_ranges.dns_ip().into(), 53),
-            domain: "cluster.local".to_owned(),
-            upstream,
-        };
+        let config = berth_dns::DnsConfig { listen: dns_listen, domain: "cluster.local".to_owned(), upstream };
         let client = client.clone();
         tokio::spawn(async move {
-            if let Err(e) = berth_dns::run(client, config).await {
+            if let Err(e) = berth_dns::run(client, config, listeners).await {
                 tracing::error!(error = %e, "cluster DNS stopped: pods cannot resolve Service names");
             }
         })
@@ -187,7 +209,13 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         config.service_interface = args.service_interface.clone();
         config.pod_cidr = pod_cidr.to_string();
         let api_ip = if ip.is_unspecified() { std::net::IpAddr::from([127, 0, 0, 1]) } else { ip };
-        config.api_endpoint = Some(std::net::SocketAddr::new(api_ip, args.listen.port()));
+        config.served_here = served_here;
+        config.served_here.push(berth_proxy::ServedHere {
+            namespace: "default".to_owned(),
+            name: "kubernetes".to_owned(),
+            protocol: berth_proxy::Protocol::Tcp,
+            endpoint: std::net::SocketAddr::new(api_ip, args.listen.port()),
+        });
         config.mode = if args.proxy_mode == "userspace" {
             berth_proxy::ProxyMode::Userspace
         } else if berth_node::command::available(std::path::Path::new("iptables-restore")) {

@@ -416,7 +416,24 @@ fn pods_resolve_and_reach_redis_by_name_and_headless_pods_by_hostname() {
     if !can_run_pods() {
         return;
     }
-    let s = Server::start(&[]);
+    // Another program holding port 53 on the cluster DNS address when Berth starts (as a
+    // resolver listening on `0.0.0.0:53` does, which tests cannot hold while other servers
+    // run): cluster DNS must answer on a free port that the Service rules send port 53 to.
+    let mut s = Server::start(&[]);
+    let dns_ip = s.ok(&["get", "svc", "-n", "kube-system", "kube-dns", "-o", "jsonpath={.spec.clusterIP}"]);
+    assert!(s.stop(), "server stopped");
+    let hold = |ty| {
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, ty, None).expect("socket");
+        socket.set_freebind_v4(true).expect("freebind");
+        let addr: std::net::SocketAddr = format!("{dns_ip}:53").parse().expect("address");
+        socket.bind(&addr.into()).expect("hold port 53 on the cluster DNS address");
+        if ty == socket2::Type::STREAM {
+            socket.listen(16).expect("listen");
+        }
+        socket
+    };
+    let _held = (hold(socket2::Type::STREAM), hold(socket2::Type::DGRAM));
+    s.spawn();
     let manifests = r#"apiVersion: v1
 kind: Namespace
 metadata: {name: shop}
@@ -483,7 +500,6 @@ spec:
 
     // The pod's resolv.conf points at cluster DNS with the namespace's search path.
     let conf = exec_in(&s, "shop", "client", &["cat", "/etc/resolv.conf"]).expect("resolv.conf");
-    let dns_ip = s.ok(&["get", "svc", "-n", "kube-system", "kube-dns", "-o", "jsonpath={.spec.clusterIP}"]);
     assert!(conf.contains(&format!("nameserver {dns_ip}")), "{conf}");
     assert!(conf.contains("search shop.svc.cluster.local svc.cluster.local cluster.local"), "{conf}");
     assert!(conf.contains("ndots:5"), "{conf}");
@@ -516,4 +532,13 @@ spec:
     assert_eq!(srv, "0 100 6379 redis.shop.svc.cluster.local.");
     let nx = exec_in(&s, "shop", "client", &["dig", "nope.shop.svc.cluster.local"]).expect("dig");
     assert!(nx.contains("NXDOMAIN"), "{nx}");
+    // Over TCP too, from the pod and from the host.
+    assert_eq!(dig(&["+tcp", "redis.shop"]).as_deref(), Some(redis_ip.as_str()));
+    for transport in ["+notcp", "+tcp"] {
+        let out = std::process::Command::new("dig")
+            .args(["+short", "+time=2", "+tries=2", transport, &format!("@{dns_ip}"), "redis.shop.svc.cluster.local"])
+            .output()
+            .expect("dig on the host");
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), redis_ip, "dig {transport} from the host");
+    }
 }

@@ -81,12 +81,8 @@ pub fn controller(
         });
     }
     job_informer.on_event(move |event| {
-        if let watcher::Event::Apply(job) | watcher::Event::InitApply(job) | watcher::Event::Delete(job) = event
-            && let Some(owner) = meta::controller_of(&job.metadata)
-            && owner.kind == "CronJob"
-            && owner.api_version.starts_with("batch/")
-        {
-            queue.enqueue(Some(meta::namespace(&job.metadata)), &owner.name);
+        if let Some(job) = crate::util::informer::event_object(event) {
+            queue.enqueue_controller_of(&job.metadata);
         }
     });
     let jobs = ctx.jobs.clone();

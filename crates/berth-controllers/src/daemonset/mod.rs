@@ -99,17 +99,13 @@ pub fn controller(
         let queue = queue.clone();
         let ctx = ctx.clone();
         let sets = sets.clone();
-        pod_informer.on_event(move |event| match event {
-            watcher::Event::Apply(pod) | watcher::Event::InitApply(pod) => {
-                ctx.expectations.observe(meta::uid(&pod.metadata), pod.metadata.deletion_timestamp.is_some());
+        pod_informer.on_event(move |event| {
+            if let Some(pod) = ctx.expectations.observe_event(event) {
                 enqueue_for_pod(&queue, &sets, pod);
+            } else if let watcher::Event::InitDone = event {
+                // After a relist, deletions may have been missed: look at everything again.
+                queue.enqueue_all(&sets, None);
             }
-            watcher::Event::Delete(pod) => {
-                ctx.expectations.observe_deleted(meta::uid(&pod.metadata));
-                enqueue_for_pod(&queue, &sets, pod);
-            }
-            watcher::Event::InitDone => enqueue_all(&queue, &sets),
-            watcher::Event::Init => {}
         });
     }
     {
@@ -118,7 +114,7 @@ pub fn controller(
         let sets = sets.clone();
         node_informer.on_event(move |event| {
             if !matches!(event, watcher::Event::Init) {
-                enqueue_all(&queue, &sets);
+                queue.enqueue_all(&sets, None);
             }
         });
     }
@@ -130,11 +126,7 @@ pub fn controller(
                 if let watcher::Event::Delete(_) = event {
                     ctx.written_revisions.forget(rev);
                 }
-                if let Some(owner) = meta::controller_of(&rev.metadata)
-                    && owner.kind == "DaemonSet"
-                {
-                    queue.enqueue(Some(meta::namespace(&rev.metadata)), &owner.name);
-                }
+                queue.enqueue_controller_of(&rev.metadata);
             }
         });
     }
@@ -145,35 +137,9 @@ pub fn controller(
     runtime::run("daemonset", ready, sets, receiver, ctx, reconcile)
 }
 
-fn enqueue_all(queue: &Queue<DaemonSet>, sets: &Store<DaemonSet>) {
-    for d in sets.state() {
-        queue.enqueue_object(&d);
-    }
-}
-
 fn enqueue_for_pod(queue: &Queue<DaemonSet>, sets: &Store<DaemonSet>, pod: &Pod) {
-    let ns = meta::namespace(&pod.metadata);
-    match meta::controller_of(&pod.metadata) {
-        Some(owner) => {
-            if owner.kind == "DaemonSet" && owner.api_version.starts_with("apps/") {
-                queue.enqueue(Some(ns), &owner.name);
-            }
-        }
-        None => {
-            if pod.metadata.deletion_timestamp.is_some() {
-                return;
-            }
-            for d in sets.state() {
-                let selects = meta::namespace(&d.metadata) == ns
-                    && d.spec
-                        .as_ref()
-                        .and_then(|s| Selector::from_label_selector(&s.selector).ok())
-                        .is_some_and(|s| !s.is_everything() && s.matches(pod.metadata.labels.as_ref()));
-                if selects {
-                    queue.enqueue_object(&d);
-                }
-            }
-        }
+    if !queue.enqueue_controller_of(&pod.metadata) {
+        queue.enqueue_adopters(sets, &pod.metadata, |d| d.spec.as_ref().map(|s| &s.selector));
     }
 }
 

@@ -105,11 +105,7 @@ pub fn controller(
                 ctx.written_replica_sets.forget(rs);
                 enqueue_for_replica_set(&queue, &deployments, rs)
             }
-            watcher::Event::InitDone => {
-                for d in deployments.state() {
-                    queue.enqueue_object(&d);
-                }
-            }
+            watcher::Event::InitDone => queue.enqueue_all(&deployments, None),
             watcher::Event::Init => {}
         });
     }
@@ -141,29 +137,8 @@ pub fn controller(
 }
 
 fn enqueue_for_replica_set(queue: &Queue<Deployment>, deployments: &Store<Deployment>, rs: &ReplicaSet) {
-    let ns = meta::namespace(&rs.metadata);
-    match meta::controller_of(&rs.metadata) {
-        Some(owner) => {
-            if owner.kind == "Deployment" && owner.api_version.starts_with("apps/") {
-                queue.enqueue(Some(ns), &owner.name);
-            }
-        }
-        None => {
-            // An orphan: the Deployments that select it may adopt it.
-            for d in deployments.state() {
-                if meta::namespace(&d.metadata) != ns {
-                    continue;
-                }
-                let selects = d
-                    .spec
-                    .as_ref()
-                    .and_then(|s| Selector::from_label_selector(&s.selector).ok())
-                    .is_some_and(|s| !s.is_everything() && s.matches(rs.metadata.labels.as_ref()));
-                if selects {
-                    queue.enqueue_object(&d);
-                }
-            }
-        }
+    if !queue.enqueue_controller_of(&rs.metadata) {
+        queue.enqueue_adopters(deployments, &rs.metadata, |d| d.spec.as_ref().map(|s| &s.selector));
     }
 }
 

@@ -19,7 +19,7 @@ use kube::runtime::watcher;
 use kube::{Api, Client};
 
 use crate::expectations::Expectations;
-use crate::runtime::{self, Outcome, Queue};
+use crate::runtime::{self, Outcome};
 use crate::util::events::{EventType, Recorder};
 use crate::util::informer::Informer;
 use crate::util::meta;
@@ -80,21 +80,13 @@ pub fn controller(
         let queue = queue.clone();
         let ctx = ctx.clone();
         let job_store = job_store.clone();
-        pod_informer.on_event(move |event| match event {
-            watcher::Event::Apply(pod) | watcher::Event::InitApply(pod) => {
-                ctx.expectations.observe(meta::uid(&pod.metadata), pod.metadata.deletion_timestamp.is_some());
-                enqueue_owner(&queue, pod);
+        pod_informer.on_event(move |event| {
+            if let Some(pod) = ctx.expectations.observe_event(event) {
+                queue.enqueue_controller_of(&pod.metadata);
+            } else if let watcher::Event::InitDone = event {
+                // After a relist, deletions may have been missed: look at everything again.
+                queue.enqueue_all(&job_store, None);
             }
-            watcher::Event::Delete(pod) => {
-                ctx.expectations.observe_deleted(meta::uid(&pod.metadata));
-                enqueue_owner(&queue, pod);
-            }
-            watcher::Event::InitDone => {
-                for job in job_store.state() {
-                    queue.enqueue_object(&job);
-                }
-            }
-            watcher::Event::Init => {}
         });
     }
     let pods = ctx.pods.clone();
@@ -102,15 +94,6 @@ pub fn controller(
         let _ = pods.wait_until_ready().await;
     };
     runtime::run("job", ready, job_store, receiver, ctx, reconcile)
-}
-
-fn enqueue_owner(queue: &Queue<Job>, pod: &Pod) {
-    if let Some(owner) = meta::controller_of(&pod.metadata)
-        && owner.kind == "Job"
-        && owner.api_version.starts_with("batch/")
-    {
-        queue.enqueue(Some(meta::namespace(&pod.metadata)), &owner.name);
-    }
 }
 
 fn api_err(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {

@@ -85,18 +85,13 @@ pub fn controller(
         let queue = queue.clone();
         let ctx = ctx.clone();
         let rs_store = rs_store.clone();
-        pod_informer.on_event(move |event| match event {
-            watcher::Event::Apply(pod) | watcher::Event::InitApply(pod) => {
-                ctx.expectations.observe(meta::uid(&pod.metadata), pod.metadata.deletion_timestamp.is_some());
+        pod_informer.on_event(move |event| {
+            if let Some(pod) = ctx.expectations.observe_event(event) {
                 enqueue_for_pod(&queue, &rs_store, pod);
+            } else if let watcher::Event::InitDone = event {
+                // After a relist, deletions may have been missed: look at everything again.
+                queue.enqueue_all(&rs_store, None);
             }
-            watcher::Event::Delete(pod) => {
-                ctx.expectations.observe_deleted(meta::uid(&pod.metadata));
-                enqueue_for_pod(&queue, &rs_store, pod);
-            }
-            // After a relist, deletions may have been missed: look at everything again.
-            watcher::Event::InitDone => enqueue_all(&queue, &rs_store, None),
-            watcher::Event::Init => {}
         });
     }
     {
@@ -105,7 +100,7 @@ pub fn controller(
         let rs_store = rs_store.clone();
         quota_informer.on_event(move |event| {
             if let watcher::Event::Apply(q) | watcher::Event::Delete(q) = event {
-                enqueue_all(&queue, &rs_store, Some(meta::namespace(&q.metadata)));
+                queue.enqueue_all(&rs_store, Some(meta::namespace(&q.metadata)));
             }
         });
     }
@@ -118,39 +113,8 @@ pub fn controller(
 }
 
 fn enqueue_for_pod(queue: &Queue<ReplicaSet>, rs_store: &Store<ReplicaSet>, pod: &Pod) {
-    let ns = meta::namespace(&pod.metadata);
-    match meta::controller_of(&pod.metadata) {
-        Some(owner) => {
-            if owner.kind == "ReplicaSet" && owner.api_version.starts_with("apps/") {
-                queue.enqueue(Some(ns), &owner.name);
-            }
-        }
-        None => {
-            if pod.metadata.deletion_timestamp.is_some() {
-                return;
-            }
-            for rs in rs_store.state() {
-                if meta::namespace(&rs.metadata) != ns {
-                    continue;
-                }
-                let matches = rs
-                    .spec
-                    .as_ref()
-                    .and_then(|s| Selector::from_label_selector(&s.selector).ok())
-                    .is_some_and(|sel| sel.matches(pod.metadata.labels.as_ref()));
-                if matches {
-                    queue.enqueue_object(&rs);
-                }
-            }
-        }
-    }
-}
-
-fn enqueue_all(queue: &Queue<ReplicaSet>, rs_store: &Store<ReplicaSet>, namespace: Option<&str>) {
-    for rs in rs_store.state() {
-        if namespace.is_none_or(|ns| ns == meta::namespace(&rs.metadata)) {
-            queue.enqueue_object(&rs);
-        }
+    if !queue.enqueue_controller_of(&pod.metadata) {
+        queue.enqueue_adopters(rs_store, &pod.metadata, |rs| rs.spec.as_ref().map(|s| &s.selector));
     }
 }
 

@@ -91,11 +91,7 @@ pub fn controller(
             watcher::Event::Apply(pod) | watcher::Event::InitApply(pod) | watcher::Event::Delete(pod) => {
                 enqueue_for_pod(&queue, &sets, pod)
             }
-            watcher::Event::InitDone => {
-                for s in sets.state() {
-                    queue.enqueue_object(&s);
-                }
-            }
+            watcher::Event::InitDone => queue.enqueue_all(&sets, None),
             watcher::Event::Init => {}
         });
     }
@@ -107,11 +103,7 @@ pub fn controller(
                 if let watcher::Event::Delete(_) = event {
                     ctx.written_revisions.forget(rev);
                 }
-                if let Some(owner) = meta::controller_of(&rev.metadata)
-                    && owner.kind == "StatefulSet"
-                {
-                    queue.enqueue(Some(meta::namespace(&rev.metadata)), &owner.name);
-                }
+                queue.enqueue_controller_of(&rev.metadata);
             }
         });
     }
@@ -123,21 +115,15 @@ pub fn controller(
 }
 
 fn enqueue_for_pod(queue: &Queue<StatefulSet>, sets: &Store<StatefulSet>, pod: &Pod) {
+    if queue.enqueue_controller_of(&pod.metadata) {
+        return;
+    }
+    // An orphan: the set it is named after may adopt it.
     let ns = meta::namespace(&pod.metadata);
-    match meta::controller_of(&pod.metadata) {
-        Some(owner) => {
-            if owner.kind == "StatefulSet" && owner.api_version.starts_with("apps/") {
-                queue.enqueue(Some(ns), &owner.name);
-            }
-        }
-        None => {
-            // An orphan: the set it is named after may adopt it.
-            if let Some((parent, _)) = logic::parent_and_ordinal(meta::name(&pod.metadata))
-                && sets.find(|s| meta::namespace(&s.metadata) == ns && meta::name(&s.metadata) == parent).is_some()
-            {
-                queue.enqueue(Some(ns), parent);
-            }
-        }
+    if let Some((parent, _)) = logic::parent_and_ordinal(meta::name(&pod.metadata))
+        && sets.find(|s| meta::namespace(&s.metadata) == ns && meta::name(&s.metadata) == parent).is_some()
+    {
+        queue.enqueue(Some(ns), parent);
     }
 }
 
