@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # HTTP through Berth's router, side by side with the same backend reached directly, through
 # nginx as a reverse proxy and through haproxy, in one run: wrk, keep-alive, 64 connections.
-# Every proxy gets one worker thread (Berth: TOKIO_WORKER_THREADS=1) and no access log.
+# Every proxy gets one worker thread (Berth: --router-threads 1) and no access log.
 # Then the time from a Service selector change to all new requests landing on the new pods.
 #
-# usage (as root: the second part runs pods): [ONLY=http|switch] bench/router/run.sh [SECONDS_PER_RUN]
+# usage (as root: the second part runs pods): [ONLY=http|switch] [ROUNDS=N] bench/router/run.sh [SECONDS_PER_RUN]
 # needs: nginx, haproxy, wrk, python3, kubectl (scripts/install-test-deps)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SECS=${1:-10}
 ONLY=${ONLY:-}   # http or switch: only that part
+ROUNDS=${ROUNDS:-1}   # rounds of Berth and nginx, alternating which goes first
 PROFILE=${BERTH_PROFILE:-release}   # BERTH_PROFILE=debug only to check the script itself; BERTH_BIN: a built binary
 if [ -z "${BERTH_BIN:-}" ] && [ "$PROFILE" = release ]; then cargo build --release -q -p berth; fi
 BIN=${BERTH_BIN:-$PWD/target/$PROFILE/berth}
@@ -70,10 +71,14 @@ nginx -c "$WORK/backend.conf" -p "$WORK" & PIDS+=($!)
 nginx -c "$WORK/proxy.conf" -p "$WORK" & PIDS+=($!)
 haproxy -f "$WORK/haproxy.cfg" -db & PIDS+=($!)
 
-# Berth with its node agent (pods for the second part), one runtime worker thread, and the
-# access log off like the peers'.
+# Berth with its node agent (pods for the second part), the access log off like the peers',
+# one router thread (as nginx and haproxy have one worker) and one runtime worker thread for
+# everything else (API, controllers, node agent). Builds from before the router had its own
+# threads ran the router on that one runtime thread.
+ROUTER_THREADS=()
+if "$BIN" server --help | grep -q -- --router-threads; then ROUTER_THREADS=(--router-threads 1); fi
 TOKIO_WORKER_THREADS=1 BERTH_LOG=warn "$BIN" server --data-dir "$WORK/berth" --listen "127.0.0.1:$API" \
-  --http-listen "127.0.0.1:$ROUTER" --https-listen off --route-suffix bench.invalid \
+  --http-listen "127.0.0.1:$ROUTER" --https-listen off --route-suffix bench.invalid "${ROUTER_THREADS[@]}" \
   "${SLOT_ARGS[@]}" >"$WORK/berth.out" 2>"$WORK/berth.err" &
 BERTH=$!
 until grep -q KUBECONFIG "$WORK/berth.out" 2>/dev/null; do sleep 0.1; done
@@ -101,33 +106,61 @@ spec:
 EOF
 until curl -sf -H 'Host: static-default.localhost' "http://127.0.0.1:$ROUTER/" >/dev/null; do sleep 0.1; done
 
-run_wrk() { # name url [host]
-  local out
+# CPU time (user + system, all threads) a process has used, in clock ticks.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+run_wrk() { # name url host pid: prints "name requests/s p99 cpu-us-per-request"
+  local out before after
+  before=$( [ -n "$4" ] && cpu_ticks "$4" || echo 0)
   out=$(wrk -t1 -c64 -d"${SECS}s" --latency ${3:+-H "Host: $3"} "$2")
-  local rps p99
+  after=$( [ -n "$4" ] && cpu_ticks "$4" || echo 0)
+  local rps p99 reqs
   rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
   p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
+  reqs=$(awk '/requests in/ {print $1}' <<<"$out")
   if grep -q -e 'Non-2xx' -e 'Socket errors' <<<"$out"; then echo "$1: errors" >&2; echo "$out" >&2; fi
-  echo "$1 $rps $p99"
+  echo "$1 $rps $(ms "$p99") $(awk -v t=$((after - before)) -v n="$reqs" -v hz="$(getconf CLK_TCK)" \
+    'BEGIN { if (t > 0 && n > 0) printf "%.1f", t * 1e6 / hz / n; else print "-" }')"
 }
 ms() { # wrk latency (us/ms/s) to milliseconds
   awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n = n; else if (v ~ /s$/) n *= 1000; printf "%.2f", n }'
 }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 if [ "$ONLY" != switch ]; then
-  echo "== HTTP, wrk -t1 -c64 -d${SECS}s, keep-alive, 6-byte page; one worker thread per proxy"
+  # The proxies' processes that do the work, for their CPU time per request.
+  NGINX_WORKER=$(pgrep -P "${PIDS[1]}" | head -1)
+  HAPROXY_PID=${PIDS[2]}
+  echo "== HTTP, wrk -t1 -c64 -d${SECS}s, keep-alive, 6-byte page; one worker thread per proxy; $ROUNDS round(s)"
   results=()
-  results+=("$(run_wrk direct "http://$IP:$BACKEND/")")
-  results+=("$(run_wrk berth "http://127.0.0.1:$ROUTER/" static-default.localhost)")
-  results+=("$(run_wrk nginx "http://127.0.0.1:$NGINX/")")
-  results+=("$(run_wrk haproxy "http://127.0.0.1:$HAPROXY/")")
-  read -r _ nginx_rps nginx_p99 <<<"${results[2]}"
-  printf '%-8s %12s %10s %14s %14s\n' peer requests/s p99_ms rps/nginx p99/nginx
-  for r in "${results[@]}"; do
-    read -r name rps p99 <<<"$r"
-    printf '%-8s %12.0f %10s %14.2f %14.2f\n' "$name" "$rps" "$(ms "$p99")" \
-      "$(awk -v a="$rps" -v b="$nginx_rps" 'BEGIN { print a / b }')" \
-      "$(awk -v a="$(ms "$p99")" -v b="$(ms "$nginx_p99")" 'BEGIN { print a / b }')"
+  results+=("$(run_wrk direct "http://$IP:$BACKEND/" "" "")")
+  results+=("$(run_wrk haproxy "http://127.0.0.1:$HAPROXY/" "" "$HAPROXY_PID")")
+  # Berth and nginx alternate which goes first, round by round, so that a change in the
+  # machine's load weighs on both alike; the median of the rounds' ratios is the reading.
+  rps_ratios=""; p99_ratios=""
+  for round in $(seq 1 "$ROUNDS"); do
+    if [ $((round % 2)) = 1 ]; then
+      b=$(run_wrk berth "http://127.0.0.1:$ROUTER/" static-default.localhost "$BERTH")
+      n=$(run_wrk nginx "http://127.0.0.1:$NGINX/" "" "$NGINX_WORKER")
+    else
+      n=$(run_wrk nginx "http://127.0.0.1:$NGINX/" "" "$NGINX_WORKER")
+      b=$(run_wrk berth "http://127.0.0.1:$ROUTER/" static-default.localhost "$BERTH")
+    fi
+    read -r _ b_rps b_p99 b_cpu <<<"$b"; read -r _ n_rps n_p99 n_cpu <<<"$n"
+    printf 'round %d (load %s): berth %.0f req/s p99 %s ms %s us/req; nginx %.0f req/s p99 %s ms %s us/req; berth/nginx %s rps, %s p99\n' \
+      "$round" "$(cut -d' ' -f1 /proc/loadavg)" "$b_rps" "$b_p99" "$b_cpu" "$n_rps" "$n_p99" "$n_cpu" \
+      "$(ratio "$b_rps" "$n_rps")" "$(ratio "$b_p99" "$n_p99")"
+    rps_ratios+=" $(ratio "$b_rps" "$n_rps")"; p99_ratios+=" $(ratio "$b_p99" "$n_p99")"
+    results+=("$b" "$n")
   done
+  read -r _ nginx_rps nginx_p99 _ <<<"${results[3]}"
+  printf '%-8s %12s %10s %12s %14s %14s\n' peer requests/s p99_ms cpu_us/req rps/nginx p99/nginx
+  for i in 0 2 3 1; do
+    read -r name rps p99 cpu <<<"${results[$i]}"
+    printf '%-8s %12.0f %10s %12s %14s %14s\n' "$name" "$rps" "$p99" "$cpu" "$(ratio "$rps" "$nginx_rps")" "$(ratio "$p99" "$nginx_p99")"
+  done
+  if [ "$ROUNDS" -gt 1 ]; then
+    echo "berth/nginx over $ROUNDS rounds: requests/s median $(median <<<"$rps_ratios") (each:$rps_ratios), p99 median $(median <<<"$p99_ratios") (each:$p99_ratios)"
+  fi
 fi
 
 [ "$ONLY" = http ] && exit 0

@@ -1,4 +1,5 @@
-//! The HTTP/1.1 fast path for plain-HTTP client connections.
+//! The HTTP/1.1 fast path for client connections, plain or TLS (HTTPS clients that chose
+//! HTTP/2 by ALPN go straight to hyper).
 //!
 //! Why hand-written: every proxy crate (hyper's client and server included) decodes a message
 //! into a header map and re-encodes it on the other side, and two hyper HTTP/1 state machines
@@ -62,10 +63,15 @@ const MAX_TRAILERS: usize = 16 * 1024;
 const MAX_IDLE: usize = 16;
 const READ_SIZE: usize = 16 * 1024;
 
-/// Serves a plain-HTTP client connection, on the fast path while it can.
-pub async fn serve(stream: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>) {
+/// Serves an HTTP/1 client connection (plain, or TLS once accepted), on the fast path while
+/// it can; `scheme` is what `X-Forwarded-Proto` says.
+pub async fn serve<C>(stream: C, peer: SocketAddr, scheme: &'static str, proxy: Arc<Proxy>)
+where
+    C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let mut conn = Conn {
         client: stream,
+        scheme,
         peer,
         peer_ip: peer.ip().to_string(),
         buf: Buffer::new(),
@@ -78,7 +84,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>) {
     if conn.run(&proxy).await == End::HandOff {
         let pre = Bytes::copy_from_slice(conn.buf.data());
         let io = Rewind { pre, inner: conn.client };
-        crate::serve_connection(TokioIo::new(io), peer, "http", proxy).await;
+        crate::serve_connection(TokioIo::new(io), peer, scheme, proxy).await;
     }
 }
 
@@ -135,7 +141,7 @@ impl Buffer {
     }
 
     /// Reads once; `Ok(0)` at the end of the stream.
-    fn poll_fill(&mut self, io: &mut TcpStream, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+    fn poll_fill<R: AsyncRead + Unpin>(&mut self, io: &mut R, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         let mut rb = ReadBuf::new(self.room());
         ready!(Pin::new(io).poll_read(cx, &mut rb))?;
         let n = rb.filled().len();
@@ -181,7 +187,11 @@ enum ReadFail {
 }
 
 /// Reads once more into `buf`, or fails at `deadline`.
-async fn fill(io: &mut TcpStream, buf: &mut Buffer, mut deadline: Option<&mut Deadline>) -> Result<(), ReadFail> {
+async fn fill<R: AsyncRead + Unpin>(
+    io: &mut R,
+    buf: &mut Buffer,
+    mut deadline: Option<&mut Deadline>,
+) -> Result<(), ReadFail> {
     poll_fn(|cx| {
         if let Poll::Ready(r) = buf.poll_fill(io, cx) {
             return Poll::Ready(match r {
@@ -252,12 +262,22 @@ struct Forward {
     head_method: bool,
     backend: Arc<Backend>,
     sticky: Option<String>,
-    /// Method, host and path, while the access log is on.
-    log: Option<(String, String, String)>,
+    /// What the access log shows, while it is on.
+    log: Option<AccessLog>,
 }
 
-struct Conn {
-    client: TcpStream,
+struct AccessLog {
+    method: String,
+    host: String,
+    path: String,
+    /// When the request head was complete (the clock is read only while the log is on).
+    started: std::time::Instant,
+}
+
+struct Conn<C> {
+    client: C,
+    /// `http` or `https`.
+    scheme: &'static str,
     peer: SocketAddr,
     peer_ip: String,
     buf: Buffer,
@@ -299,10 +319,11 @@ fn protected(name: &[u8]) -> bool {
 
 /// Reads the request head at the front of `buf` and decides; `None` while it is incomplete.
 /// For a request to forward, `out` receives the upstream request head.
-fn plan(buf: &[u8], out: &mut Vec<u8>, snapshot: &Snapshot, peer_ip: &str) -> Option<Plan> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    let head_len = match req.parse(buf) {
+fn plan(buf: &[u8], out: &mut Vec<u8>, snapshot: &Snapshot, peer_ip: &str, scheme: &str) -> Option<Plan> {
+    // Uninitialised: filling 100 empty headers per head costs more than parsing a short one.
+    let mut headers = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    let head_len = match req.parse_with_uninit_headers(buf, &mut headers) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return (buf.len() >= MAX_HEAD).then_some(Plan::HandOff),
         // Bad syntax, too many headers, HTTP/2's preface: hyper answers those.
@@ -423,12 +444,18 @@ fn plan(buf: &[u8], out: &mut Vec<u8>, snapshot: &Snapshot, peer_ip: &str) -> Op
         out.extend_from_slice(b", ");
     }
     out.extend_from_slice(peer_ip.as_bytes());
-    out.extend_from_slice(b"\r\nx-forwarded-proto: http\r\nx-forwarded-host: ");
+    out.extend_from_slice(b"\r\nx-forwarded-proto: ");
+    out.extend_from_slice(scheme.as_bytes());
+    out.extend_from_slice(b"\r\nx-forwarded-host: ");
     out.extend_from_slice(host.as_bytes());
     out.extend_from_slice(b"\r\n\r\n");
 
-    let log = tracing::enabled!(target: "berth::access", tracing::Level::INFO)
-        .then(|| (method.to_owned(), host.to_owned(), path.to_owned()));
+    let log = tracing::enabled!(target: "berth::access", tracing::Level::INFO).then(|| AccessLog {
+        method: method.to_owned(),
+        host: host.to_owned(),
+        path: path.to_owned(),
+        started: std::time::Instant::now(),
+    });
     Some(Plan::Forward(Forward { head_len, framing, close, head_method, backend: Arc::clone(backend), sticky, log }))
 }
 
@@ -469,9 +496,9 @@ fn response_head(
     extra: Option<&str>,
     close_client: bool,
 ) -> Result<Option<Head>, &'static str> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut headers);
-    let len = match resp.parse(buf) {
+    let mut headers = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut resp, buf, &mut headers) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => return Ok(None),
         _ => return Err("The upstream sent an invalid response.\n"),
@@ -711,7 +738,7 @@ enum Step {
     End(End),
 }
 
-impl Conn {
+impl<C: AsyncRead + AsyncWrite + Unpin> Conn<C> {
     async fn run(&mut self, proxy: &Proxy) -> End {
         loop {
             self.head_deadline.set(Instant::now() + HEAD_TIMEOUT);
@@ -719,7 +746,7 @@ impl Conn {
                 if !self.buf.is_empty() {
                     // The snapshot of the moment the head is complete, not of when it was awaited.
                     let snapshot = proxy.snapshot.load_full();
-                    if let Some(plan) = plan(self.buf.data(), &mut self.out, &snapshot, &self.peer_ip) {
+                    if let Some(plan) = plan(self.buf.data(), &mut self.out, &snapshot, &self.peer_ip, self.scheme) {
                         break (plan, snapshot);
                     }
                 }
@@ -759,7 +786,7 @@ impl Conn {
     }
 
     async fn write_out(&mut self) -> Step {
-        match self.client.write_all(&self.out).await {
+        match send(&mut self.client, &self.out).await {
             Ok(()) => Step::Next,
             Err(_) => Step::End(End::Closed),
         }
@@ -767,7 +794,7 @@ impl Conn {
 
     /// Writes `out` and closes the connection.
     async fn finish_closed(&mut self) -> Step {
-        if self.client.write_all(&self.out).await.is_ok() {
+        if send(&mut self.client, &self.out).await.is_ok() {
             let _ = self.client.shutdown().await;
         }
         Step::End(End::Closed)
@@ -832,7 +859,6 @@ impl Conn {
     }
 
     async fn forward(&mut self, proxy: &Proxy, snapshot: &Arc<Snapshot>, f: Forward) -> Step {
-        let started = std::time::Instant::now();
         let backend = &*f.backend;
         let pinned = f.sticky.as_deref().and_then(|t| backend.pinned(t));
         let Some(first) = pinned.or_else(|| backend.next()) else {
@@ -840,7 +866,7 @@ impl Conn {
             self.buf.consume(f.head_len);
             let message = unavailable_text(backend);
             write_page(&mut self.out, StatusCode::SERVICE_UNAVAILABLE, &message, close, f.head_method);
-            self.log(&f, 503, None, started);
+            self.log(&f, 503, None);
             return if close { self.finish_closed().await } else { self.write_out().await };
         };
         // The upstream head is in `out`; it stays there while connecting.
@@ -863,7 +889,7 @@ impl Conn {
                     close,
                     f.head_method,
                 );
-                self.log(&f, 502, None, started);
+                self.log(&f, 502, None);
                 return if close { self.finish_closed().await } else { self.write_out().await };
             }
         };
@@ -881,7 +907,7 @@ impl Conn {
             Err(()) => return self.bad_body().await,
         }
         if up.stream.write_all(&self.out).await.is_err() {
-            return self.upstream_failed(&f, endpoint, started).await;
+            return self.upstream_failed(&f, endpoint).await;
         }
         while !body.done() {
             if fill(&mut self.client, &mut self.buf, None).await.is_err() {
@@ -893,7 +919,7 @@ impl Conn {
                 Err(()) => return self.bad_body().await,
             };
             if up.stream.write_all(&self.buf.data()[..n]).await.is_err() {
-                return self.upstream_failed(&f, endpoint, started).await;
+                return self.upstream_failed(&f, endpoint).await;
             }
             self.buf.consume(n);
         }
@@ -908,7 +934,7 @@ impl Conn {
                     Ok(Some(head)) if (100..200).contains(&head.status) => {
                         // Informational: passed on, then the real answer.
                         up.buf.consume(head.len);
-                        if self.client.write_all(&self.out).await.is_err() {
+                        if send(&mut self.client, &self.out).await.is_err() {
                             return Step::End(End::Closed);
                         }
                         continue;
@@ -918,7 +944,7 @@ impl Conn {
                     Err(message) => {
                         tracing::warn!(%endpoint, "{}", message.trim_end());
                         write_page(&mut self.out, StatusCode::BAD_GATEWAY, message, f.close, f.head_method);
-                        self.log(&f, 502, Some(endpoint), started);
+                        self.log(&f, 502, Some(endpoint));
                         return if f.close { self.finish_closed().await } else { self.write_out().await };
                     }
                 }
@@ -933,13 +959,13 @@ impl Conn {
                         f.close,
                         f.head_method,
                     );
-                    self.log(&f, 504, Some(endpoint), started);
+                    self.log(&f, 504, Some(endpoint));
                     return if f.close { self.finish_closed().await } else { self.write_out().await };
                 }
-                Err(_) => return self.upstream_failed(&f, endpoint, started).await,
+                Err(_) => return self.upstream_failed(&f, endpoint).await,
             }
         };
-        self.log(&f, head.status, Some(endpoint), started);
+        self.log(&f, head.status, Some(endpoint));
         up.buf.consume(head.len);
         let mut body = BodyLeft::new(head.framing);
         let close_client = f.close || head.framing == Framing::Close;
@@ -950,7 +976,7 @@ impl Conn {
             }
             Err(()) => return self.broken_response(endpoint).await,
         }
-        if self.client.write_all(&self.out).await.is_err() {
+        if send(&mut self.client, &self.out).await.is_err() {
             return Step::End(End::Closed);
         }
         while !body.done() {
@@ -964,7 +990,7 @@ impl Conn {
                 Ok(n) => n,
                 Err(()) => return self.broken_response(endpoint).await,
             };
-            if self.client.write_all(&up.buf.data()[..n]).await.is_err() {
+            if send(&mut self.client, &up.buf.data()[..n]).await.is_err() {
                 return Step::End(End::Closed);
             }
             up.buf.consume(n);
@@ -988,10 +1014,10 @@ impl Conn {
 
     /// The upstream broke off after the request went out: 502, and the client's connection
     /// closed (the rest of its request body, if any, is not read).
-    async fn upstream_failed(&mut self, f: &Forward, endpoint: SocketAddr, started: std::time::Instant) -> Step {
+    async fn upstream_failed(&mut self, f: &Forward, endpoint: SocketAddr) -> Step {
         tracing::warn!(%endpoint, "upstream request failed");
         write_page(&mut self.out, StatusCode::BAD_GATEWAY, "The upstream failed to answer.\n", true, f.head_method);
-        self.log(f, 502, Some(endpoint), started);
+        self.log(f, 502, Some(endpoint));
         self.finish_closed().await
     }
 
@@ -1002,8 +1028,8 @@ impl Conn {
         Step::End(End::Closed)
     }
 
-    fn log(&self, f: &Forward, status: u16, upstream: Option<SocketAddr>, started: std::time::Instant) {
-        if let Some((method, host, path)) = &f.log {
+    fn log(&self, f: &Forward, status: u16, upstream: Option<SocketAddr>) {
+        if let Some(AccessLog { method, host, path, started }) = &f.log {
             tracing::info!(
                 target: "berth::access",
                 client = %self.peer.ip(), %method, %host, %path, status,
@@ -1011,6 +1037,13 @@ impl Conn {
             );
         }
     }
+}
+
+/// Writes all of `data` to the client and flushes it: a TLS stream may keep the last record
+/// until flushed (a plain TCP stream's flush does nothing).
+async fn send<C: AsyncWrite + Unpin>(client: &mut C, data: &[u8]) -> io::Result<()> {
+    client.write_all(data).await?;
+    client.flush().await
 }
 
 async fn connect(endpoint: SocketAddr, timeout: Duration) -> io::Result<Upstream> {
@@ -1022,12 +1055,12 @@ async fn connect(endpoint: SocketAddr, timeout: Duration) -> io::Result<Upstream
 }
 
 /// A connection whose first bytes were already read: they are read again first.
-pub struct Rewind {
+pub struct Rewind<C> {
     pre: Bytes,
-    inner: TcpStream,
+    inner: C,
 }
 
-impl AsyncRead for Rewind {
+impl<C: AsyncRead + Unpin> AsyncRead for Rewind<C> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         if !self.pre.is_empty() {
             let n = self.pre.len().min(buf.remaining());
@@ -1039,7 +1072,7 @@ impl AsyncRead for Rewind {
     }
 }
 
-impl AsyncWrite for Rewind {
+impl<C: AsyncWrite + Unpin> AsyncWrite for Rewind<C> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
@@ -1107,7 +1140,7 @@ mod tests {
     }
 
     fn planned(head: &str) -> Plan {
-        plan(head.as_bytes(), &mut Vec::new(), &Snapshot::default(), "10.0.0.1").expect("complete head")
+        plan(head.as_bytes(), &mut Vec::new(), &Snapshot::default(), "10.0.0.1", "http").expect("complete head")
     }
 
     #[test]

@@ -42,6 +42,8 @@ pub enum RouterError {
     Api(#[from] kube::Error),
     #[error("{0}")]
     Json(#[from] serde_json::Error),
+    #[error("starting the router's threads: {0}")]
+    Thread(std::io::Error),
 }
 
 /// How the router is set up.
@@ -56,6 +58,8 @@ pub struct RouterConfig {
     pub timeouts: Timeouts,
     /// The machine's address: what Ingress status shows when a listener binds every address.
     pub address: Option<IpAddr>,
+    /// Threads serving connections, each running its own single-threaded event loop (at least 1).
+    pub threads: usize,
 }
 
 /// A running router's view, shared with the node agent so that a terminating pod is taken
@@ -117,16 +121,56 @@ pub async fn start(
     let (applied_tx, applied) = tokio::sync::watch::channel(0u64);
     tokio::spawn(watch::run(client, Arc::clone(&snapshot), naming, published, applied_tx, stop.clone()));
     let proxy = Arc::new(proxy::Proxy::new(Arc::clone(&snapshot), config.timeouts));
-    if let Some(listener) = http {
-        tracing::info!(addr = ?listener.local_addr().ok(), "router serving HTTP");
-        tokio::spawn(serve(listener, None, Arc::clone(&proxy), stop.clone()));
+    let tls = match https {
+        Some(_) => Some(tokio_rustls::TlsAcceptor::from(Arc::new(tls::server_config(Arc::clone(&snapshot))?))),
+        None => None,
+    };
+    for (listener, scheme) in [(&http, "HTTP"), (&https, "HTTPS")] {
+        if let Some(l) = listener {
+            tracing::info!(addr = ?l.local_addr().ok(), threads = config.threads, "router serving {scheme}");
+        }
     }
-    if let Some(listener) = https {
-        let tls = tokio_rustls::TlsAcceptor::from(Arc::new(tls::server_config(Arc::clone(&snapshot))?));
-        tracing::info!(addr = ?listener.local_addr().ok(), "router serving HTTPS");
-        tokio::spawn(serve(listener, Some(tls), Arc::clone(&proxy), stop.clone()));
+    // The listeners leave this runtime: connections are served on the router's own threads.
+    let listen = |l: Option<TcpListener>| -> Result<Option<std::net::TcpListener>, RouterError> {
+        l.map(|l| {
+            let addr = l.local_addr().map_err(RouterError::Thread)?;
+            l.into_std().map_err(|source| RouterError::Listen { addr, source })
+        })
+        .transpose()
+    };
+    let (http, https) = (listen(http)?, listen(https)?);
+    for i in 0..config.threads.max(1) {
+        let clone = |l: &Option<std::net::TcpListener>| l.as_ref().map(|l| l.try_clone()).transpose();
+        let (http, https) = (clone(&http).map_err(RouterError::Thread)?, clone(&https).map_err(RouterError::Thread)?);
+        let runtime =
+            tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(RouterError::Thread)?;
+        let (proxy, tls, stop) = (Arc::clone(&proxy), tls.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name(format!("berth-router-{i}"))
+            .spawn(move || runtime.block_on(serve_thread(http, https, tls, proxy, stop)))
+            .map_err(RouterError::Thread)?;
     }
     Ok(RouterHandle { snapshot, applied })
+}
+
+/// One router thread: accepts on both listeners (each thread holds a copy of them, the kernel
+/// hands each new connection to one) and serves every connection it accepted, so that a
+/// request never crosses threads; ends with `stop` (connections still open end with it).
+async fn serve_thread(
+    http: Option<std::net::TcpListener>,
+    https: Option<std::net::TcpListener>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    proxy: Arc<proxy::Proxy>,
+    stop: CancellationToken,
+) {
+    for (listener, tls) in [(http, None), (https, tls)] {
+        let Some(listener) = listener else { continue };
+        match TcpListener::from_std(listener) {
+            Ok(listener) => drop(tokio::spawn(serve(listener, tls, Arc::clone(&proxy), stop.clone()))),
+            Err(e) => tracing::error!(error = %e, "router cannot watch its listener"),
+        }
+    }
+    stop.cancelled().await;
 }
 
 async fn serve(
@@ -153,9 +197,13 @@ async fn serve(
         let tls = tls.clone();
         tokio::spawn(async move {
             match tls {
-                None => fast::serve(stream, peer, proxy).await,
+                None => fast::serve(stream, peer, "http", proxy).await,
                 Some(acceptor) => match acceptor.accept(stream).await {
-                    Ok(stream) => serve_connection(TokioIo::new(stream), peer, "https", proxy).await,
+                    // HTTP/2 (chosen by ALPN) is hyper's; HTTP/1 starts on the fast path.
+                    Ok(stream) if stream.get_ref().1.alpn_protocol() == Some(b"h2") => {
+                        serve_connection(TokioIo::new(stream), peer, "https", proxy).await
+                    }
+                    Ok(stream) => fast::serve(stream, peer, "https", proxy).await,
                     Err(e) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                 },
             }

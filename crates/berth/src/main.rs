@@ -112,6 +112,10 @@ pub struct ServerArgs {
     /// Domain under which Routes get generated hosts [default: <machine-ip>.nip.io].
     #[arg(long)]
     route_suffix: Option<String>,
+    /// Threads serving the HTTP router's connections, each with its own event loop, apart from
+    /// the API server's runtime [default: one per core].
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    router_threads: Option<u16>,
 }
 
 /// A listener address, or none (`off`).

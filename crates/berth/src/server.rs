@@ -117,6 +117,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         route_suffix,
         timeouts: berth_router::Timeouts::default(),
         address: Some(machine_ip),
+        threads: args
+            .router_threads
+            .map_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get), usize::from),
     };
     let router = berth_router::start(client.clone(), router_config, shutdown.clone())
         .await

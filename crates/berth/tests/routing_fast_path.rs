@@ -109,9 +109,14 @@ fn upstream() -> u16 {
 }
 
 fn setup() -> (Server, u16) {
+    setup_with(&[])
+}
+
+fn setup_with(extra: &[&str]) -> (Server, u16) {
     let port = upstream();
     let http = free_port();
-    let s = Server::start(&["--no-node", "--http-listen", &format!("127.0.0.1:{http}")]);
+    let listen = format!("127.0.0.1:{http}");
+    let s = Server::start(&[&["--no-node", "--http-listen", &listen][..], extra].concat());
     s.ok_stdin(
         &["apply", "-f", "-"],
         &format!(
@@ -282,4 +287,87 @@ fn fast_path_refuses_smuggling_and_hands_the_rest_to_hyper() {
     assert_eq!(read_body(&mut c, &head), b"ok");
     c.get_mut().shutdown(Shutdown::Write).expect("shutdown");
     assert!(closed(&mut c));
+}
+
+/// The router serves on threads of its own (`--router-threads`), each accepting from the same
+/// listener: connections land on all of them alike and every one is answered, on the fast path
+/// and after a hand-over to hyper (HTTP/1.0) alike.
+#[test]
+fn router_threads_share_the_listener() {
+    let (s, http) = setup_with(&["--router-threads", "3"]);
+    let pid = s.child.as_ref().expect("running").id();
+    let names: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("threads")
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+        .map(|c| c.trim().to_owned())
+        .filter(|c| c.starts_with("berth-router"))
+        .collect();
+    assert_eq!(names.len(), 3, "router threads: {names:?}");
+    let handles: Vec<_> = (0..12)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let mut c = client(http);
+                let version = if i % 3 == 0 { "1.0" } else { "1.1" };
+                for _ in 0..3 {
+                    send(&mut c, &format!("GET / HTTP/{version}\r\nHost: {HOST}\r\nConnection: keep-alive\r\n\r\n"));
+                    let head = read_head(&mut c).expect("an answer");
+                    assert!(head.contains(" 200 "), "{head}");
+                    assert_eq!(read_body(&mut c, &head), b"ok");
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().expect("client");
+    }
+}
+
+/// HTTPS clients speaking HTTP/1.1 are served by the fast path too (header names keep their
+/// case, X-Forwarded-Proto says https), keep-alive included; HTTP/2 by ALPN goes to hyper.
+#[test]
+fn fast_path_over_tls() {
+    let https = free_port();
+    let listen = format!("127.0.0.1:{https}");
+    let (s, _http) = setup_with(&["--https-listen", &listen]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (crt, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    let made = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=secure.example.test"])
+        .args(["-addext", "subjectAltName=DNS:secure.example.test", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&crt)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl");
+    assert!(made.success());
+    let (crt_s, key_s) = (crt.to_str().expect("utf-8"), key.to_str().expect("utf-8"));
+    s.ok(&["create", "secret", "tls", "secure-tls", "--cert", crt_s, "--key", key_s]);
+    s.ok_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: secure\nspec:\n  tls:\n  - hosts: [secure.example.test]\n    secretName: secure-tls\n  rules:\n  - host: secure.example.test\n    http:\n      paths:\n      - {path: /, pathType: Prefix, backend: {service: {name: fast, port: {number: 80}}}}\n",
+    );
+    let curl = |args: &[&str]| {
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "10", "--cacert", crt_s])
+            .args(["--resolve", &format!("secure.example.test:{https}:127.0.0.1")])
+            .args(args)
+            .output()
+            .expect("curl");
+        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let url = |path: &str| format!("https://secure.example.test:{https}{path}");
+    wait_for("the TLS route to answer", Duration::from_secs(30), || {
+        curl(&["--http1.1", &url("/")]).filter(|body| body == "ok")
+    });
+    let echoed = curl(&["--http1.1", "-H", "X-Case: Kept", "--data-binary", "over tls", &url("/echo")]).expect("echo");
+    assert!(echoed.contains("\r\nX-Case: Kept\r\n"), "header name case kept (fast path): {echoed}");
+    assert_eq!(header(&echoed, "x-forwarded-proto"), Some("https"), "{echoed}");
+    assert!(echoed.ends_with("BODY:over tls"), "{echoed}");
+    // Two requests on one kept connection.
+    let both = curl(&["--http1.1", "-w", "|%{num_connects}", &url("/a"), &url("/b")]).expect("two requests");
+    assert_eq!(both, "ok|1ok|0", "the second request reuses the connection");
+    let h2 = curl(&["--http2", "-w", "|%{http_version}", &url("/")]).expect("HTTP/2");
+    assert_eq!(h2, "ok|2");
 }
