@@ -3,6 +3,8 @@
 //! container cgroups and applies the limits (v1 and v2 alike).
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CgroupMounts {
@@ -79,6 +81,149 @@ impl CgroupMounts {
     }
 }
 
+/// Keeps the kernel's cgroup migration path fast while containers start.
+///
+/// Moving a task into a cgroup (what the OCI runtime does for every new container) takes a
+/// machine-wide lock whose first writer after a quiet spell waits for an RCU grace period
+/// (5-10 ms on this machine, most of it idle waiting); a writer that comes within about one
+/// grace period of the last one does not wait (the kernel's `favordynmods` cgroup mount option
+/// keeps the lock in that state for good, at a small cost to every fork and exit). While a
+/// start is under way, and for [`LINGER`] after, a thread of ours writes its own thread ID
+/// into the cgroup it is already in (which changes nothing) every [`PERIOD`], so the
+/// runtime's moves find the lock warm. Best effort: if the write fails it stops for good.
+#[derive(Clone)]
+pub struct MigrationWarmer {
+    inner: Option<Arc<Warmer>>,
+}
+
+/// How often the warming thread takes the lock, well within a grace period.
+const PERIOD: Duration = Duration::from_millis(2);
+/// How long warming goes on after the last start: starts come in runs (replicas, restarts).
+const LINGER: Duration = Duration::from_millis(250);
+
+struct Warmer {
+    /// The `tasks` (v1) or `cgroup.procs` (v2) file of the warming thread's own cgroup.
+    tasks_file: PathBuf,
+    state: Mutex<WarmState>,
+    wake: Condvar,
+}
+
+#[derive(Default)]
+struct WarmState {
+    holders: usize,
+    until: Option<Instant>,
+    running: bool,
+    failed: bool,
+}
+
+/// Keeps warming going while it lives.
+pub struct WarmGuard {
+    inner: Option<Arc<Warmer>>,
+}
+
+impl MigrationWarmer {
+    /// A warmer for this process's cgroups (inert where they cannot be found).
+    pub fn detect() -> MigrationWarmer {
+        let cgroup = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        MigrationWarmer { inner: own_tasks_file(&cgroup, &mountinfo).map(Warmer::new) }
+    }
+
+    /// Starts warming (if it is not on) until the guard is dropped, then for [`LINGER`].
+    pub fn hold(&self) -> WarmGuard {
+        let Some(inner) = &self.inner else { return WarmGuard { inner: None } };
+        let mut state = inner.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state.failed {
+            return WarmGuard { inner: None };
+        }
+        state.holders += 1;
+        if !state.running {
+            state.running = true;
+            let warmer = inner.clone();
+            let spawned = std::thread::Builder::new().name("cgroup-warm".to_owned()).spawn(move || warmer.run());
+            if spawned.is_err() {
+                state.running = false;
+            }
+        }
+        inner.wake.notify_one();
+        WarmGuard { inner: Some(inner.clone()) }
+    }
+}
+
+impl Drop for WarmGuard {
+    fn drop(&mut self) {
+        if let Some(inner) = &self.inner {
+            let mut state = inner.state.lock().unwrap_or_else(|e| e.into_inner());
+            state.holders = state.holders.saturating_sub(1);
+            if state.holders == 0 {
+                state.until = Some(Instant::now() + LINGER);
+            }
+        }
+    }
+}
+
+impl Warmer {
+    fn new(tasks_file: PathBuf) -> Arc<Warmer> {
+        Arc::new(Warmer { tasks_file, state: Mutex::new(WarmState::default()), wake: Condvar::new() })
+    }
+
+    /// The warming thread: ends when nobody holds it and the linger time is over.
+    fn run(&self) {
+        let tid = rustix::thread::gettid().as_raw_nonzero().to_string();
+        loop {
+            {
+                let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+                let done = state.holders == 0 && state.until.is_none_or(|until| Instant::now() >= until);
+                if done || state.failed {
+                    state.running = false;
+                    return;
+                }
+            }
+            // A non-zero ID, even our own, makes the kernel take the lock.
+            if let Err(error) = std::fs::write(&self.tasks_file, &tid) {
+                tracing::debug!(file = %self.tasks_file.display(), %error, "cgroup warming is off");
+                let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+                state.failed = true;
+                state.running = false;
+                return;
+            }
+            std::thread::sleep(PERIOD);
+        }
+    }
+}
+
+/// The file that moves a task into this process's own cgroup: `tasks` (one thread) of the first
+/// v1 hierarchy with a controller, else `cgroup.procs` of the v2 hierarchy (the whole process,
+/// which is there already).
+fn own_tasks_file(cgroup: &str, mountinfo: &str) -> Option<PathBuf> {
+    let mounts = CgroupMounts::cgroup_mounts(mountinfo);
+    let mut v2 = None;
+    for line in cgroup.lines() {
+        let mut fields = line.splitn(3, ':');
+        let (Some(_), Some(controllers), Some(path)) = (fields.next(), fields.next(), fields.next()) else {
+            continue;
+        };
+        let relative = path.trim_start_matches('/');
+        if controllers.is_empty() {
+            v2 = mounts
+                .iter()
+                .find(|(_, fstype, _)| *fstype == "cgroup2")
+                .map(|(mount, _, _)| mount.join(relative).join("cgroup.procs"));
+            continue;
+        }
+        let first = controllers.split(',').next().unwrap_or_default();
+        if first.starts_with("name=") {
+            continue;
+        }
+        let mount =
+            mounts.iter().find(|(_, fstype, options)| *fstype == "cgroup" && options.split(',').any(|o| o == first));
+        if let Some((mount, _, _)) = mount {
+            return Some(mount.join(relative).join("tasks"));
+        }
+    }
+    v2
+}
+
 /// Cgroup directories are removed leaves first with rmdir (their files cannot be unlinked).
 fn remove_tree(dir: &Path) {
     for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
@@ -112,6 +257,66 @@ mod tests {
             mounts.oom_counter("/berth/podx/web"),
             Some(PathBuf::from("/sys/fs/cgroup/memory/berth/podx/web/memory.oom_control"))
         );
+    }
+
+    #[test]
+    fn warming_writes_into_our_own_cgroup() {
+        let cgroup = "9:name=systemd:/\n8:pids:/user.slice\n4:memory:/x\n0::/init.scope\n";
+        let mountinfo = format!(
+            "{HYBRID}36 30 0:32 / /sys/fs/cgroup/pids rw,nosuid shared:16 - cgroup cgroup rw,pids\n\
+             37 30 0:33 / /sys/fs/cgroup/systemd rw shared:17 - cgroup cgroup rw,name=systemd\n"
+        );
+        // The first hierarchy with a controller: one thread moves through `tasks`.
+        assert_eq!(own_tasks_file(cgroup, &mountinfo), Some(PathBuf::from("/sys/fs/cgroup/pids/user.slice/tasks")));
+        // Pure v2: the process's own `cgroup.procs`.
+        let v2 = "31 23 0:27 / /sys/fs/cgroup rw,nosuid shared:10 - cgroup2 cgroup2 rw,nsdelegate\n";
+        assert_eq!(
+            own_tasks_file("0::/system.slice/berth.service\n", v2),
+            Some(PathBuf::from("/sys/fs/cgroup/system.slice/berth.service/cgroup.procs"))
+        );
+        // Nothing mounted: no warming.
+        assert_eq!(own_tasks_file(cgroup, ""), None);
+    }
+
+    /// The names of this process's threads.
+    fn thread_names() -> Vec<String> {
+        std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .flatten()
+            .filter_map(|task| std::fs::read_to_string(task.path().join("comm")).ok())
+            .map(|name| name.trim().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn warming_runs_while_held_moves_nothing_and_stops_after() {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("skipping: cgroup warming needs root");
+            return;
+        }
+        let before = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+        let warmer = MigrationWarmer::detect();
+        assert!(warmer.inner.is_some(), "no cgroup of our own found in {before}");
+        let guard = warmer.hold();
+        let second = warmer.hold();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !thread_names().iter().any(|n| n == "cgroup-warm") {
+            assert!(Instant::now() < deadline, "the warming thread never started");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(PERIOD * 10);
+        let inner = warmer.inner.as_ref().unwrap();
+        assert!(!inner.state.lock().unwrap().failed, "writing {} failed", inner.tasks_file.display());
+        // Writing ourselves where we are changes nothing.
+        assert_eq!(std::fs::read_to_string("/proc/self/cgroup").unwrap(), before);
+        drop(guard);
+        drop(second);
+        let deadline = Instant::now() + LINGER + Duration::from_secs(10);
+        while inner.state.lock().unwrap().running {
+            assert!(Instant::now() < deadline, "warming went on after the last guard and its linger time");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(inner.state.lock().unwrap().holders, 0);
     }
 
     #[test]

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::cgroups::CgroupMounts;
+use crate::cgroups::{CgroupMounts, MigrationWarmer, WarmGuard};
 use crate::command::{self, CommandError};
 use crate::config::NodeConfig;
 use crate::crilog;
@@ -215,6 +215,7 @@ pub struct Runtime {
     host_image: HostImage,
     images: berth_image::ImageStore,
     cgroups: CgroupMounts,
+    migrations: MigrationWarmer,
     host_resolv_conf: String,
     limits: HostLimits,
     netlink: network::HostNetlink,
@@ -306,10 +307,17 @@ impl Runtime {
             host_image,
             images,
             cgroups: CgroupMounts::detect(),
+            migrations: MigrationWarmer::detect(),
             host_resolv_conf,
             limits,
             netlink,
         })
+    }
+
+    /// Keeps moves into cgroups fast until the guard is dropped: take it before a sandbox or a
+    /// container is made (see [`MigrationWarmer`]).
+    pub fn warm_cgroup_moves(&self) -> WarmGuard {
+        self.migrations.hold()
     }
 
     pub fn config(&self) -> &NodeConfig {

@@ -341,6 +341,25 @@ async fn liveness_failures_restart_and_an_agent_restart_keeps_pods() {
     let status = &unready.status.as_ref().unwrap().container_statuses.as_ref().unwrap()[0];
     assert!(!status.ready && status.state.as_ref().unwrap().running.is_some());
 
+    // The first status after a start waits a moment for the first readiness verdict, never
+    // longer: a container whose probe never passes is still reported running, not ready.
+    let mut never = host_container("never", &["sleep", "3600"]);
+    never.readiness_probe = Some(Probe {
+        exec: Some(ExecAction { command: Some(vec!["false".into()]) }),
+        period_seconds: Some(1),
+        ..Default::default()
+    });
+    let mut never_pod = pod("never", vec![never]);
+    never_pod.spec.as_mut().unwrap().termination_grace_period_seconds = Some(1);
+    pods.create(&PostParams::default(), &never_pod).await.unwrap();
+    let running = wait_pod(&pods, "never", "never to be reported running", |p| {
+        p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+    })
+    .await;
+    assert_eq!(condition(&running, "Ready").as_deref(), Some("False"));
+    let status = &running.status.as_ref().unwrap().container_statuses.as_ref().unwrap()[0];
+    assert!(!status.ready && status.state.as_ref().unwrap().running.is_some());
+
     // A steady pod survives the agent's restart untouched.
     let steady = host_container("steady", &["python3", "-m", "http.server", "8080"]);
     pods.create(&PostParams::default(), &pod("steady", vec![steady])).await.unwrap();
@@ -393,7 +412,8 @@ async fn liveness_failures_restart_and_an_agent_restart_keeps_pods() {
     pods.delete("steady", &DeleteParams { grace_period_seconds: Some(1), ..Default::default() }).await.unwrap();
     pods.delete("flaky", &DeleteParams { grace_period_seconds: Some(1), ..Default::default() }).await.unwrap();
     pods.delete("shy", &DeleteParams { grace_period_seconds: Some(1), ..Default::default() }).await.unwrap();
-    for name in ["steady", "flaky", "shy"] {
+    pods.delete("never", &DeleteParams { grace_period_seconds: Some(1), ..Default::default() }).await.unwrap();
+    for name in ["steady", "flaky", "shy", "never"] {
         eventually("pods to be gone", WAIT, || async { matches!(pods.get_opt(name).await, Ok(None)).then_some(()) })
             .await;
     }

@@ -384,6 +384,9 @@ impl Agent {
             (std::cmp::Reverse(priority), created)
         });
         let mut used = self.usage("");
+        // Pods about to start here: their containers' moves into cgroups come after the
+        // bindings are stored (see `Runtime::warm_cgroup_moves`).
+        let _warm = self.shared.runtime.warm_cgroup_moves();
         for pod in pending {
             match scheduler::fits(&pod, &used, &self.shared.capacity, &self.labels) {
                 Ok(()) => {

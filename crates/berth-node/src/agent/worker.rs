@@ -50,6 +50,10 @@ const RESYNC: Duration = Duration::from_secs(60);
 /// Retry delay after a failed API call or sandbox set-up.
 const RETRY: Duration = Duration::from_secs(5);
 const DEFAULT_GRACE: i64 = 30;
+/// How long a start's status waits for the container's first readiness verdict (a program
+/// that serves within this gets one status write, `Running` and `Ready`, instead of two).
+/// Against the start itself (tens of milliseconds) it delays no status noticeably.
+const FIRST_READY_WAIT: Duration = Duration::from_millis(15);
 
 /// The agent's end of a worker: send the newest pod, or `None` once it is gone from the API.
 pub struct WorkerHandle {
@@ -162,6 +166,9 @@ struct Worker {
     reported: Option<PodStatus>,
     wake_at: Instant,
     torn_down: bool,
+    /// A container just started and its first readiness check is due within moments: the
+    /// status waits for it until then, so `Running` and `Ready` go out in one write.
+    report_held_until: Option<Instant>,
 }
 
 fn restart_policy(pod: &Pod) -> String {
@@ -255,6 +262,7 @@ impl Worker {
             reported: pod.status.clone(),
             wake_at: Instant::now() + RESYNC,
             torn_down: false,
+            report_held_until: None,
             shared,
             pod,
         }
@@ -394,7 +402,25 @@ impl Worker {
         if self.rejected.is_none() && !self.ended_before {
             self.act().await;
         }
+        if self.report_held() {
+            return;
+        }
         self.report().await;
+    }
+
+    /// Whether the status waits for a first readiness verdict (see `report_held_until`).
+    fn report_held(&mut self) -> bool {
+        let Some(until) = self.report_held_until else { return false };
+        let awaited = self.containers.iter().any(|slot| {
+            slot.spec.readiness_probe.is_some() && slot.running.as_ref().is_some_and(|r| !r.ready && !r.killing)
+        });
+        let now = Instant::now();
+        if awaited && now < until {
+            self.wake_within(until - now);
+            return true;
+        }
+        self.report_held_until = None;
+        false
     }
 
     fn phase(&self) -> &'static str {
@@ -411,6 +437,8 @@ impl Worker {
             }
             return;
         }
+        // A first start: the container's move into its cgroup comes some milliseconds from now.
+        let _warm = self.sandbox.is_none().then(|| self.shared.runtime.warm_cgroup_moves());
         // The sandbox (namespaces, veth) and the inputs (API reads, volumes) do not depend on
         // each other: make them at the same time.
         let refresh_due = self.inputs_fetched.is_none_or(|at| at.elapsed() >= RESYNC);
@@ -553,7 +581,10 @@ impl Worker {
             PodRun { sandbox: &sandbox, pod: &self.pod, inputs: &inputs, volumes: &volumes, placement: &placement };
         let image = container.image.clone().unwrap_or_default();
         let result = match super::pull::ensure_image(&self.shared, &self.pod, &self.pod_ref, &container).await {
-            Ok(()) => self.shared.runtime.start_container(&run, &container, attempt).await,
+            Ok(()) => {
+                let _warm = self.shared.runtime.warm_cgroup_moves();
+                self.shared.runtime.start_container(&run, &container, attempt).await
+            }
             Err(error) => Err(error),
         };
         match result {
@@ -586,6 +617,14 @@ impl Worker {
                 }
                 let probes = hook_failed.is_none().then(|| probe::spawn(self.probe_context(&handle, sandbox.ip())));
                 let has_startup_probe = container.startup_probe.is_some();
+                // Checked at once (no initial delay): its verdict may come before a write would.
+                let quick_verdict = container
+                    .readiness_probe
+                    .as_ref()
+                    .is_some_and(|probe| probe.initial_delay_seconds.unwrap_or(0) <= 0);
+                if !is_init && probes.is_some() && !has_startup_probe && quick_verdict {
+                    self.report_held_until.get_or_insert(Instant::now() + FIRST_READY_WAIT);
+                }
                 let slot = if is_init { &mut self.init[index] } else { &mut self.containers[index] };
                 slot.next_attempt = attempt + 1;
                 slot.waiting = None;

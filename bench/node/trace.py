@@ -1,0 +1,91 @@
+#!/usr/bin/env python3
+"""Where the one-after-another pod starts' time went, from the server's debug log
+(`BERTH_LOG=warn,berth_node::runtime=debug`): p50 / p90 of each step, in milliseconds.
+
+    python3 bench/node/trace.py WORK/server.err
+
+Only the `start-seq-*` pods count (one at a time, so each container start belongs to the pod
+whose sandbox came last).
+"""
+import re
+import sys
+from datetime import datetime
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+LINE = re.compile(r"^(\S+Z)\s+DEBUG\s+berth_node::runtime:\s+(.*)$")
+
+
+def when(stamp):
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp() * 1e3
+
+
+def field(text, name):
+    m = re.search(rf"\b{name}=(\S+)", text)
+    return m.group(1).strip('"') if m else None
+
+
+def pct(values, p):
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))] if values else float("nan")
+
+
+def main(path):
+    pods = {}
+    current = None
+    for raw in open(path, errors="replace"):
+        m = LINE.match(ANSI.sub("", raw.rstrip("\n")))
+        if not m:
+            continue
+        t, text = when(m.group(1)), m.group(2)
+        pod = field(text, "pod")
+        if pod and pod.startswith("Some("):
+            pod = pod[5:].rstrip(")").strip('"')
+        if text.startswith("pod bound") and pod and pod.startswith("start-seq-"):
+            pods[pod] = {"bound": t, "writes": []}
+        elif text.startswith("sandbox created") and pod in pods:
+            current = pod
+            pods[pod]["sandbox"] = float(field(text, "total_ms"))
+            pods[pod]["sandbox_at"] = t
+        elif text.startswith("container started") and current in pods and "started" not in pods[current]:
+            p = pods[current]
+            p["started"] = t
+            p["prepare"] = float(field(text, "prepare_ms"))
+            p["shim"] = float(field(text, "shim_ms"))
+            c = re.search(r"create ([\d.]+) ms, start ([\d.]+) ms", text)
+            if c:
+                p["create"], p["start"] = float(c.group(1)), float(c.group(2))
+        elif text.startswith("first readiness probe success") and current in pods:
+            pods[current].setdefault("first_ready", t)
+        elif text.startswith("pod status written") and pod in pods:
+            pods[pod]["writes"].append((t, field(text, "ready") == "true"))
+    rows = {}
+
+    def add(name, value):
+        if value is not None:
+            rows.setdefault(name, []).append(value)
+
+    for p in pods.values():
+        if "started" not in p:
+            continue
+        ready_at = next((t for t, ready in p["writes"] if ready), None)
+        add("bound -> sandbox made", p["sandbox_at"] - p["bound"])
+        add("sandbox", p["sandbox"])
+        add("container preparation", p["prepare"])
+        add("shim spawn -> handshake", p["shim"])
+        add("  libcontainer create", p.get("create"))
+        add("  libcontainer start", p.get("start"))
+        add("  shim exec and set-up", p["shim"] - p["create"] - p["start"] if "create" in p else None)
+        if "first_ready" in p:
+            add("container started -> first readiness success", p["first_ready"] - p["started"])
+            if ready_at:
+                add("readiness success -> Ready written", ready_at - p["first_ready"])
+        if ready_at:
+            add("bound -> Ready written", ready_at - p["bound"])
+        add("status writes after the start", float(sum(1 for t, _ in p["writes"] if t >= p["started"])))
+    print(f"{len(pods)} one-after-another pods; p50 / p90 ms")
+    for name, values in rows.items():
+        print(f"  {name:<46} {pct(values, 50):7.1f} / {pct(values, 90):7.1f}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
