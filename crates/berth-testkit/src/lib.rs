@@ -436,6 +436,23 @@ where
     }
 }
 
+/// A self-signed certificate for `host` and its key, made with openssl in `dir`: the paths of
+/// `tls.crt` and `tls.key`.
+pub fn self_signed_cert(dir: &Path, host: &str) -> (PathBuf, PathBuf) {
+    let (crt, key) = (dir.join("tls.crt"), dir.join("tls.key"));
+    let made = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", &format!("/CN={host}")])
+        .args(["-addext", &format!("subjectAltName=DNS:{host}"), "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&crt)
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl");
+    assert!(made.success(), "openssl could not make a certificate");
+    (crt, key)
+}
+
 /// Writes `contents` to `dir/name` and returns the path.
 pub fn write_file(dir: &Path, name: &str, contents: &str) -> PathBuf {
     let p = dir.join(name);

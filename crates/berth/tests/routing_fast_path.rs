@@ -331,17 +331,7 @@ fn fast_path_over_tls() {
     let listen = format!("127.0.0.1:{https}");
     let (s, _http) = setup_with(&["--https-listen", &listen]);
     let dir = tempfile::tempdir().expect("tempdir");
-    let (crt, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
-    let made = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=secure.example.test"])
-        .args(["-addext", "subjectAltName=DNS:secure.example.test", "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&crt)
-        .stderr(std::process::Stdio::null())
-        .status()
-        .expect("openssl");
-    assert!(made.success());
+    let (crt, key) = berth_testkit::self_signed_cert(dir.path(), "secure.example.test");
     let (crt_s, key_s) = (crt.to_str().expect("utf-8"), key.to_str().expect("utf-8"));
     s.ok(&["create", "secret", "tls", "secure-tls", "--cert", crt_s, "--key", key_s]);
     s.ok_stdin(

@@ -375,18 +375,7 @@ fn ingress_hosts_paths_and_tls() {
 
     // A certificate for secure.example.test, made here.
     let dir = tempfile::tempdir().expect("tempdir");
-    let crt = dir.path().join("tls.crt");
-    let key = dir.path().join("tls.key");
-    let made = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=secure.example.test"])
-        .args(["-addext", "subjectAltName=DNS:secure.example.test", "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&crt)
-        .stderr(Stdio::null())
-        .status()
-        .expect("openssl");
-    assert!(made.success());
+    let (crt, key) = berth_testkit::self_signed_cert(dir.path(), "secure.example.test");
     s.ok(&[
         "create",
         "secret",
