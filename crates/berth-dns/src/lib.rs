@@ -115,7 +115,8 @@ impl Listeners {
             Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
                 let socket = freebind_socket(SocketAddr::new(addr.ip(), 0), ty);
                 if socket.is_ok() {
-                    tracing::warn!(%addr, error = %e, "another program holds the cluster DNS port: answering on a free port that the Service rules send it to");
+                    let protocol = if ty == socket2::Type::DGRAM { "UDP" } else { "TCP" };
+                    tracing::warn!(%addr, protocol, error = %e, "another program holds the cluster DNS port: answering on a free port that the Service rules send it to");
                 }
                 socket
             }

@@ -3,7 +3,7 @@
 //! container cgroups and applies the limits (v1 and v2 alike).
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,7 +105,6 @@ struct Warmer {
     /// The `tasks` (v1) or `cgroup.procs` (v2) file of the warming thread's own cgroup.
     tasks_file: PathBuf,
     state: Mutex<WarmState>,
-    wake: Condvar,
 }
 
 #[derive(Default)]
@@ -145,7 +144,6 @@ impl MigrationWarmer {
                 state.running = false;
             }
         }
-        inner.wake.notify_one();
         WarmGuard { inner: Some(inner.clone()) }
     }
 }
@@ -164,7 +162,7 @@ impl Drop for WarmGuard {
 
 impl Warmer {
     fn new(tasks_file: PathBuf) -> Arc<Warmer> {
-        Arc::new(Warmer { tasks_file, state: Mutex::new(WarmState::default()), wake: Condvar::new() })
+        Arc::new(Warmer { tasks_file, state: Mutex::new(WarmState::default()) })
     }
 
     /// The warming thread: ends when nobody holds it and the linger time is over.
