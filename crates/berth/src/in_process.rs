@@ -89,13 +89,17 @@ mod tests {
     }
 
     async fn fixture() -> Fixture {
+        fixture_with(Default::default()).await
+    }
+
+    async fn fixture_with(options: berth_store::StoreOptions) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let listener = berth_apiserver::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let address = listener.local_addr().unwrap().to_string();
         let pki = berth_apiserver::pki::ensure(dir.path(), &["127.0.0.1".to_owned()]).unwrap();
         let kubeconfig =
             berth_apiserver::pki::write_kubeconfig(dir.path(), &format!("https://{address}"), &pki).unwrap();
-        let store = berth_store::SqliteStore::open(&dir.path().join("state.db"), Default::default()).unwrap();
+        let store = berth_store::SqliteStore::open(&dir.path().join("state.db"), options).unwrap();
         let ranges = berth_apiserver::ServiceRanges::parse("10.96.0.0/12", "30000-32767").unwrap();
         let state =
             berth_apiserver::build_state(store, pki.admin_token.clone(), address.clone(), None, ranges).await.unwrap();
@@ -209,5 +213,137 @@ mod tests {
             Err(kube::Error::HyperError(_) | kube::Error::Service(_)) => {}
             other => panic!("expected a connection error, got {:?}", other.map(|_| ())),
         }
+    }
+
+    /// CPU time of this process (both ends of every request) in microseconds.
+    fn cpu_micros() -> u64 {
+        let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+        t.tv_sec as u64 * 1_000_000 + t.tv_nsec as u64 / 1_000
+    }
+
+    #[derive(Default)]
+    struct Sample {
+        latencies: Vec<Duration>,
+        cpu_micros: u64,
+    }
+
+    impl Sample {
+        fn quantile(&mut self, q: f64) -> f64 {
+            self.latencies.sort();
+            let i = ((self.latencies.len() as f64 * q).ceil() as usize).clamp(1, self.latencies.len()) - 1;
+            self.latencies[i].as_secs_f64() * 1e6
+        }
+
+        fn cpu_per_request(&self) -> f64 {
+            self.cpu_micros as f64 / self.latencies.len() as f64
+        }
+    }
+
+    /// Runs `op` `n` times in a row, timing each.
+    async fn measure(sample: &mut Sample, n: usize, mut op: impl AsyncFnMut(usize)) {
+        let cpu = cpu_micros();
+        for i in 0..n {
+            let started = std::time::Instant::now();
+            op(i).await;
+            sample.latencies.push(started.elapsed());
+        }
+        sample.cpu_micros += cpu_micros() - cpu;
+    }
+
+    /// One request kind through both clients of one server: rounds alternate between them so
+    /// drift in the machine's load hits both alike.
+    async fn compare(
+        name: &str,
+        rounds: usize,
+        per_round: usize,
+        clients: &[(&str, kube::Client)],
+        op: impl AsyncFn(usize, &kube::Client, usize),
+    ) {
+        let mut samples: Vec<Sample> = clients.iter().map(|_| Sample::default()).collect();
+        let mut seq = 0;
+        for _ in 0..rounds {
+            for (k, ((_, client), sample)) in clients.iter().zip(&mut samples).enumerate() {
+                measure(sample, per_round, async |_| {
+                    op(k, client, seq).await;
+                    seq += 1;
+                })
+                .await;
+            }
+        }
+        let mut line = format!("{name:<28}");
+        for ((label, _), sample) in clients.iter().zip(&mut samples) {
+            line += &format!(
+                " | {label}: p50 {:>7.1} us p99 {:>7.1} us cpu {:>6.1} us/req",
+                sample.quantile(0.5),
+                sample.quantile(0.99),
+                sample.cpu_per_request()
+            );
+        }
+        let (p50, cpu) = (
+            samples[1].quantile(0.5) / samples[0].quantile(0.5),
+            samples[1].cpu_per_request() / samples[0].cpu_per_request(),
+        );
+        println!("{line} | https/in-process: p50 {p50:.2}x cpu {cpu:.2}x");
+    }
+
+    /// `bench/api-client/run.sh`: latency and CPU per request of the in-process client beside
+    /// the HTTPS one, against one server in one process.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "benchmark: bench/api-client/run.sh"]
+    async fn bench_transports() {
+        let n: usize = std::env::var("BENCH_REQUESTS").ok().and_then(|v| v.parse().ok()).unwrap_or(2000);
+        // Commits without fsync: the transport, not the disk, is what is compared.
+        let options = berth_store::StoreOptions { sync: berth_store::Durability::Normal, ..Default::default() };
+        let f = fixture_with(options).await;
+        let network = kube::Client::try_from(f.config.clone()).unwrap();
+        let local = super::client(&f.config, berth_apiserver::router(Arc::clone(&f.state)), network.clone()).unwrap();
+        let clients = [("in-process", local), ("https", network)];
+        let api = |c: &kube::Client| Api::<ConfigMap>::namespaced(c.clone(), "default");
+        for i in 0..100 {
+            api(&clients[0].1).create(&PostParams::default(), &config_map(&format!("cm-{i}"))).await.unwrap();
+        }
+        // Warm both: connections, caches, discovery of nothing.
+        for (_, c) in &clients {
+            for _ in 0..50 {
+                api(c).get("cm-0").await.unwrap();
+            }
+        }
+        let rounds = 10;
+        let per = n / rounds;
+        println!("requests per client and kind: {}", rounds * per);
+        compare("get configmap", rounds, per, &clients, async |_, c, _| {
+            api(c).get("cm-1").await.unwrap();
+        })
+        .await;
+        compare("list 100 configmaps", rounds, per / 4, &clients, async |_, c, _| {
+            api(c).list(&Default::default()).await.unwrap();
+        })
+        .await;
+        compare("create configmap", rounds, per, &clients, async |_, c, i| {
+            api(c).create(&PostParams::default(), &config_map(&format!("new-{i}"))).await.unwrap();
+        })
+        .await;
+        // A write seen by a watch the same client holds open, each client in its own
+        // namespace: create -> ADDED event.
+        let mut watches = Vec::new();
+        for (k, (_, c)) in clients.iter().enumerate() {
+            let ns: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(c.clone());
+            let body = serde_json::from_value(serde_json::json!({"metadata": {"name": format!("watch-{k}")}})).unwrap();
+            ns.create(&PostParams::default(), &body).await.unwrap();
+            let cms = Api::<ConfigMap>::namespaced(c.clone(), &format!("watch-{k}"));
+            let rv = cms.list_metadata(&Default::default()).await.unwrap().metadata.resource_version.unwrap();
+            let events = cms.watch(&WatchParams::default().timeout(290), &rv).await.unwrap().boxed();
+            watches.push((cms, tokio::sync::Mutex::new(events)));
+        }
+        compare("create -> watch event", rounds, per, &clients, async |k, _, i| {
+            let (cms, events) = &watches[k];
+            let name = format!("w-{i}");
+            cms.create(&PostParams::default(), &config_map(&name)).await.unwrap();
+            match events.lock().await.try_next().await.unwrap().unwrap() {
+                WatchEvent::Added(cm) => assert_eq!(cm.metadata.name, Some(name)),
+                other => panic!("unexpected {other:?}"),
+            }
+        })
+        .await;
     }
 }
