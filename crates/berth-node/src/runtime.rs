@@ -495,7 +495,11 @@ impl Runtime {
             namespace: pod.metadata.namespace.clone().unwrap_or_else(|| "default".to_owned()),
             name: pod.metadata.name.clone().unwrap_or_default(),
             hostname: sandbox::pod_hostname(pod),
-            network: network::PodNetworkInfo { ip, netns: network::netns_name(&uid), host_veth: network::host_veth_name(&uid) },
+            network: network::PodNetworkInfo {
+                ip,
+                netns: network::netns_name(&uid),
+                host_veth: network::host_veth_name(&uid),
+            },
             created_at: Timestamp::now().to_string(),
         };
         Ok(SandboxPlan { sandbox, exists: false })
@@ -711,7 +715,13 @@ impl Runtime {
             init_pid: 0,
             shim_pid: shim.pid.as_raw_nonzero().get(),
         };
-        Ok(PreparedStart { record, state_dir, shim, prepare: started.elapsed(), prepared_at: std::time::Instant::now() })
+        Ok(PreparedStart {
+            record,
+            state_dir,
+            shim,
+            prepare: started.elapsed(),
+            prepared_at: std::time::Instant::now(),
+        })
     }
 
     /// The second half of a container start: tells the waiting shim to create and start the
