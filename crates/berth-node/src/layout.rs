@@ -213,6 +213,7 @@ pub fn migrate_ipam(node_dir: &Path) -> std::io::Result<usize> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -606,7 +606,7 @@ fn pods_of_the_previous_layout_are_adopted_after_an_upgrade() {
         .filter_map(|line| line.split(':').next().map(str::to_owned))
         .find(|pid| std::fs::read_to_string(format!("/proc/{pid}/cgroup")).is_ok_and(|c| c.contains(uid.as_str())))
         .expect("the pod's server process");
-    assert!(std::process::Command::new("kill").args(["-KILL", &server]).status().unwrap().success());
+    assert!(std::process::Command::new("kill").args(["-KILL", &server]).status().expect("kill").success());
     wait_for("the old container restarted", Duration::from_secs(90), || {
         let pod = s.json(&["get", "pod", name]);
         (restarts(&pod) == 2 && condition(&pod, "Ready") == "True").then_some(())
