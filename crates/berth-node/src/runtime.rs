@@ -318,12 +318,14 @@ impl Runtime {
                 "no CAP_SYS_RESOURCE: container oom_score_adj is kept at or above Berth's own"
             );
         }
+        let cgroups = CgroupMounts::detect();
+        cgroups.prepare_parent(&config.cgroup_parent);
         Ok(Runtime {
             config,
             ipam,
             host_image,
             images,
-            cgroups: CgroupMounts::detect(),
+            cgroups,
             migrations: MigrationWarmer::detect(),
             host_resolv_conf,
             limits,
