@@ -2,13 +2,15 @@
 //! its own shim process (see [`crate::shim`]), all state kept on disk so a restarted Berth
 //! finds running pods again.
 //!
-//! Layout under the data dir:
-//! - `network/ipam/<ip>`: IP allocations (see [`crate::ipam`]);
-//! - `runc/`: runc's state (`runc --root`);
-//! - `pods/<uid>/_sandbox/`: `sandbox.json`, `hosts`, `hostname`, `resolv.conf`, `uts`, `ipc`;
-//! - `pods/<uid>/_volumes/<kind>/<name>`: volumes;
-//! - `pods/<uid>/_containers/<name>-<attempt>/`: OCI bundle (`config.json`, `rootfs/`),
+//! Layout under the data dir (see [`crate::layout`] for what is on disk and what on the run
+//! tmpfs):
+//! - `run/ipam/<ip>`: IP allocations (see [`crate::ipam`]);
+//! - `run/oci/`, `run/runc/`: the OCI runtimes' state (`--root`);
+//! - `run/pods/<uid>/_sandbox/`: `sandbox.json`, `hosts`, `hostname`, `resolv.conf`, `uts`, `ipc`;
+//! - `run/pods/<uid>/_containers/<name>-<attempt>/`: OCI bundle (`config.json`, `rootfs/`),
 //!   `shim.json`, `shim.pid`, `container.json`, `exit.json`, `termination-log`, `attach.sock`;
+//! - `pods/<uid>/_volumes/<kind>/<name>`: volumes;
+//! - `pods/<uid>/_layers/<name>-<attempt>/`: the writable layer of a container from an image;
 //! - `pods/<uid>/<container>/<attempt>.log`: logs (CRI format).
 //!
 //! Names with `_` cannot clash with container names, which are DNS labels.
@@ -32,6 +34,7 @@ use crate::config::NodeConfig;
 use crate::crilog;
 use crate::images;
 use crate::ipam::{Ipam, IpamError};
+use crate::layout::{self, RunDir};
 use crate::network::{self, NetworkError};
 use crate::oci::{self, Mount, Namespace};
 use crate::oci_runtime::{OciCli, RuntimeKind};
@@ -356,11 +359,25 @@ impl Runtime {
             }
         }
         std::fs::create_dir_all(config.data_dir.join("pods")).map_err(io_context("creating the data dir"))?;
-        std::fs::create_dir_all(config.data_dir.join("runc")).map_err(io_context("creating the runc state dir"))?;
-        std::fs::create_dir_all(config.data_dir.join("oci")).map_err(io_context("creating the container state dir"))?;
         let data_dir = std::fs::canonicalize(&config.data_dir).map_err(io_context("resolving the data dir"))?;
         let config = NodeConfig { data_dir, ..config };
-        let ipam = Ipam::open(config.data_dir.join("network").join("ipam"), config.network.pod_cidr)?;
+        let run_dir = layout::prepare_run_dir(&config.data_dir).map_err(io_context("preparing the run directory"))?;
+        if run_dir == RunDir::Mounted {
+            tracing::info!(dir = %layout::run_dir(&config.data_dir).display(), "run-time state on a new tmpfs");
+        }
+        for kind in [RuntimeKind::Runc, RuntimeKind::Libcontainer] {
+            let root = layout::state_root(&config.data_dir, kind);
+            std::fs::create_dir_all(&root).map_err(io_context(format!("creating {}", root.display())))?;
+        }
+        std::fs::create_dir_all(layout::run_dir(&config.data_dir).join("pods"))
+            .map_err(io_context("creating the run directory"))?;
+        // Pods of a version before the run directory keep their addresses.
+        match layout::migrate_ipam(&config.data_dir) {
+            Ok(0) => {}
+            Ok(moved) => tracing::info!(moved, "IP allocations moved to the run directory"),
+            Err(error) => tracing::warn!(%error, "cannot move the old IP allocations"),
+        }
+        let ipam = Ipam::open(layout::ipam_dir(&config.data_dir), config.network.pod_cidr)?;
         network::setup_host(&config.network).await?;
         crate::namespaces::prepare_netns_dir().map_err(NetworkError::from)?;
         let netlink = network::HostNetlink::connect()?;
@@ -375,12 +392,14 @@ impl Runtime {
                 "no CAP_SYS_RESOURCE: container oom_score_adj is kept at or above Berth's own"
             );
         }
+        let cgroups = CgroupMounts::detect();
+        cgroups.prepare_parent(&config.cgroup_parent);
         Ok(Runtime {
             config,
             ipam,
             host_image,
             images,
-            cgroups: CgroupMounts::detect(),
+            cgroups,
             migrations: MigrationWarmer::detect(),
             host_resolv_conf,
             limits,
@@ -407,29 +426,30 @@ impl Runtime {
         &self.images
     }
 
-    fn pod_dir(&self, uid: &str) -> PathBuf {
-        self.config.data_dir.join("pods").join(uid)
-    }
-
     fn sandbox_dir(&self, uid: &str) -> PathBuf {
-        self.pod_dir(uid).join("_sandbox")
+        layout::sandbox_dir(&self.config.data_dir, uid)
     }
 
     fn volumes_dir(&self, uid: &str) -> PathBuf {
-        self.pod_dir(uid).join("_volumes")
-    }
-
-    fn containers_dir(&self, uid: &str) -> PathBuf {
-        self.pod_dir(uid).join("_containers")
+        layout::disk_pod_dir(&self.config.data_dir, uid).join("_volumes")
     }
 
     fn container_dir(&self, uid: &str, name: &str, attempt: u32) -> PathBuf {
-        self.containers_dir(uid).join(format!("{name}-{attempt}"))
+        layout::container_dir(&self.config.data_dir, uid, name, attempt)
     }
 
-    /// The OCI runtime command line for containers created by `kind`.
+    fn layer_dir(&self, uid: &str, name: &str, attempt: u32) -> PathBuf {
+        layout::layer_dir(&self.config.data_dir, uid, name, attempt)
+    }
+
+    /// The OCI runtime command line for new containers created by `kind`.
     fn oci_cli(&self, kind: RuntimeKind) -> OciCli {
         OciCli::new(&self.config, kind)
+    }
+
+    /// The OCI runtime command line for an existing container.
+    fn handle_cli(&self, handle: &ContainerHandle) -> OciCli {
+        OciCli::for_container(&self.config, handle.record.runtime, &handle.state_dir)
     }
 
     fn pod_cgroup(&self, uid: &str) -> String {
@@ -450,15 +470,7 @@ impl Runtime {
 
     /// UIDs of every pod that has a directory on this node.
     pub fn pod_uids(&self) -> Vec<String> {
-        let mut uids: Vec<String> = std::fs::read_dir(self.config.data_dir.join("pods"))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|entry| entry.file_name().to_str().map(str::to_owned))
-            .filter(|uid| check_uid(uid).is_ok())
-            .collect();
-        uids.sort();
-        uids
+        layout::pod_uids(&self.config.data_dir).into_iter().filter(|uid| check_uid(uid).is_ok()).collect()
     }
 
     /// Creates (or finds again) the sandbox of `pod`: IP, network namespace, shared UTS and
@@ -558,7 +570,6 @@ impl Runtime {
         if check_uid(uid).is_err() {
             return;
         }
-        let dir = self.sandbox_dir(uid);
         let info = self.sandbox(uid).map(|s| s.network).unwrap_or_else(|| network::PodNetworkInfo {
             ip: std::net::Ipv4Addr::UNSPECIFIED,
             netns: network::netns_name(uid),
@@ -570,11 +581,14 @@ impl Runtime {
         {
             tracing::warn!(%error, uid, "cannot release pod IP");
         }
-        for name in ["uts", "ipc"] {
-            // Fails harmlessly when nothing is mounted there.
-            let _ = rustix::mount::unmount(dir.join(name), rustix::mount::UnmountFlags::DETACH);
+        // Both places: the sandbox may have been made by a version before the run directory.
+        for dir in layout::sandbox_dirs(&self.config.data_dir, uid) {
+            for name in ["uts", "ipc"] {
+                // Fails harmlessly when nothing is mounted there.
+                let _ = rustix::mount::unmount(dir.join(name), rustix::mount::UnmountFlags::DETACH);
+            }
+            let _ = std::fs::remove_file(dir.join(SANDBOX_FILE));
         }
-        let _ = std::fs::remove_file(dir.join(SANDBOX_FILE));
         volumes::unmount_all(&self.volumes_dir(uid));
         self.cgroups.remove(&self.pod_cgroup(uid));
     }
@@ -583,13 +597,18 @@ impl Runtime {
     pub async fn remove_pod(&self, uid: &str) -> Result<(), RuntimeError> {
         check_uid(uid)?;
         self.teardown_sandbox(uid).await;
-        images::unmount_pod_rootfs(&self.containers_dir(uid));
-        let dir = self.pod_dir(uid);
-        match tokio::fs::remove_dir_all(&dir).await {
-            Ok(()) => Ok(()),
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(error) => Err(io_context(format!("removing {}", dir.display()))(error)),
+        for dir in layout::containers_dirs(&self.config.data_dir, uid) {
+            images::unmount_pod_rootfs(&dir);
         }
+        let data_dir = &self.config.data_dir;
+        for dir in [layout::run_pod_dir(data_dir, uid), layout::disk_pod_dir(data_dir, uid)] {
+            match tokio::fs::remove_dir_all(&dir).await {
+                Ok(()) => {}
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error) => return Err(io_context(format!("removing {}", dir.display()))(error)),
+            }
+        }
+        Ok(())
     }
 
     /// Sets up (or refreshes) the pod's volumes.
@@ -649,23 +668,29 @@ impl Runtime {
             }
         };
         let state_dir = self.container_dir(uid, &container.name, attempt);
+        let layer_dir = self.layer_dir(uid, &container.name, attempt);
         let id = format!("{uid}-{}-{attempt}", container.name);
         if state_dir.exists() {
             // Left over from a start that did not finish (Berth stopped half-way).
             for kind in [RuntimeKind::Runc, RuntimeKind::Libcontainer] {
-                let _ = self.oci(kind, &["delete", "--force", id.as_str()]).await;
+                let _ = self.oci(self.oci_cli(kind), &["delete", "--force", id.as_str()]).await;
             }
             images::unmount_rootfs(&state_dir);
             tokio::fs::remove_dir_all(&state_dir)
                 .await
                 .map_err(io_context(format!("removing {}", state_dir.display())))?;
         }
+        if resolved.is_some() && layer_dir.exists() {
+            tokio::fs::remove_dir_all(&layer_dir)
+                .await
+                .map_err(io_context(format!("removing {}", layer_dir.display())))?;
+        }
         tokio::fs::create_dir_all(&state_dir).await.map_err(io_context(format!("creating {}", state_dir.display())))?;
         // The shim's exec and set-up (a few milliseconds) run while the bundle is written.
         let shim = self.spawn_shim(&state_dir)?;
         match &resolved {
             None => self.host_image.prepare_rootfs(&state_dir.join("rootfs"))?,
-            Some(resolved) => images::mount_rootfs(&state_dir, resolved)?,
+            Some(resolved) => images::mount_rootfs(&state_dir, &layer_dir, resolved)?,
         }
         std::fs::write(state_dir.join(TERMINATION_LOG), b"").map_err(io_context("creating the termination log"))?;
 
@@ -933,9 +958,8 @@ impl Runtime {
         }
     }
 
-    /// Runs an OCI runtime verb (runc's command line) for containers created by `kind`.
-    async fn oci(&self, kind: RuntimeKind, args: &[&str]) -> Result<String, CommandError> {
-        let cli = self.oci_cli(kind);
+    /// Runs an OCI runtime verb (runc's command line).
+    async fn oci(&self, cli: OciCli, args: &[&str]) -> Result<String, CommandError> {
         let mut full = cli.base_args();
         full.extend(args.iter().map(std::ffi::OsString::from));
         command::run(&cli.program, &full, None).await
@@ -943,7 +967,7 @@ impl Runtime {
 
     /// Sends `signal` (a name such as `TERM`) to the container's init process.
     pub async fn signal_container(&self, handle: &ContainerHandle, signal: &str) -> Result<(), RuntimeError> {
-        match self.oci(handle.record.runtime, &["kill", handle.record.id.as_str(), signal]).await {
+        match self.oci(self.handle_cli(handle), &["kill", handle.record.id.as_str(), signal]).await {
             Ok(_) => Ok(()),
             // Already gone: the shim is recording its exit.
             Err(_) if handle.exit_record().is_some() || !self.is_running(handle).await => Ok(()),
@@ -952,7 +976,7 @@ impl Runtime {
     }
 
     async fn is_running(&self, handle: &ContainerHandle) -> bool {
-        match self.oci(handle.record.runtime, &["state", handle.record.id.as_str()]).await {
+        match self.oci(self.handle_cli(handle), &["state", handle.record.id.as_str()]).await {
             Ok(state) => serde_json::from_str::<serde_json::Value>(&state)
                 .ok()
                 .and_then(|v| v.get("status").and_then(|s| s.as_str()).map(|s| s == "running" || s == "created"))
@@ -997,7 +1021,7 @@ impl Runtime {
         argv: &[String],
         timeout: Duration,
     ) -> Result<ExecOutput, RuntimeError> {
-        let cli = self.oci_cli(handle.record.runtime);
+        let cli = self.handle_cli(handle);
         let child = cli
             .tokio_command()
             .arg("exec")
@@ -1029,8 +1053,7 @@ impl Runtime {
             return Vec::new();
         }
         let mut handles = Vec::new();
-        for entry in std::fs::read_dir(self.containers_dir(uid)).into_iter().flatten().flatten() {
-            let state_dir = entry.path();
+        for state_dir in layout::container_state_dirs(&self.config.data_dir, uid) {
             let Some(record) = std::fs::read(state_dir.join(CONTAINER_RECORD))
                 .ok()
                 .and_then(|bytes| serde_json::from_slice::<ContainerRecord>(&bytes).ok())
@@ -1056,7 +1079,8 @@ impl Runtime {
             // The shim died without recording anything (killed): the container may still
             // run unwatched. Stop it and record what we know.
             tracing::warn!(id = %record.id, "container shim vanished; stopping the container");
-            let _ = self.oci(record.runtime, &["delete", "--force", record.id.as_str()]).await;
+            let cli = OciCli::for_container(&self.config, record.runtime, &state_dir);
+            let _ = self.oci(cli, &["delete", "--force", record.id.as_str()]).await;
             let lost = ExitRecord {
                 exit_code: 137,
                 signal: None,
@@ -1078,12 +1102,15 @@ impl Runtime {
             return;
         }
         for attempt in 0..keep_from {
-            let dir = self.container_dir(uid, name, attempt);
-            images::unmount_rootfs(&dir);
-            if tokio::fs::metadata(&dir).await.is_ok()
-                && let Err(error) = tokio::fs::remove_dir_all(&dir).await
-            {
-                tracing::warn!(%error, dir = %dir.display(), "cannot remove old container attempt");
+            let [current, legacy] = layout::containers_dirs(&self.config.data_dir, uid);
+            let attempt_dir = format!("{name}-{attempt}");
+            for dir in [current.join(&attempt_dir), legacy.join(&attempt_dir), self.layer_dir(uid, name, attempt)] {
+                images::unmount_rootfs(&dir);
+                if tokio::fs::metadata(&dir).await.is_ok()
+                    && let Err(error) = tokio::fs::remove_dir_all(&dir).await
+                {
+                    tracing::warn!(%error, dir = %dir.display(), "cannot remove old container attempt");
+                }
             }
             crilog::remove_log(&self.log_path(uid, name, attempt));
         }
@@ -1092,11 +1119,15 @@ impl Runtime {
     /// Removes the on-disk state of an ended container attempt (its log stays).
     pub async fn remove_container(&self, handle: &ContainerHandle) -> Result<(), RuntimeError> {
         images::unmount_rootfs(&handle.state_dir);
-        match tokio::fs::remove_dir_all(&handle.state_dir).await {
-            Ok(()) => Ok(()),
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(error) => Err(io_context(format!("removing {}", handle.state_dir.display()))(error)),
+        let record = &handle.record;
+        for dir in [&handle.state_dir, &self.layer_dir(&record.pod_uid, &record.name, record.attempt)] {
+            match tokio::fs::remove_dir_all(dir).await {
+                Ok(()) => {}
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error) => return Err(io_context(format!("removing {}", dir.display()))(error)),
+            }
         }
+        Ok(())
     }
 }
 

@@ -75,6 +75,14 @@ async fn pod_serves_http_from_its_own_ip_and_is_cleaned_up() {
     let run = PodRun { sandbox: &sandbox, pod: &pod, inputs: &inputs, volumes: &volumes, placement: &place };
     let handle = runtime.start_container(&run, &web, 0).await.unwrap();
 
+    // The bundle is on the node's run directory, a tmpfs; the log stays on disk.
+    let run_dir = runtime.data_dir().join("run");
+    assert!(handle.state_dir.starts_with(&run_dir), "{}", handle.state_dir.display());
+    assert!(handle.state_dir.join("config.json").is_file());
+    const TMPFS_MAGIC: i64 = 0x0102_1994;
+    assert_eq!(rustix::fs::statfs(&run_dir).unwrap().f_type as i64, TMPFS_MAGIC, "the run directory is a tmpfs");
+    assert!(runtime.log_path(&uid, "web", 0).starts_with(runtime.data_dir().join("pods")));
+
     // The host reaches the pod on its own IP.
     let body = eventually("the pod to serve HTTP", WAIT, || async {
         http_get(sandbox.ip(), 8080, "/index.html").await.ok().filter(|r| r.contains("200"))
@@ -136,12 +144,13 @@ async fn pod_serves_http_from_its_own_ip_and_is_cleaned_up() {
     let netns = sandbox.network.netns_path();
     assert!(!netns.exists(), "network namespace removed");
     assert!(!Path::new("/sys/class/net").join(&sandbox.network.host_veth).exists(), "veth removed");
-    assert!(!node.data_dir.path().join("network/ipam").join(sandbox.ip().to_string()).exists(), "IP released");
+    assert!(!node.data_dir.path().join("run/ipam").join(sandbox.ip().to_string()).exists(), "IP released");
     assert!(
         !Path::new(&format!("/sys/fs/cgroup/memory{}/pod{uid}", node.config.cgroup_parent)).exists(),
         "cgroup removed"
     );
     assert!(!node.data_dir.path().join("pods").join(&uid).exists(), "pod directory removed");
+    assert!(!node.data_dir.path().join("run/pods").join(&uid).exists(), "pod run-time state removed");
 }
 
 #[tokio::test]
@@ -226,7 +235,7 @@ async fn pods_reach_each_other_and_the_host_and_survive_a_runtime_restart() {
     }
     // Allocations were freed, so a new pod may get an address again.
     assert!(
-        std::fs::read_dir(node.data_dir.path().join("network/ipam"))
+        std::fs::read_dir(node.data_dir.path().join("run/ipam"))
             .unwrap()
             .flatten()
             .all(|e| e.file_name() == "last_reserved")

@@ -337,16 +337,22 @@ impl Worker {
             let Some(slot) = self.slot_mut(&name) else { continue };
             let fallback = falls_back_to_logs(&slot.spec);
             slot.next_attempt = latest.record.attempt + 1;
-            slot.previous =
+            let before =
                 before.as_ref().and_then(|h| h.exit_record().map(|r| terminated_from(&runtime, &r, h, None, fallback)));
+            let ended = |terminated: Terminated| {
+                let elapsed = now.duration_since(terminated.finished_at).unsigned_abs();
+                let finished = Instant::now().checked_sub(elapsed).unwrap_or_else(Instant::now);
+                Ended { terminated, finished }
+            };
             match latest.exit_record() {
                 Some(record) => {
-                    let terminated = terminated_from(&runtime, &record, &latest, None, fallback);
-                    let elapsed = now.duration_since(terminated.finished_at).unsigned_abs();
-                    let finished = Instant::now().checked_sub(elapsed).unwrap_or_else(Instant::now);
-                    slot.last = Some(Ended { terminated, finished });
+                    slot.previous = before;
+                    slot.last = Some(ended(terminated_from(&runtime, &record, &latest, None, fallback)));
                 }
                 None => {
+                    // A running container's last state is the attempt before it, as when it
+                    // was started by this process.
+                    slot.last = before.map(ended);
                     let container_id = format!("{}://{}", latest.record.runtime, latest.record.id);
                     let started_at = latest.record.started_at.parse().unwrap_or(now);
                     let waiter = latest.clone();
