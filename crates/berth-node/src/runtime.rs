@@ -1,6 +1,6 @@
 //! The container runtime: pod sandboxes and containers run by runc, each container watched by
-//! its own shim process (see [`crate::shim`]), all state kept on disk so a restarted Berth
-//! finds running pods again.
+//! its own shim process (see [`crate::shim`]), all state kept in files (on the run tmpfs,
+//! which outlives Berth) so a restarted Berth finds running pods again.
 //!
 //! Layout under the data dir (see [`crate::layout`] for what is on disk and what on the run
 //! tmpfs):
