@@ -49,15 +49,19 @@ pods_remove() { # NODE_DIR
   for pid in $(grep -l -a -F "$dir" /proc/[0-9]*/cmdline 2>/dev/null | cut -d/ -f3); do
     [ "$pid" != $$ ] && kill -KILL "$pid" 2>/dev/null || true
   done
-  for id in $(runc --root "$dir/runc" list -q 2>/dev/null); do
-    runc --root "$dir/runc" delete --force "$id" >/dev/null 2>&1 || true
+  # runc's state is in the run directory (a tmpfs), or at the old place for older versions.
+  for root in "$dir/run/runc" "$dir/runc"; do
+    for id in $(runc --root "$root" list -q 2>/dev/null); do
+      runc --root "$root" delete --force "$id" >/dev/null 2>&1 || true
+    done
   done
   # Containers libcontainer created have no runc state: kill what runs in their cgroups.
-  for uid in $(ls "$dir/pods" 2>/dev/null); do
+  for uid in $( (ls "$dir/pods"; ls "$dir/run/pods") 2>/dev/null | sort -u); do
     cat /sys/fs/cgroup/pids/berth/pod"$uid"/*/cgroup.procs /sys/fs/cgroup/berth/pod"$uid"/*/cgroup.procs 2>/dev/null |
       xargs -r kill -KILL 2>/dev/null || true
+    ip netns del "berth-$uid" 2>/dev/null || true
   done
-  for uid in $(ls "$dir/pods" 2>/dev/null); do ip netns del "berth-$uid" 2>/dev/null || true; done
+  # Deepest first, the run tmpfs last, so the data dir can be deleted.
   grep -F " $dir/" /proc/self/mountinfo | awk '{print $5}' | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
 }
 

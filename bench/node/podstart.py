@@ -296,7 +296,7 @@ def rss_kib(pid, field="Rss"):
 
 
 def shim_pids(data_dir):
-    marker = f"{data_dir}/node/pods/"
+    marker = f"{data_dir}/node/"  # node/run/pods/ (or node/pods/ before the run tmpfs)
     pids = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():

@@ -78,12 +78,9 @@ pub fn running_container_state(data_dir: &Path, uid: &str, name: &str) -> Option
     if uid.is_empty() || !uid.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
         return None;
     }
-    let containers = data_dir.join("pods").join(uid).join("_containers");
-    std::fs::read_dir(containers)
-        .ok()?
-        .flatten()
-        .filter_map(|entry| {
-            let dir = entry.path();
+    crate::layout::container_state_dirs(data_dir, uid)
+        .into_iter()
+        .filter_map(|dir| {
             let record: ContainerRecord =
                 serde_json::from_slice(&std::fs::read(dir.join("container.json")).ok()?).ok()?;
             (record.name == name && !dir.join(shim::EXIT_FILE).exists()).then_some((record, dir))

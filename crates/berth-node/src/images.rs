@@ -76,11 +76,12 @@ fn rootfs_error(path: &Path) -> impl FnOnce(std::io::Error) -> RootfsError + '_ 
     move |source| RootfsError { path: path.to_owned(), source }
 }
 
-/// Mounts the image's layers with a fresh upper directory on `<state_dir>/rootfs`.
-pub fn mount_rootfs(state_dir: &Path, image: &ResolvedImage) -> Result<(), RootfsError> {
+/// Mounts the image's layers on `<state_dir>/rootfs` with a fresh upper directory in
+/// `layer_dir` (on disk: what a container writes is not kept in memory).
+pub fn mount_rootfs(state_dir: &Path, layer_dir: &Path, image: &ResolvedImage) -> Result<(), RootfsError> {
     let rootfs = state_dir.join("rootfs");
-    let upper = state_dir.join("upper");
-    let work = state_dir.join("work");
+    let upper = layer_dir.join("upper");
+    let work = layer_dir.join("work");
     for dir in [&rootfs, &upper, &work] {
         std::fs::create_dir_all(dir).map_err(rootfs_error(dir))?;
     }
@@ -123,9 +124,9 @@ pub fn unmount_pod_rootfs(containers_dir: &Path) {
 /// Names of the images that containers recorded under `node_dir` were started from.
 pub fn images_in_use(node_dir: &Path) -> HashSet<String> {
     let mut used = HashSet::new();
-    for pod in std::fs::read_dir(node_dir.join("pods")).into_iter().flatten().flatten() {
-        for container in std::fs::read_dir(pod.path().join("_containers")).into_iter().flatten().flatten() {
-            let Ok(bytes) = std::fs::read(container.path().join("container.json")) else { continue };
+    for uid in crate::layout::pod_uids(node_dir) {
+        for container in crate::layout::container_state_dirs(node_dir, &uid) {
+            let Ok(bytes) = std::fs::read(container.join("container.json")) else { continue };
             let Ok(record) = serde_json::from_slice::<serde_json::Value>(&bytes) else { continue };
             if let Some(image) = record.get("image").and_then(|i| i.as_str())
                 && let Ok(name) = berth_image::reference::normalize(image)

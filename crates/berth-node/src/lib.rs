@@ -18,6 +18,7 @@ pub mod crilog;
 pub mod exec;
 pub mod images;
 pub mod ipam;
+pub mod layout;
 pub mod metrics;
 pub mod namespaces;
 pub mod network;

@@ -127,16 +127,15 @@ impl Reader {
     /// Reads every running container of every pod on disk, and the machine.
     pub fn snapshot(&self) -> Snapshot {
         let mut pods = Vec::new();
-        let pods_dir = self.data_dir.join("pods");
-        for entry in std::fs::read_dir(&pods_dir).into_iter().flatten().flatten() {
-            let dir = entry.path();
-            let Some(sandbox) = std::fs::read(dir.join("_sandbox").join("sandbox.json"))
+        for uid in crate::layout::pod_uids(&self.data_dir) {
+            let sandbox_dir = crate::layout::sandbox_dir(&self.data_dir, &uid);
+            let Some(sandbox) = std::fs::read(sandbox_dir.join("sandbox.json"))
                 .ok()
                 .and_then(|bytes| serde_json::from_slice::<Sandbox>(&bytes).ok())
             else {
                 continue;
             };
-            if let Some(pod) = self.pod(&dir, sandbox) {
+            if let Some(pod) = self.pod(&uid, sandbox) {
                 pods.push(pod);
             }
         }
@@ -144,10 +143,9 @@ impl Reader {
         Snapshot { taken: Timestamp::now(), at: Instant::now(), pods, machine: machine() }
     }
 
-    fn pod(&self, dir: &Path, sandbox: Sandbox) -> Option<PodStats> {
+    fn pod(&self, uid: &str, sandbox: Sandbox) -> Option<PodStats> {
         let mut newest: HashMap<String, (ContainerRecord, PathBuf)> = HashMap::new();
-        for entry in std::fs::read_dir(dir.join("_containers")).into_iter().flatten().flatten() {
-            let state_dir = entry.path();
+        for state_dir in crate::layout::container_state_dirs(&self.data_dir, uid) {
             if state_dir.join(shim::EXIT_FILE).exists() {
                 continue;
             }

@@ -82,15 +82,21 @@ pub struct OciCli {
 impl OciCli {
     /// The command line of `kind` for the node configured by `config`.
     pub fn new(config: &NodeConfig, kind: RuntimeKind) -> OciCli {
+        OciCli::with_root(config, kind, state_root(&config.data_dir, kind))
+    }
+
+    /// The command line for the container whose state directory is `state_dir` (containers
+    /// of older versions keep their OCI state at the old place, see [`crate::layout`]).
+    pub fn for_container(config: &NodeConfig, kind: RuntimeKind, state_dir: &Path) -> OciCli {
+        OciCli::with_root(config, kind, crate::layout::state_root_for(&config.data_dir, kind, state_dir))
+    }
+
+    fn with_root(config: &NodeConfig, kind: RuntimeKind, root: PathBuf) -> OciCli {
         match kind {
-            RuntimeKind::Runc => {
-                OciCli { program: config.runc.clone(), leading: Vec::new(), root: state_root(&config.data_dir, kind) }
+            RuntimeKind::Runc => OciCli { program: config.runc.clone(), leading: Vec::new(), root },
+            RuntimeKind::Libcontainer => {
+                OciCli { program: config.shim_program.clone(), leading: vec![OsString::from(OCI_ARG)], root }
             }
-            RuntimeKind::Libcontainer => OciCli {
-                program: config.shim_program.clone(),
-                leading: vec![OsString::from(OCI_ARG)],
-                root: state_root(&config.data_dir, kind),
-            },
         }
     }
 
@@ -115,12 +121,10 @@ impl OciCli {
     }
 }
 
-/// Where the runtime of `kind` keeps its containers' state under the node's data dir.
+/// Where the runtime of `kind` keeps its containers' state under the node's data dir (in
+/// the run directory, see [`crate::layout`]).
 pub fn state_root(data_dir: &Path, kind: RuntimeKind) -> PathBuf {
-    match kind {
-        RuntimeKind::Runc => data_dir.join("runc"),
-        RuntimeKind::Libcontainer => data_dir.join("oci"),
-    }
+    crate::layout::state_root(data_dir, kind)
 }
 
 /// An error and its causes on one line (libcontainer's errors nest the useful part).

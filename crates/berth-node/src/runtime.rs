@@ -1,14 +1,16 @@
 //! The container runtime: pod sandboxes and containers run by runc, each container watched by
-//! its own shim process (see [`crate::shim`]), all state kept on disk so a restarted Berth
-//! finds running pods again.
+//! its own shim process (see [`crate::shim`]), all state kept in files (on the run tmpfs,
+//! which outlives Berth) so a restarted Berth finds running pods again.
 //!
-//! Layout under the data dir:
-//! - `network/ipam/<ip>`: IP allocations (see [`crate::ipam`]);
-//! - `runc/`: runc's state (`runc --root`);
-//! - `pods/<uid>/_sandbox/`: `sandbox.json`, `hosts`, `hostname`, `resolv.conf`, `uts`, `ipc`;
-//! - `pods/<uid>/_volumes/<kind>/<name>`: volumes;
-//! - `pods/<uid>/_containers/<name>-<attempt>/`: OCI bundle (`config.json`, `rootfs/`),
+//! Layout under the data dir (see [`crate::layout`] for what is on disk and what on the run
+//! tmpfs):
+//! - `run/ipam/<ip>`: IP allocations (see [`crate::ipam`]);
+//! - `run/oci/`, `run/runc/`: the OCI runtimes' state (`--root`);
+//! - `run/pods/<uid>/_sandbox/`: `sandbox.json`, `hosts`, `hostname`, `resolv.conf`, `uts`, `ipc`;
+//! - `run/pods/<uid>/_containers/<name>-<attempt>/`: OCI bundle (`config.json`, `rootfs/`),
 //!   `shim.json`, `shim.pid`, `container.json`, `exit.json`, `termination-log`, `attach.sock`;
+//! - `pods/<uid>/_volumes/<kind>/<name>`: volumes;
+//! - `pods/<uid>/_layers/<name>-<attempt>/`: the writable layer of a container from an image;
 //! - `pods/<uid>/<container>/<attempt>.log`: logs (CRI format).
 //!
 //! Names with `_` cannot clash with container names, which are DNS labels.
@@ -24,7 +26,7 @@ use k8s_openapi::jiff::Timestamp;
 use rustix::process::{Pid, PidfdFlags, pidfd_open};
 use serde::{Deserialize, Serialize};
 use tokio::io::unix::AsyncFd;
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use crate::cgroups::{CgroupMounts, MigrationWarmer, WarmGuard};
 use crate::command::{self, CommandError};
@@ -32,6 +34,7 @@ use crate::config::NodeConfig;
 use crate::crilog;
 use crate::images;
 use crate::ipam::{Ipam, IpamError};
+use crate::layout::{self, RunDir};
 use crate::network::{self, NetworkError};
 use crate::oci::{self, Mount, Namespace};
 use crate::oci_runtime::{OciCli, RuntimeKind};
@@ -77,6 +80,8 @@ pub enum RuntimeError {
     Command(#[from] CommandError),
     #[error("no sandbox for pod {0}")]
     NoSandbox(String),
+    #[error("a runtime task failed: {0}")]
+    Task(String),
     #[error("starting container shim: {0}")]
     Shim(String),
     #[error("{context}: {source}")]
@@ -201,6 +206,78 @@ pub struct PodRun<'a> {
     pub placement: &'a PodPlacement,
 }
 
+/// A container start prepared by [`Runtime::prepare_container`], to be finished by
+/// [`Runtime::launch`]. Dropping it aborts the start: the shim sees end-of-file instead of
+/// "go" and exits without creating anything.
+pub struct PreparedStart {
+    record: ContainerRecord,
+    state_dir: PathBuf,
+    shim: WaitingShim,
+    prepare: Duration,
+    prepared_at: std::time::Instant,
+}
+
+impl std::fmt::Debug for PreparedStart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreparedStart").field("record", &self.record).field("state_dir", &self.state_dir).finish()
+    }
+}
+
+impl PreparedStart {
+    /// The shim's process ID.
+    pub fn shim_pid(&self) -> i32 {
+        self.record.shim_pid
+    }
+
+    /// The container's state directory.
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
+    }
+}
+
+/// A shim started and waiting for one "go" line on its stdin before it creates the container.
+struct WaitingShim {
+    pid: Pid,
+    pidfd: AsyncFd<OwnedFd>,
+    go: tokio::process::ChildStdin,
+    handshake: tokio::process::ChildStdout,
+}
+
+impl WaitingShim {
+    /// Lets the shim create the container; returns its pidfd and the container's init PID.
+    async fn go(self) -> Result<(AsyncFd<OwnedFd>, i32), RuntimeError> {
+        let WaitingShim { pidfd, mut go, handshake, .. } = self;
+        // A shim that failed its set-up has exited: its handshake line says why.
+        let _ = go.write_all(shim::GO_LINE.as_bytes()).await;
+        drop(go);
+        let mut line = String::new();
+        let read = tokio::time::timeout(CREATE_TIMEOUT, BufReader::new(handshake).read_line(&mut line)).await;
+        match read {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => return Err(RuntimeError::Shim(format!("reading the shim handshake: {error}"))),
+            Err(_) => return Err(RuntimeError::Shim("the shim did not create the container in time".to_owned())),
+        }
+        let line = line.trim();
+        match line.strip_prefix("ok ").and_then(|init| init.parse::<i32>().ok()) {
+            Some(init_pid) => Ok((pidfd, init_pid)),
+            None => {
+                let message = line.strip_prefix("error ").unwrap_or(line);
+                let message = if message.is_empty() { "the shim exited without a handshake" } else { message };
+                Err(RuntimeError::Shim(message.to_owned()))
+            }
+        }
+    }
+}
+
+/// A sandbox about to be made (or found alive), from [`Runtime::plan_sandbox`].
+#[derive(Debug, Clone)]
+pub struct SandboxPlan {
+    /// What the sandbox is (or will be once made).
+    pub sandbox: Sandbox,
+    /// It is already there: making it does nothing.
+    pub exists: bool,
+}
+
 /// Output of a command run inside a container.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExecOutput {
@@ -282,11 +359,25 @@ impl Runtime {
             }
         }
         std::fs::create_dir_all(config.data_dir.join("pods")).map_err(io_context("creating the data dir"))?;
-        std::fs::create_dir_all(config.data_dir.join("runc")).map_err(io_context("creating the runc state dir"))?;
-        std::fs::create_dir_all(config.data_dir.join("oci")).map_err(io_context("creating the container state dir"))?;
         let data_dir = std::fs::canonicalize(&config.data_dir).map_err(io_context("resolving the data dir"))?;
         let config = NodeConfig { data_dir, ..config };
-        let ipam = Ipam::open(config.data_dir.join("network").join("ipam"), config.network.pod_cidr)?;
+        let run_dir = layout::prepare_run_dir(&config.data_dir).map_err(io_context("preparing the run directory"))?;
+        if run_dir == RunDir::Mounted {
+            tracing::info!(dir = %layout::run_dir(&config.data_dir).display(), "run-time state on a new tmpfs");
+        }
+        for kind in [RuntimeKind::Runc, RuntimeKind::Libcontainer] {
+            let root = layout::state_root(&config.data_dir, kind);
+            std::fs::create_dir_all(&root).map_err(io_context(format!("creating {}", root.display())))?;
+        }
+        std::fs::create_dir_all(layout::run_dir(&config.data_dir).join("pods"))
+            .map_err(io_context("creating the run directory"))?;
+        // Pods of a version before the run directory keep their addresses.
+        match layout::migrate_ipam(&config.data_dir) {
+            Ok(0) => {}
+            Ok(moved) => tracing::info!(moved, "IP allocations moved to the run directory"),
+            Err(error) => tracing::warn!(%error, "cannot move the old IP allocations"),
+        }
+        let ipam = Ipam::open(layout::ipam_dir(&config.data_dir), config.network.pod_cidr)?;
         network::setup_host(&config.network).await?;
         crate::namespaces::prepare_netns_dir().map_err(NetworkError::from)?;
         let netlink = network::HostNetlink::connect()?;
@@ -301,12 +392,14 @@ impl Runtime {
                 "no CAP_SYS_RESOURCE: container oom_score_adj is kept at or above Berth's own"
             );
         }
+        let cgroups = CgroupMounts::detect();
+        cgroups.prepare_parent(&config.cgroup_parent);
         Ok(Runtime {
             config,
             ipam,
             host_image,
             images,
-            cgroups: CgroupMounts::detect(),
+            cgroups,
             migrations: MigrationWarmer::detect(),
             host_resolv_conf,
             limits,
@@ -333,29 +426,30 @@ impl Runtime {
         &self.images
     }
 
-    fn pod_dir(&self, uid: &str) -> PathBuf {
-        self.config.data_dir.join("pods").join(uid)
-    }
-
     fn sandbox_dir(&self, uid: &str) -> PathBuf {
-        self.pod_dir(uid).join("_sandbox")
+        layout::sandbox_dir(&self.config.data_dir, uid)
     }
 
     fn volumes_dir(&self, uid: &str) -> PathBuf {
-        self.pod_dir(uid).join("_volumes")
-    }
-
-    fn containers_dir(&self, uid: &str) -> PathBuf {
-        self.pod_dir(uid).join("_containers")
+        layout::disk_pod_dir(&self.config.data_dir, uid).join("_volumes")
     }
 
     fn container_dir(&self, uid: &str, name: &str, attempt: u32) -> PathBuf {
-        self.containers_dir(uid).join(format!("{name}-{attempt}"))
+        layout::container_dir(&self.config.data_dir, uid, name, attempt)
     }
 
-    /// The OCI runtime command line for containers created by `kind`.
+    fn layer_dir(&self, uid: &str, name: &str, attempt: u32) -> PathBuf {
+        layout::layer_dir(&self.config.data_dir, uid, name, attempt)
+    }
+
+    /// The OCI runtime command line for new containers created by `kind`.
     fn oci_cli(&self, kind: RuntimeKind) -> OciCli {
         OciCli::new(&self.config, kind)
+    }
+
+    /// The OCI runtime command line for an existing container.
+    fn handle_cli(&self, handle: &ContainerHandle) -> OciCli {
+        OciCli::for_container(&self.config, handle.record.runtime, &handle.state_dir)
     }
 
     fn pod_cgroup(&self, uid: &str) -> String {
@@ -376,34 +470,61 @@ impl Runtime {
 
     /// UIDs of every pod that has a directory on this node.
     pub fn pod_uids(&self) -> Vec<String> {
-        let mut uids: Vec<String> = std::fs::read_dir(self.config.data_dir.join("pods"))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|entry| entry.file_name().to_str().map(str::to_owned))
-            .filter(|uid| check_uid(uid).is_ok())
-            .collect();
-        uids.sort();
-        uids
+        layout::pod_uids(&self.config.data_dir).into_iter().filter(|uid| check_uid(uid).is_ok()).collect()
     }
 
     /// Creates (or finds again) the sandbox of `pod`: IP, network namespace, shared UTS and
     /// IPC namespaces, hosts/hostname/resolv.conf files.
     pub async fn create_sandbox(&self, pod: &Pod) -> Result<Sandbox, RuntimeError> {
+        let plan = self.plan_sandbox(pod).await?;
+        self.make_sandbox(pod, plan).await
+    }
+
+    /// The first half of [`Runtime::create_sandbox`], quick: finds a live sandbox again, or
+    /// reserves the IP and the directory of a new one, whose description (IP, hostname,
+    /// namespace paths) is then known before its namespaces exist, so the pod's first
+    /// container can be prepared while [`Runtime::make_sandbox`] runs.
+    pub async fn plan_sandbox(&self, pod: &Pod) -> Result<SandboxPlan, RuntimeError> {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         check_uid(&uid)?;
         if let Some(existing) = self.sandbox(&uid) {
             // After a reboot the files are there but nothing is mounted on them any more.
             let uts_alive = volumes::is_mount_point(&self.sandbox_dir(&uid).join("uts"));
             if existing.network.netns_path().exists() && uts_alive {
-                return Ok(existing);
+                return Ok(SandboxPlan { sandbox: existing, exists: true });
             }
             self.teardown_sandbox(&uid).await;
         }
-        let dir = self.sandbox_dir(&uid);
-        tokio::fs::create_dir_all(&dir).await.map_err(io_context(format!("creating {}", dir.display())))?;
+        // The IP first: everything else about the sandbox follows from it and the pod.
         let ip = self.ipam.allocate(&uid)?;
-        match self.build_sandbox(pod, &uid, ip, &dir).await {
+        let dir = self.sandbox_dir(&uid);
+        if let Err(error) = tokio::fs::create_dir_all(&dir).await {
+            self.teardown_sandbox(&uid).await;
+            return Err(io_context(format!("creating {}", dir.display()))(error));
+        }
+        let sandbox = Sandbox {
+            uid: uid.clone(),
+            namespace: pod.metadata.namespace.clone().unwrap_or_else(|| "default".to_owned()),
+            name: pod.metadata.name.clone().unwrap_or_default(),
+            hostname: sandbox::pod_hostname(pod),
+            network: network::PodNetworkInfo {
+                ip,
+                netns: network::netns_name(&uid),
+                host_veth: network::host_veth_name(&uid),
+            },
+            created_at: Timestamp::now().to_string(),
+        };
+        Ok(SandboxPlan { sandbox, exists: false })
+    }
+
+    /// The second half of [`Runtime::create_sandbox`]: makes the planned sandbox (namespaces,
+    /// veth, files); on failure releases everything of it.
+    pub async fn make_sandbox(&self, pod: &Pod, plan: SandboxPlan) -> Result<Sandbox, RuntimeError> {
+        if plan.exists {
+            return Ok(plan.sandbox);
+        }
+        let uid = plan.sandbox.uid.clone();
+        match self.build_sandbox(pod, plan.sandbox).await {
             Ok(sandbox) => Ok(sandbox),
             Err(error) => {
                 self.teardown_sandbox(&uid).await;
@@ -412,19 +533,15 @@ impl Runtime {
         }
     }
 
-    async fn build_sandbox(
-        &self,
-        pod: &Pod,
-        uid: &str,
-        ip: std::net::Ipv4Addr,
-        dir: &Path,
-    ) -> Result<Sandbox, RuntimeError> {
+    async fn build_sandbox(&self, pod: &Pod, planned: Sandbox) -> Result<Sandbox, RuntimeError> {
         let started = std::time::Instant::now();
+        let (uid, ip, dir) = (planned.uid.as_str(), planned.ip(), self.sandbox_dir(&planned.uid));
         // UTS and IPC namespaces outlive every container of the pod by being bind-mounted
         // onto these files (no pause process); the network namespace is pinned under /run/netns.
         let (uts, ipc) = (dir.join("uts"), dir.join("ipc"));
-        let hostname = sandbox::pod_hostname(pod);
+        let hostname = planned.hostname.clone();
         let network = network::attach_pod(&self.config.network, &self.netlink, uid, ip, &uts, &ipc, &hostname).await?;
+        debug_assert_eq!(network, planned.network);
         let namespaces_done = started.elapsed();
         let write = |name: &str, text: String| {
             let path = dir.join(name);
@@ -434,14 +551,7 @@ impl Runtime {
         write("hostname", format!("{hostname}\n"))?;
         let cluster_dns = self.config.cluster_dns.map(|ip| (ip, CLUSTER_DOMAIN));
         write("resolv.conf", sandbox::resolv_conf_with(pod, &self.host_resolv_conf, cluster_dns))?;
-        let sandbox = Sandbox {
-            uid: uid.to_owned(),
-            namespace: pod.metadata.namespace.clone().unwrap_or_else(|| "default".to_owned()),
-            name: pod.metadata.name.clone().unwrap_or_default(),
-            hostname,
-            network,
-            created_at: Timestamp::now().to_string(),
-        };
+        let sandbox = Sandbox { network, created_at: Timestamp::now().to_string(), ..planned };
         let bytes = serde_json::to_vec_pretty(&sandbox).map_err(|e| RuntimeError::Shim(e.to_string()))?;
         write(SANDBOX_FILE, String::from_utf8_lossy(&bytes).into_owned())?;
         tracing::debug!(
@@ -460,7 +570,6 @@ impl Runtime {
         if check_uid(uid).is_err() {
             return;
         }
-        let dir = self.sandbox_dir(uid);
         let info = self.sandbox(uid).map(|s| s.network).unwrap_or_else(|| network::PodNetworkInfo {
             ip: std::net::Ipv4Addr::UNSPECIFIED,
             netns: network::netns_name(uid),
@@ -472,11 +581,14 @@ impl Runtime {
         {
             tracing::warn!(%error, uid, "cannot release pod IP");
         }
-        for name in ["uts", "ipc"] {
-            // Fails harmlessly when nothing is mounted there.
-            let _ = rustix::mount::unmount(dir.join(name), rustix::mount::UnmountFlags::DETACH);
+        // Both places: the sandbox may have been made by a version before the run directory.
+        for dir in layout::sandbox_dirs(&self.config.data_dir, uid) {
+            for name in ["uts", "ipc"] {
+                // Fails harmlessly when nothing is mounted there.
+                let _ = rustix::mount::unmount(dir.join(name), rustix::mount::UnmountFlags::DETACH);
+            }
+            let _ = std::fs::remove_file(dir.join(SANDBOX_FILE));
         }
-        let _ = std::fs::remove_file(dir.join(SANDBOX_FILE));
         volumes::unmount_all(&self.volumes_dir(uid));
         self.cgroups.remove(&self.pod_cgroup(uid));
     }
@@ -485,13 +597,18 @@ impl Runtime {
     pub async fn remove_pod(&self, uid: &str) -> Result<(), RuntimeError> {
         check_uid(uid)?;
         self.teardown_sandbox(uid).await;
-        images::unmount_pod_rootfs(&self.containers_dir(uid));
-        let dir = self.pod_dir(uid);
-        match tokio::fs::remove_dir_all(&dir).await {
-            Ok(()) => Ok(()),
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(error) => Err(io_context(format!("removing {}", dir.display()))(error)),
+        for dir in layout::containers_dirs(&self.config.data_dir, uid) {
+            images::unmount_pod_rootfs(&dir);
         }
+        let data_dir = &self.config.data_dir;
+        for dir in [layout::run_pod_dir(data_dir, uid), layout::disk_pod_dir(data_dir, uid)] {
+            match tokio::fs::remove_dir_all(&dir).await {
+                Ok(()) => {}
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error) => return Err(io_context(format!("removing {}", dir.display()))(error)),
+            }
+        }
+        Ok(())
     }
 
     /// Sets up (or refreshes) the pod's volumes.
@@ -508,6 +625,21 @@ impl Runtime {
         container: &Container,
         attempt: u32,
     ) -> Result<ContainerHandle, RuntimeError> {
+        let prepared = self.prepare_container(pod_run, container, attempt).await?;
+        self.launch(prepared).await
+    }
+
+    /// The first half of a container start: the shim is started (it sets itself up and then
+    /// waits), the bundle and `shim.json` are written. Nothing of the sandbox is touched, only
+    /// its description, so this may run while the sandbox is being made. Dropping the result
+    /// makes the shim exit without creating anything; the files left are cleaned up by the
+    /// next start of this attempt.
+    pub async fn prepare_container(
+        &self,
+        pod_run: &PodRun<'_>,
+        container: &Container,
+        attempt: u32,
+    ) -> Result<PreparedStart, RuntimeError> {
         let started = std::time::Instant::now();
         let PodRun { sandbox, pod, inputs, volumes, placement } = *pod_run;
         let uid = sandbox.uid.as_str();
@@ -536,21 +668,29 @@ impl Runtime {
             }
         };
         let state_dir = self.container_dir(uid, &container.name, attempt);
+        let layer_dir = self.layer_dir(uid, &container.name, attempt);
         let id = format!("{uid}-{}-{attempt}", container.name);
         if state_dir.exists() {
             // Left over from a start that did not finish (Berth stopped half-way).
             for kind in [RuntimeKind::Runc, RuntimeKind::Libcontainer] {
-                let _ = self.oci(kind, &["delete", "--force", id.as_str()]).await;
+                let _ = self.oci(self.oci_cli(kind), &["delete", "--force", id.as_str()]).await;
             }
             images::unmount_rootfs(&state_dir);
             tokio::fs::remove_dir_all(&state_dir)
                 .await
                 .map_err(io_context(format!("removing {}", state_dir.display())))?;
         }
+        if resolved.is_some() && layer_dir.exists() {
+            tokio::fs::remove_dir_all(&layer_dir)
+                .await
+                .map_err(io_context(format!("removing {}", layer_dir.display())))?;
+        }
         tokio::fs::create_dir_all(&state_dir).await.map_err(io_context(format!("creating {}", state_dir.display())))?;
+        // The shim's exec and set-up (a few milliseconds) run while the bundle is written.
+        let shim = self.spawn_shim(&state_dir)?;
         match &resolved {
             None => self.host_image.prepare_rootfs(&state_dir.join("rootfs"))?,
-            Some(resolved) => images::mount_rootfs(&state_dir, resolved)?,
+            Some(resolved) => images::mount_rootfs(&state_dir, &layer_dir, resolved)?,
         }
         std::fs::write(state_dir.join(TERMINATION_LOG), b"").map_err(io_context("creating the termination log"))?;
 
@@ -588,20 +728,6 @@ impl Runtime {
         let shim_json = serde_json::to_vec_pretty(&shim_config).map_err(|e| RuntimeError::Shim(e.to_string()))?;
         std::fs::write(state_dir.join(shim::SHIM_CONFIG_FILE), shim_json).map_err(io_context("writing shim.json"))?;
 
-        let prepared = started.elapsed();
-        // The shim runs `runc run --detach`: when it answers, the container runs.
-        let (shim_pid, pidfd, init_pid) = self.spawn_shim(&state_dir).await?;
-        if tracing::enabled!(tracing::Level::DEBUG) {
-            // The shim's own trace (libcontainer's part of the start) is in its shim.log.
-            let shim_log = std::fs::read_to_string(state_dir.join("shim.log")).unwrap_or_default();
-            tracing::debug!(
-                container = %id,
-                prepare_ms = prepared.as_secs_f64() * 1e3,
-                shim_ms = (started.elapsed() - prepared).as_secs_f64() * 1e3,
-                shim_log = %shim_log.trim().replace('\n', "; "),
-                "container started"
-            );
-        }
         let record = ContainerRecord {
             pod_uid: uid.to_owned(),
             name: container.name.clone(),
@@ -610,22 +736,51 @@ impl Runtime {
             runtime: self.config.runtime,
             image_id: resolved.as_ref().map_or_else(|| HOST_IMAGE.to_owned(), |r| r.record.image_id()),
             image,
-            started_at: Timestamp::now().to_string(),
-            init_pid,
-            shim_pid,
+            started_at: String::new(),
+            init_pid: 0,
+            shim_pid: shim.pid.as_raw_nonzero().get(),
         };
+        Ok(PreparedStart {
+            record,
+            state_dir,
+            shim,
+            prepare: started.elapsed(),
+            prepared_at: std::time::Instant::now(),
+        })
+    }
+
+    /// The second half of a container start: tells the waiting shim to create and start the
+    /// container (the sandbox must exist by now) and returns once it runs.
+    pub async fn launch(&self, prepared: PreparedStart) -> Result<ContainerHandle, RuntimeError> {
+        let PreparedStart { mut record, state_dir, shim, prepare, prepared_at } = prepared;
+        let go_at = std::time::Instant::now();
+        let (pidfd, init_pid) = shim.go().await?;
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            // The shim's own trace (libcontainer's part of the start) is in its shim.log.
+            let shim_log = std::fs::read_to_string(state_dir.join("shim.log")).unwrap_or_default();
+            tracing::debug!(
+                container = %record.id,
+                prepare_ms = prepare.as_secs_f64() * 1e3,
+                waited_ms = (go_at - prepared_at).as_secs_f64() * 1e3,
+                shim_ms = go_at.elapsed().as_secs_f64() * 1e3,
+                shim_log = %shim_log.trim().replace('\n', "; "),
+                "container started"
+            );
+        }
+        record.started_at = Timestamp::now().to_string();
+        record.init_pid = init_pid;
         let record_json = serde_json::to_vec_pretty(&record).map_err(|e| RuntimeError::Shim(e.to_string()))?;
         std::fs::write(state_dir.join(CONTAINER_RECORD), record_json).map_err(io_context("writing container.json"))?;
         Ok(ContainerHandle { record, state_dir, shim: Some(Arc::new(pidfd)) })
     }
 
-    /// Starts the shim detached from Berth and waits for its handshake.
-    async fn spawn_shim(&self, state_dir: &Path) -> Result<(i32, AsyncFd<OwnedFd>, i32), RuntimeError> {
+    /// Starts the shim detached from Berth; it waits for [`WaitingShim::go`].
+    fn spawn_shim(&self, state_dir: &Path) -> Result<WaitingShim, RuntimeError> {
         let shim_log = std::fs::File::create(state_dir.join("shim.log")).map_err(io_context("creating shim.log"))?;
         let mut child = tokio::process::Command::new(&self.config.shim_program)
             .arg(shim::SHIM_ARG)
             .arg(state_dir)
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(shim_log))
             .process_group(0)
@@ -640,27 +795,12 @@ impl Runtime {
         let pidfd = watch_fd(pidfd).map_err(|e| RuntimeError::Shim(format!("watching the shim: {e}")))?;
         std::fs::write(state_dir.join(shim::SHIM_PID_FILE), pid.as_raw_nonzero().to_string())
             .map_err(io_context("writing shim.pid"))?;
-        let Some(stdout) = child.stdout.take() else {
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
             return Err(RuntimeError::Shim("no handshake pipe".to_owned()));
         };
-        let mut line = String::new();
-        let read = tokio::time::timeout(CREATE_TIMEOUT, BufReader::new(stdout).read_line(&mut line)).await;
         // Dropping the child handle leaves the shim running; tokio reaps it when it exits.
         drop(child);
-        match read {
-            Ok(Ok(_)) => {}
-            Ok(Err(error)) => return Err(RuntimeError::Shim(format!("reading the shim handshake: {error}"))),
-            Err(_) => return Err(RuntimeError::Shim("the shim did not create the container in time".to_owned())),
-        }
-        let line = line.trim();
-        match line.strip_prefix("ok ").and_then(|pid| pid.parse::<i32>().ok()) {
-            Some(init_pid) => Ok((pid.as_raw_nonzero().get(), pidfd, init_pid)),
-            None => {
-                let message = line.strip_prefix("error ").unwrap_or(line);
-                let message = if message.is_empty() { "the shim exited without a handshake" } else { message };
-                Err(RuntimeError::Shim(message.to_owned()))
-            }
-        }
+        Ok(WaitingShim { pid, pidfd, go: stdin, handshake: stdout })
     }
 
     fn container_mounts(
@@ -696,6 +836,8 @@ impl Runtime {
         let termination_path =
             container.termination_message_path.clone().unwrap_or_else(|| "/dev/termination-log".to_owned());
         binds.push(Mount::bind(&termination_path, &state_dir.join(TERMINATION_LOG).display().to_string(), false));
+        // These are files; the sandbox's may not exist yet (it is made while this runs).
+        let known_files = binds.len();
 
         let mut volume_mounts = Vec::new();
         for mount in container.volume_mounts.iter().flatten() {
@@ -727,9 +869,10 @@ impl Runtime {
         binds.extend(volume_mounts);
         let targets: Vec<MountTarget> = binds
             .iter()
-            .map(|bind| MountTarget {
+            .enumerate()
+            .map(|(index, bind)| MountTarget {
                 destination: bind.destination.clone(),
-                is_dir: std::fs::metadata(&bind.source).map(|m| m.is_dir()).unwrap_or(true),
+                is_dir: index >= known_files && std::fs::metadata(&bind.source).map(|m| m.is_dir()).unwrap_or(true),
             })
             .collect();
         if host_image {
@@ -815,9 +958,8 @@ impl Runtime {
         }
     }
 
-    /// Runs an OCI runtime verb (runc's command line) for containers created by `kind`.
-    async fn oci(&self, kind: RuntimeKind, args: &[&str]) -> Result<String, CommandError> {
-        let cli = self.oci_cli(kind);
+    /// Runs an OCI runtime verb (runc's command line).
+    async fn oci(&self, cli: OciCli, args: &[&str]) -> Result<String, CommandError> {
         let mut full = cli.base_args();
         full.extend(args.iter().map(std::ffi::OsString::from));
         command::run(&cli.program, &full, None).await
@@ -825,7 +967,7 @@ impl Runtime {
 
     /// Sends `signal` (a name such as `TERM`) to the container's init process.
     pub async fn signal_container(&self, handle: &ContainerHandle, signal: &str) -> Result<(), RuntimeError> {
-        match self.oci(handle.record.runtime, &["kill", handle.record.id.as_str(), signal]).await {
+        match self.oci(self.handle_cli(handle), &["kill", handle.record.id.as_str(), signal]).await {
             Ok(_) => Ok(()),
             // Already gone: the shim is recording its exit.
             Err(_) if handle.exit_record().is_some() || !self.is_running(handle).await => Ok(()),
@@ -834,7 +976,7 @@ impl Runtime {
     }
 
     async fn is_running(&self, handle: &ContainerHandle) -> bool {
-        match self.oci(handle.record.runtime, &["state", handle.record.id.as_str()]).await {
+        match self.oci(self.handle_cli(handle), &["state", handle.record.id.as_str()]).await {
             Ok(state) => serde_json::from_str::<serde_json::Value>(&state)
                 .ok()
                 .and_then(|v| v.get("status").and_then(|s| s.as_str()).map(|s| s == "running" || s == "created"))
@@ -879,7 +1021,7 @@ impl Runtime {
         argv: &[String],
         timeout: Duration,
     ) -> Result<ExecOutput, RuntimeError> {
-        let cli = self.oci_cli(handle.record.runtime);
+        let cli = self.handle_cli(handle);
         let child = cli
             .tokio_command()
             .arg("exec")
@@ -911,8 +1053,7 @@ impl Runtime {
             return Vec::new();
         }
         let mut handles = Vec::new();
-        for entry in std::fs::read_dir(self.containers_dir(uid)).into_iter().flatten().flatten() {
-            let state_dir = entry.path();
+        for state_dir in layout::container_state_dirs(&self.config.data_dir, uid) {
             let Some(record) = std::fs::read(state_dir.join(CONTAINER_RECORD))
                 .ok()
                 .and_then(|bytes| serde_json::from_slice::<ContainerRecord>(&bytes).ok())
@@ -938,7 +1079,8 @@ impl Runtime {
             // The shim died without recording anything (killed): the container may still
             // run unwatched. Stop it and record what we know.
             tracing::warn!(id = %record.id, "container shim vanished; stopping the container");
-            let _ = self.oci(record.runtime, &["delete", "--force", record.id.as_str()]).await;
+            let cli = OciCli::for_container(&self.config, record.runtime, &state_dir);
+            let _ = self.oci(cli, &["delete", "--force", record.id.as_str()]).await;
             let lost = ExitRecord {
                 exit_code: 137,
                 signal: None,
@@ -960,12 +1102,15 @@ impl Runtime {
             return;
         }
         for attempt in 0..keep_from {
-            let dir = self.container_dir(uid, name, attempt);
-            images::unmount_rootfs(&dir);
-            if tokio::fs::metadata(&dir).await.is_ok()
-                && let Err(error) = tokio::fs::remove_dir_all(&dir).await
-            {
-                tracing::warn!(%error, dir = %dir.display(), "cannot remove old container attempt");
+            let [current, legacy] = layout::containers_dirs(&self.config.data_dir, uid);
+            let attempt_dir = format!("{name}-{attempt}");
+            for dir in [current.join(&attempt_dir), legacy.join(&attempt_dir), self.layer_dir(uid, name, attempt)] {
+                images::unmount_rootfs(&dir);
+                if tokio::fs::metadata(&dir).await.is_ok()
+                    && let Err(error) = tokio::fs::remove_dir_all(&dir).await
+                {
+                    tracing::warn!(%error, dir = %dir.display(), "cannot remove old container attempt");
+                }
             }
             crilog::remove_log(&self.log_path(uid, name, attempt));
         }
@@ -974,11 +1119,15 @@ impl Runtime {
     /// Removes the on-disk state of an ended container attempt (its log stays).
     pub async fn remove_container(&self, handle: &ContainerHandle) -> Result<(), RuntimeError> {
         images::unmount_rootfs(&handle.state_dir);
-        match tokio::fs::remove_dir_all(&handle.state_dir).await {
-            Ok(()) => Ok(()),
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(error) => Err(io_context(format!("removing {}", handle.state_dir.display()))(error)),
+        let record = &handle.record;
+        for dir in [&handle.state_dir, &self.layer_dir(&record.pod_uid, &record.name, record.attempt)] {
+            match tokio::fs::remove_dir_all(dir).await {
+                Ok(()) => {}
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error) => return Err(io_context(format!("removing {}", dir.display()))(error)),
+            }
         }
+        Ok(())
     }
 }
 

@@ -11,7 +11,6 @@ use rustix::mount::{UnmountFlags, unmount};
 /// Stops every container of the node whose state is under `node_dir` and removes its shims,
 /// mounts, network namespaces and cgroups.
 pub fn remove_pods(node_dir: &Path) {
-    let runc_root = node_dir.join("runc");
     let quiet = |cmd: &mut Command| {
         let _ = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).output();
     };
@@ -19,20 +18,28 @@ pub fn remove_pods(node_dir: &Path) {
     for pid in processes_mentioning(node_dir) {
         let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
     }
-    if let Ok(out) = Command::new("runc").arg("--root").arg(&runc_root).args(["list", "-q"]).output() {
-        for id in String::from_utf8_lossy(&out.stdout).lines() {
-            quiet(Command::new("runc").arg("--root").arg(&runc_root).args(["delete", "--force", id]));
+    // runc's state is in the run directory (a tmpfs), or at the old place for older versions.
+    for runc_root in [node_dir.join("run").join("runc"), node_dir.join("runc")] {
+        if let Ok(out) = Command::new("runc").arg("--root").arg(&runc_root).args(["list", "-q"]).output() {
+            for id in String::from_utf8_lossy(&out.stdout).lines() {
+                quiet(Command::new("runc").arg("--root").arg(&runc_root).args(["delete", "--force", id]));
+            }
         }
     }
-    let pods: Vec<PathBuf> =
-        std::fs::read_dir(node_dir.join("pods")).into_iter().flatten().flatten().map(|e| e.path()).collect();
-    for pod in &pods {
-        if let Some(uid) = pod.file_name().and_then(|n| n.to_str()) {
-            // Deleting the namespace destroys the pod's veth pair with it.
-            quiet(Command::new("ip").args(["netns", "del", &format!("berth-{uid}")]));
-            remove_cgroups(&format!("pod{uid}"));
-        }
+    let mut uids: Vec<String> = [node_dir.join("pods"), node_dir.join("run").join("pods")]
+        .iter()
+        .flat_map(|dir| std::fs::read_dir(dir).into_iter().flatten().flatten())
+        .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+        .collect();
+    uids.sort();
+    uids.dedup();
+    for uid in &uids {
+        // Deleting the namespace destroys the pod's veth pair with it.
+        quiet(Command::new("ip").args(["netns", "del", &format!("berth-{uid}")]));
+        remove_cgroups(&format!("pod{uid}"));
     }
+    // Deepest first: containers' roots and namespace pins, then the run tmpfs itself, so the
+    // data dir can be deleted.
     unmount_below(node_dir);
 }
 

@@ -148,6 +148,11 @@ impl Server {
         s
     }
 
+    /// Runs another `berth` binary on the next [`Server::spawn`] (an upgrade in place).
+    pub fn set_binary(&mut self, binary: PathBuf) {
+        self.binary = binary;
+    }
+
     /// Starts (or restarts) the server process on the same data dir and port.
     pub fn spawn(&mut self) {
         let mut cmd = Command::new(&self.binary);

@@ -298,13 +298,17 @@ impl NodeLogs {
         if !known {
             return Err(ApiError::bad_request(format!("container {} is not valid for pod {name}", opts.container)));
         }
-        let record = berth_node::exec::running_container(&self.data_dir, uid, &opts.container).ok_or_else(|| {
-            ApiError::bad_request(format!("unable to upgrade connection: container not found ({:?})", opts.container))
-        })?;
+        let (record, state_dir) = berth_node::exec::running_container_state(&self.data_dir, uid, &opts.container)
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "unable to upgrade connection: container not found ({:?})",
+                    opts.container
+                ))
+            })?;
         // The runtime that created the container, with its state under the node's data dir
         // (runc from PATH, or this binary as libcontainer's command line).
-        let cli =
-            berth_node::oci_runtime::OciCli::new(&berth_node::NodeConfig::new(self.data_dir.clone()), record.runtime);
+        let config = berth_node::NodeConfig::new(self.data_dir.clone());
+        let cli = berth_node::oci_runtime::OciCli::for_container(&config, record.runtime, &state_dir);
         let spec = berth_node::exec::ExecSpec {
             command: opts.command.clone(),
             stdin: opts.stdin,

@@ -196,7 +196,7 @@ fn oci_exec_passes_sigterm_on_to_the_process() {
     let mut exec = std::process::Command::new(berth_testkit::berth_binary())
         .arg("__berth-oci")
         .arg("--root")
-        .arg(s.data_path("node/oci"))
+        .arg(s.data_path("node/run/oci"))
         .args(["exec", &format!("{uid}-main-0"), "sleep", "1000"])
         .stdin(std::process::Stdio::null())
         .spawn()

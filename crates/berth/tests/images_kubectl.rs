@@ -260,6 +260,10 @@ fn imported_oci_and_docker_archives_run_as_pods_and_are_removed() {
     server.ok(&["exec", "oci", "--", "sh", "-c", "echo scribble > /etc/passwd"]);
     let fresh = server.ok(&["exec", "docker", "--", "cat", "/etc/passwd"]);
     assert!(fresh.contains("app:x:1000"), "{fresh}");
+    // That upper layer is on disk, not on the node's run tmpfs with the bundle.
+    let uid = server.json(&["get", "pod", "oci"])["metadata"]["uid"].as_str().expect("uid").to_owned();
+    let upper = server.data_path(&format!("node/pods/{uid}/_layers/main-0/upper/etc/passwd"));
+    assert_eq!(std::fs::read_to_string(&upper).expect("upper layer on disk"), "scribble\n");
 
     // An image in use is not removed; once its pod is gone it is, with its layers.
     let refused = berth_image_output(&server, &["rm", "berth.test/busybox:1"]);

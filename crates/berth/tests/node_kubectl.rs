@@ -207,6 +207,57 @@ fn logs_of_a_finished_pod_and_its_exit_status() {
     assert!(table.contains("Error"), "{table}");
 }
 
+const INIT: &str = r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: staged
+spec:
+  terminationGracePeriodSeconds: 1
+  initContainers:
+  - name: first
+    image: host
+    command: [sh, -c, "echo one > /work/order"]
+    volumeMounts: [{name: work, mountPath: /work}]
+  - name: second
+    image: host
+    command: [sh, -c, "echo two >> /work/order"]
+    volumeMounts: [{name: work, mountPath: /work}]
+  containers:
+  - name: reader
+    image: host
+    command: [sh, -c, "cat /work/order; exec sleep 3600"]
+    volumeMounts: [{name: work, mountPath: /work}]
+  - name: writer
+    image: host
+    command: [sh, -c, "echo three >> /work/order; exec sleep 3600"]
+    volumeMounts: [{name: work, mountPath: /work}]
+  volumes:
+  - {name: work, emptyDir: {}}
+"#;
+
+#[test]
+fn init_containers_run_in_order_before_every_container() {
+    let Some(s) = server_with(INIT) else { return };
+    let pod = wait_for("both containers ready", Duration::from_secs(90), || {
+        let pod = s.json(&["get", "pod", "staged"]);
+        let statuses = pod["status"]["containerStatuses"].as_array().cloned().unwrap_or_default();
+        (statuses.len() == 2 && statuses.iter().all(|c| c["ready"] == true)).then_some(pod)
+    });
+    let inits = pod["status"]["initContainerStatuses"].as_array().cloned().unwrap_or_default();
+    assert_eq!(inits.len(), 2, "{pod}");
+    for init in &inits {
+        assert_eq!(init["state"]["terminated"]["reason"], "Completed", "{init}");
+    }
+    // The reader saw both init containers' lines, in order, before the writer could add one.
+    let logs = wait_for("the reader's output", Duration::from_secs(20), || {
+        let logs = s.ok(&["logs", "staged", "-c", "reader"]);
+        (!logs.is_empty()).then_some(logs)
+    });
+    assert!(logs.starts_with("one\ntwo\n"), "{logs}");
+    assert!(s.ok(&["get", "pod", "staged"]).contains("2/2"));
+    s.ok(&["delete", "pod", "staged", "--wait=true", "--timeout=60s"]);
+}
+
 const HOG: &str = r#"apiVersion: v1
 kind: Pod
 metadata:
@@ -437,7 +488,7 @@ spec:
       - name: web
         image: host
         # Fails once (the emptyDir remembers), so restart counts are worth comparing.
-        command: [sh, -c, "mkdir -p /tmp/www-survivor-token && echo alive > /tmp/www-survivor-token/index.html; if [ ! -e /scratch/once ]; then touch /scratch/once; exit 1; fi; exec busybox httpd -f -p 80 -h /tmp/www-survivor-token"]
+        command: [sh, -c, "mkdir -p /tmp/www-survivor-token && echo alive > /tmp/www-survivor-token/index.html; if [ ! -e /scratch/once ]; then touch /scratch/once; echo first-run > /dev/termination-log; echo first-log; exit 1; fi; exec busybox httpd -f -p 80 -h /tmp/www-survivor-token"]
         readinessProbe:
           tcpSocket: {port: 80}
           periodSeconds: 1
@@ -498,6 +549,16 @@ fn pods_outlive_kill_9_of_the_server_and_are_adopted() {
     let servers = processes_with(&format!("-h {token}"));
     assert_eq!(servers.len(), 2, "{servers:?}");
 
+    // The pods' run-time state (bundles) is on the node's run tmpfs, logs stay on disk.
+    let run_dir = s.data_dir.join("node/run");
+    assert_eq!(mounts_at(&run_dir), ["tmpfs"], "the run directory is one tmpfs");
+    for (uid, _, _) in before.values() {
+        let bundle = run_dir.join(format!("pods/{uid}/_containers/web-1/config.json"));
+        assert!(bundle.is_file(), "{} missing", bundle.display());
+        assert!(!s.data_dir.join(format!("node/pods/{uid}/_containers")).exists(), "no bundle on disk");
+        assert!(s.data_dir.join(format!("node/pods/{uid}/web/0.log")).is_file(), "logs stay on disk");
+    }
+
     s.kill9();
     for (name, (_, ip, _)) in &before {
         let answer = http_get(ip, 80, "/").unwrap_or_default();
@@ -508,11 +569,16 @@ fn pods_outlive_kill_9_of_the_server_and_are_adopted() {
     // when it runs, adoption is done.
     s.ok(&["run", "after", "--image=host", "--command", "--", "sleep", "3600"]);
     wait_running(&s, "after");
+    assert_eq!(mounts_at(&run_dir), ["tmpfs"], "the restarted server adopted the tmpfs, not mounted another");
     let after = survivors(&s);
     assert_eq!(before, after, "same pods, UIDs, IPs and restart counts");
     for name in before.keys() {
         let pod = s.json(&["get", "pod", name]);
         assert_eq!(condition(&pod, "Ready"), "True", "{pod}");
+        // The first attempt's termination message (run state) and log (disk) are still found.
+        let last = &container_status(&pod)["lastState"]["terminated"];
+        assert_eq!(last["message"].as_str().map(str::trim), Some("first-run"), "{pod}");
+        assert_eq!(s.ok(&["logs", name, "--previous"]).trim(), "first-log");
     }
     for (_, ip, _) in before.values() {
         assert!(http_get(ip, 80, "/").unwrap_or_default().contains("alive"));
@@ -520,8 +586,94 @@ fn pods_outlive_kill_9_of_the_server_and_are_adopted() {
     let servers = processes_with(&format!("-h {token}"));
     assert_eq!(servers.len(), 2, "a container started twice: {servers:#?}");
     // One shim per running container: two survivors and the new pod.
-    let shims = processes_with(&format!("{}/node/pods/", s.data_dir.display()));
+    let shims = processes_with(&format!("{}/node/run/pods/", s.data_dir.display()));
     assert_eq!(shims.len(), 3, "shims of this server: {shims:#?}");
+    let name = before.keys().next().expect("a survivor");
+    assert_eq!(s.ok(&["exec", name, "--", "cat", "/scratch/once"]), "");
+}
+
+/// File system types of the mounts exactly at `dir`, from this process's mount table.
+fn mounts_at(dir: &std::path::Path) -> Vec<String> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    info.lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let point = fields.get(4)?;
+            let separator = fields.iter().position(|f| *f == "-")?;
+            (std::path::Path::new(point) == dir).then(|| fields.get(separator + 1).map(|t| (*t).to_owned()))?
+        })
+        .collect()
+}
+
+/// A server of the previous data-dir layout (sandboxes, bundles and OCI state on disk, in
+/// `pods/<uid>/` and `oci/`) is replaced in place by this one while its pods run: they are
+/// adopted where they are, keep their addresses, and are removed from both places. Needs
+/// `BERTH_PREVIOUS_BINARY`, a `berth` built before the run directory (main before it).
+#[test]
+fn pods_of_the_previous_layout_are_adopted_after_an_upgrade() {
+    let Some(previous) = std::env::var_os("BERTH_PREVIOUS_BINARY").map(std::path::PathBuf::from) else {
+        eprintln!("skipped: set BERTH_PREVIOUS_BINARY to a berth binary of the previous layout");
+        return;
+    };
+    if !can_run_pods() {
+        return;
+    }
+    let mut s = Server::start_with(previous, &[]);
+    let token = format!("/tmp/www-survivor-{}", s.port);
+    s.ok_stdin(&["apply", "-f", "-"], &SURVIVORS.replace("/tmp/www-survivor-token", &token));
+    s.ok(&["rollout", "status", "deploy/survivor", "--timeout=120s"]);
+    let before = survivors(&s);
+    assert_eq!(before.len(), 2);
+    let node = s.data_dir.join("node");
+    for (uid, _, _) in before.values() {
+        assert!(node.join(format!("pods/{uid}/_containers/web-1/config.json")).is_file(), "previous layout");
+    }
+    assert!(!node.join("run").exists(), "the previous binary has no run directory");
+
+    s.kill9();
+    s.set_binary(berth_testkit::berth_binary());
+    s.spawn();
+    s.ok(&["run", "after", "--image=host", "--command", "--", "sleep", "3600"]);
+    let fresh = wait_running(&s, "after");
+    assert_eq!(mounts_at(&node.join("run")), ["tmpfs"]);
+    let after = survivors(&s);
+    assert_eq!(before, after, "same pods, UIDs, IPs and restart counts");
+    let fresh_ip = fresh["status"]["podIP"].as_str().unwrap_or_default();
+    assert!(before.values().all(|(_, ip, _)| ip != fresh_ip), "an old pod's address was handed out again");
+    let servers = processes_with(&format!("-h {token}"));
+    assert_eq!(servers.len(), 2, "a container started twice: {servers:#?}");
+    for name in before.keys() {
+        let pod = s.json(&["get", "pod", name]);
+        assert_eq!(condition(&pod, "Ready"), "True", "{pod}");
+        assert_eq!(s.ok(&["logs", name, "--previous"]).trim(), "first-log");
+        // exec reaches a container whose OCI state is at the old place.
+        assert_eq!(s.ok(&["exec", name, "--", "cat", "/scratch/once"]), "");
+    }
+
+    // A container of the old layout that dies is restarted by the new server (in the new place).
+    let (name, (uid, _, _)) = before.iter().next().expect("a survivor");
+    let server = processes_with(&format!("-h {token}"))
+        .into_iter()
+        .filter_map(|line| line.split(':').next().map(str::to_owned))
+        .find(|pid| std::fs::read_to_string(format!("/proc/{pid}/cgroup")).is_ok_and(|c| c.contains(uid.as_str())))
+        .expect("the pod's server process");
+    assert!(std::process::Command::new("kill").args(["-KILL", &server]).status().expect("kill").success());
+    wait_for("the old container restarted", Duration::from_secs(90), || {
+        let pod = s.json(&["get", "pod", name]);
+        (restarts(&pod) == 2 && condition(&pod, "Ready") == "True").then_some(())
+    });
+    assert!(node.join(format!("run/pods/{uid}/_containers/web-2/config.json")).is_file());
+
+    // Deleting the pods removes both places.
+    s.ok(&["delete", "deploy", "survivor", "--wait=true", "--timeout=60s"]);
+    wait_for("survivor pods gone", Duration::from_secs(60), || survivors(&s).is_empty().then_some(()));
+    for (uid, _, _) in before.values() {
+        wait_for("pod directories removed", Duration::from_secs(30), || {
+            let gone = !node.join(format!("pods/{uid}")).exists() && !node.join(format!("run/pods/{uid}")).exists();
+            gone.then_some(())
+        });
+    }
+    assert!(processes_with(&format!("-h {token}")).is_empty(), "old containers stopped");
 }
 
 const RESTRICTED: &str = r#"apiVersion: v1

@@ -66,18 +66,22 @@ impl Drop for TestNode {
                 let _ = cli.std_command().args(["delete", "--force", id]).output();
             }
         }
-        let pods = std::fs::read_dir(self.data_dir.path().join("pods")).into_iter().flatten().flatten();
-        for pod in pods {
-            let uid = pod.file_name().to_string_lossy().into_owned();
+        for uid in berth_node::layout::pod_uids(self.data_dir.path()) {
             run("ip", &["netns", "del", &berth_node::network::netns_name(&uid)]);
-            for ns in ["uts", "ipc"] {
-                let _ =
-                    rustix::mount::unmount(pod.path().join("_sandbox").join(ns), rustix::mount::UnmountFlags::DETACH);
-            }
-            let empty_dirs = std::fs::read_dir(pod.path().join("_volumes/empty-dir")).into_iter().flatten().flatten();
-            for dir in empty_dirs {
-                let _ = rustix::mount::unmount(dir.path(), rustix::mount::UnmountFlags::DETACH);
-            }
+        }
+        // Every mount below the data dir, deepest first: namespace pins, emptyDirs, container
+        // roots, then the run tmpfs, so the directory can be deleted.
+        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let root = std::fs::canonicalize(self.data_dir.path()).unwrap_or_else(|_| self.data_dir.path().to_owned());
+        let mut points: Vec<std::path::PathBuf> = info
+            .lines()
+            .filter_map(|line| line.split(' ').nth(4))
+            .map(std::path::PathBuf::from)
+            .filter(|point| point.starts_with(&root))
+            .collect();
+        points.sort_by_key(|point| std::cmp::Reverse(point.components().count()));
+        for point in points {
+            let _ = rustix::mount::unmount(&point, rustix::mount::UnmountFlags::DETACH);
         }
         let network = self.config.network.clone();
         let cleanup = std::thread::spawn(move || {
