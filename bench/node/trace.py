@@ -51,6 +51,9 @@ def main(path):
             p["started"] = t
             p["prepare"] = float(field(text, "prepare_ms"))
             p["shim"] = float(field(text, "shim_ms"))
+            waited = field(text, "waited_ms")
+            if waited is not None:
+                p["waited"] = float(waited)
             c = re.search(r"create ([\d.]+) ms, start ([\d.]+) ms", text)
             if c:
                 p["create"], p["start"] = float(c.group(1)), float(c.group(2))
@@ -71,7 +74,8 @@ def main(path):
         add("bound -> sandbox made", p["sandbox_at"] - p["bound"])
         add("sandbox", p["sandbox"])
         add("container preparation", p["prepare"])
-        add("shim spawn -> handshake", p["shim"])
+        add("prepared, waiting for the sandbox", p.get("waited"))
+        add("go -> handshake" if "waited" in p else "shim spawn -> handshake", p["shim"])
         add("  libcontainer create", p.get("create"))
         add("  libcontainer start", p.get("start"))
         add("  shim exec and set-up", p["shim"] - p["create"] - p["start"] if "create" in p else None)

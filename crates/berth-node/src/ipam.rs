@@ -4,8 +4,11 @@
 //! at once (a peer may still hold it in a cache).
 //!
 //! The files are tiny and created with `O_EXCL`; the calls are synchronous on purpose and
-//! serialised by a mutex that is never held across an `.await`.
+//! serialised by a mutex that is never held across an `.await`. Which address a pod holds is
+//! also kept in memory (read from the files once, at open): a start looks its pod up without
+//! reading one file per running pod. The files stay the truth for which addresses are taken.
 
+use std::collections::HashMap;
 use std::io::{ErrorKind, Write};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -30,14 +33,22 @@ const LAST_RESERVED: &str = "last_reserved";
 pub struct Ipam {
     dir: PathBuf,
     cidr: Ipv4Cidr,
-    lock: Mutex<()>,
+    /// Owner (pod UID) -> its address, for the allocations this directory holds.
+    owners: Mutex<HashMap<String, Ipv4Addr>>,
 }
 
 impl Ipam {
     pub fn open(dir: impl Into<PathBuf>, cidr: Ipv4Cidr) -> Result<Ipam, IpamError> {
         let dir = dir.into();
         std::fs::create_dir_all(&dir).map_err(|source| IpamError::Io { path: dir.clone(), source })?;
-        Ok(Ipam { dir, cidr, lock: Mutex::new(()) })
+        let ipam = Ipam { dir, cidr, owners: Mutex::new(HashMap::new()) };
+        let owners = ipam.allocations_on_disk()?.into_iter().map(|(ip, owner)| (owner, ip)).collect();
+        *ipam.lock() = owners;
+        Ok(ipam)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Ipv4Addr>> {
+        self.owners.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn io(path: &Path) -> impl FnOnce(std::io::Error) -> IpamError + '_ {
@@ -46,9 +57,9 @@ impl Ipam {
 
     /// The address `owner` holds, or a newly reserved one.
     pub fn allocate(&self, owner: &str) -> Result<Ipv4Addr, IpamError> {
-        let _guard = self.lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(ip) = self.find_locked(owner)? {
-            return Ok(ip);
+        let mut owners = self.lock();
+        if let Some(ip) = owners.get(owner) {
+            return Ok(*ip);
         }
         let (first, last) = self.cidr.pod_range();
         let last_path = self.dir.join(LAST_RESERVED);
@@ -67,6 +78,7 @@ impl Ipam {
                 Ok(mut file) => {
                     file.write_all(owner.as_bytes()).map_err(Self::io(&path))?;
                     std::fs::write(&last_path, ip.to_string()).map_err(Self::io(&last_path))?;
+                    owners.insert(owner.to_owned(), ip);
                     return Ok(ip);
                 }
                 Err(error) if error.kind() == ErrorKind::AlreadyExists => continue,
@@ -78,7 +90,10 @@ impl Ipam {
 
     /// Frees `ip` if `owner` holds it.
     pub fn release(&self, ip: Ipv4Addr, owner: &str) -> Result<(), IpamError> {
-        let _guard = self.lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut owners = self.lock();
+        if owners.get(owner) == Some(&ip) {
+            owners.remove(owner);
+        }
         let path = self.dir.join(ip.to_string());
         match std::fs::read_to_string(&path) {
             Ok(holder) if holder.trim() == owner => std::fs::remove_file(&path).map_err(Self::io(&path)),
@@ -90,21 +105,16 @@ impl Ipam {
 
     /// The address held by `owner`, if any.
     pub fn find(&self, owner: &str) -> Result<Option<Ipv4Addr>, IpamError> {
-        let _guard = self.lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        self.find_locked(owner)
-    }
-
-    fn find_locked(&self, owner: &str) -> Result<Option<Ipv4Addr>, IpamError> {
-        Ok(self.allocations_locked()?.into_iter().find(|(_, holder)| holder == owner).map(|(ip, _)| ip))
+        Ok(self.lock().get(owner).copied())
     }
 
     /// Every reserved address with its owner.
     pub fn allocations(&self) -> Result<Vec<(Ipv4Addr, String)>, IpamError> {
-        let _guard = self.lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        self.allocations_locked()
+        let _owners = self.lock();
+        self.allocations_on_disk()
     }
 
-    fn allocations_locked(&self) -> Result<Vec<(Ipv4Addr, String)>, IpamError> {
+    fn allocations_on_disk(&self) -> Result<Vec<(Ipv4Addr, String)>, IpamError> {
         let entries = std::fs::read_dir(&self.dir).map_err(Self::io(&self.dir))?;
         let mut found = Vec::new();
         for entry in entries {

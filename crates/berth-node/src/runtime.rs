@@ -26,7 +26,7 @@ use k8s_openapi::jiff::Timestamp;
 use rustix::process::{Pid, PidfdFlags, pidfd_open};
 use serde::{Deserialize, Serialize};
 use tokio::io::unix::AsyncFd;
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use crate::cgroups::{CgroupMounts, MigrationWarmer, WarmGuard};
 use crate::command::{self, CommandError};
@@ -80,6 +80,8 @@ pub enum RuntimeError {
     Command(#[from] CommandError),
     #[error("no sandbox for pod {0}")]
     NoSandbox(String),
+    #[error("a runtime task failed: {0}")]
+    Task(String),
     #[error("starting container shim: {0}")]
     Shim(String),
     #[error("{context}: {source}")]
@@ -202,6 +204,78 @@ pub struct PodRun<'a> {
     pub inputs: &'a PodInputs,
     pub volumes: &'a PreparedVolumes,
     pub placement: &'a PodPlacement,
+}
+
+/// A container start prepared by [`Runtime::prepare_container`], to be finished by
+/// [`Runtime::launch`]. Dropping it aborts the start: the shim sees end-of-file instead of
+/// "go" and exits without creating anything.
+pub struct PreparedStart {
+    record: ContainerRecord,
+    state_dir: PathBuf,
+    shim: WaitingShim,
+    prepare: Duration,
+    prepared_at: std::time::Instant,
+}
+
+impl std::fmt::Debug for PreparedStart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreparedStart").field("record", &self.record).field("state_dir", &self.state_dir).finish()
+    }
+}
+
+impl PreparedStart {
+    /// The shim's process ID.
+    pub fn shim_pid(&self) -> i32 {
+        self.record.shim_pid
+    }
+
+    /// The container's state directory.
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
+    }
+}
+
+/// A shim started and waiting for one "go" line on its stdin before it creates the container.
+struct WaitingShim {
+    pid: Pid,
+    pidfd: AsyncFd<OwnedFd>,
+    go: tokio::process::ChildStdin,
+    handshake: tokio::process::ChildStdout,
+}
+
+impl WaitingShim {
+    /// Lets the shim create the container; returns its pidfd and the container's init PID.
+    async fn go(self) -> Result<(AsyncFd<OwnedFd>, i32), RuntimeError> {
+        let WaitingShim { pidfd, mut go, handshake, .. } = self;
+        // A shim that failed its set-up has exited: its handshake line says why.
+        let _ = go.write_all(shim::GO_LINE.as_bytes()).await;
+        drop(go);
+        let mut line = String::new();
+        let read = tokio::time::timeout(CREATE_TIMEOUT, BufReader::new(handshake).read_line(&mut line)).await;
+        match read {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => return Err(RuntimeError::Shim(format!("reading the shim handshake: {error}"))),
+            Err(_) => return Err(RuntimeError::Shim("the shim did not create the container in time".to_owned())),
+        }
+        let line = line.trim();
+        match line.strip_prefix("ok ").and_then(|init| init.parse::<i32>().ok()) {
+            Some(init_pid) => Ok((pidfd, init_pid)),
+            None => {
+                let message = line.strip_prefix("error ").unwrap_or(line);
+                let message = if message.is_empty() { "the shim exited without a handshake" } else { message };
+                Err(RuntimeError::Shim(message.to_owned()))
+            }
+        }
+    }
+}
+
+/// A sandbox about to be made (or found alive), from [`Runtime::plan_sandbox`].
+#[derive(Debug, Clone)]
+pub struct SandboxPlan {
+    /// What the sandbox is (or will be once made).
+    pub sandbox: Sandbox,
+    /// It is already there: making it does nothing.
+    pub exists: bool,
 }
 
 /// Output of a command run inside a container.
@@ -402,20 +476,55 @@ impl Runtime {
     /// Creates (or finds again) the sandbox of `pod`: IP, network namespace, shared UTS and
     /// IPC namespaces, hosts/hostname/resolv.conf files.
     pub async fn create_sandbox(&self, pod: &Pod) -> Result<Sandbox, RuntimeError> {
+        let plan = self.plan_sandbox(pod).await?;
+        self.make_sandbox(pod, plan).await
+    }
+
+    /// The first half of [`Runtime::create_sandbox`], quick: finds a live sandbox again, or
+    /// reserves the IP and the directory of a new one, whose description (IP, hostname,
+    /// namespace paths) is then known before its namespaces exist, so the pod's first
+    /// container can be prepared while [`Runtime::make_sandbox`] runs.
+    pub async fn plan_sandbox(&self, pod: &Pod) -> Result<SandboxPlan, RuntimeError> {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         check_uid(&uid)?;
         if let Some(existing) = self.sandbox(&uid) {
             // After a reboot the files are there but nothing is mounted on them any more.
             let uts_alive = volumes::is_mount_point(&self.sandbox_dir(&uid).join("uts"));
             if existing.network.netns_path().exists() && uts_alive {
-                return Ok(existing);
+                return Ok(SandboxPlan { sandbox: existing, exists: true });
             }
             self.teardown_sandbox(&uid).await;
         }
-        let dir = self.sandbox_dir(&uid);
-        tokio::fs::create_dir_all(&dir).await.map_err(io_context(format!("creating {}", dir.display())))?;
+        // The IP first: everything else about the sandbox follows from it and the pod.
         let ip = self.ipam.allocate(&uid)?;
-        match self.build_sandbox(pod, &uid, ip, &dir).await {
+        let dir = self.sandbox_dir(&uid);
+        if let Err(error) = tokio::fs::create_dir_all(&dir).await {
+            self.teardown_sandbox(&uid).await;
+            return Err(io_context(format!("creating {}", dir.display()))(error));
+        }
+        let sandbox = Sandbox {
+            uid: uid.clone(),
+            namespace: pod.metadata.namespace.clone().unwrap_or_else(|| "default".to_owned()),
+            name: pod.metadata.name.clone().unwrap_or_default(),
+            hostname: sandbox::pod_hostname(pod),
+            network: network::PodNetworkInfo {
+                ip,
+                netns: network::netns_name(&uid),
+                host_veth: network::host_veth_name(&uid),
+            },
+            created_at: Timestamp::now().to_string(),
+        };
+        Ok(SandboxPlan { sandbox, exists: false })
+    }
+
+    /// The second half of [`Runtime::create_sandbox`]: makes the planned sandbox (namespaces,
+    /// veth, files); on failure releases everything of it.
+    pub async fn make_sandbox(&self, pod: &Pod, plan: SandboxPlan) -> Result<Sandbox, RuntimeError> {
+        if plan.exists {
+            return Ok(plan.sandbox);
+        }
+        let uid = plan.sandbox.uid.clone();
+        match self.build_sandbox(pod, plan.sandbox).await {
             Ok(sandbox) => Ok(sandbox),
             Err(error) => {
                 self.teardown_sandbox(&uid).await;
@@ -424,19 +533,15 @@ impl Runtime {
         }
     }
 
-    async fn build_sandbox(
-        &self,
-        pod: &Pod,
-        uid: &str,
-        ip: std::net::Ipv4Addr,
-        dir: &Path,
-    ) -> Result<Sandbox, RuntimeError> {
+    async fn build_sandbox(&self, pod: &Pod, planned: Sandbox) -> Result<Sandbox, RuntimeError> {
         let started = std::time::Instant::now();
+        let (uid, ip, dir) = (planned.uid.as_str(), planned.ip(), self.sandbox_dir(&planned.uid));
         // UTS and IPC namespaces outlive every container of the pod by being bind-mounted
         // onto these files (no pause process); the network namespace is pinned under /run/netns.
         let (uts, ipc) = (dir.join("uts"), dir.join("ipc"));
-        let hostname = sandbox::pod_hostname(pod);
+        let hostname = planned.hostname.clone();
         let network = network::attach_pod(&self.config.network, &self.netlink, uid, ip, &uts, &ipc, &hostname).await?;
+        debug_assert_eq!(network, planned.network);
         let namespaces_done = started.elapsed();
         let write = |name: &str, text: String| {
             let path = dir.join(name);
@@ -446,14 +551,7 @@ impl Runtime {
         write("hostname", format!("{hostname}\n"))?;
         let cluster_dns = self.config.cluster_dns.map(|ip| (ip, CLUSTER_DOMAIN));
         write("resolv.conf", sandbox::resolv_conf_with(pod, &self.host_resolv_conf, cluster_dns))?;
-        let sandbox = Sandbox {
-            uid: uid.to_owned(),
-            namespace: pod.metadata.namespace.clone().unwrap_or_else(|| "default".to_owned()),
-            name: pod.metadata.name.clone().unwrap_or_default(),
-            hostname,
-            network,
-            created_at: Timestamp::now().to_string(),
-        };
+        let sandbox = Sandbox { network, created_at: Timestamp::now().to_string(), ..planned };
         let bytes = serde_json::to_vec_pretty(&sandbox).map_err(|e| RuntimeError::Shim(e.to_string()))?;
         write(SANDBOX_FILE, String::from_utf8_lossy(&bytes).into_owned())?;
         tracing::debug!(
@@ -527,6 +625,21 @@ impl Runtime {
         container: &Container,
         attempt: u32,
     ) -> Result<ContainerHandle, RuntimeError> {
+        let prepared = self.prepare_container(pod_run, container, attempt).await?;
+        self.launch(prepared).await
+    }
+
+    /// The first half of a container start: the shim is started (it sets itself up and then
+    /// waits), the bundle and `shim.json` are written. Nothing of the sandbox is touched, only
+    /// its description, so this may run while the sandbox is being made. Dropping the result
+    /// makes the shim exit without creating anything; the files left are cleaned up by the
+    /// next start of this attempt.
+    pub async fn prepare_container(
+        &self,
+        pod_run: &PodRun<'_>,
+        container: &Container,
+        attempt: u32,
+    ) -> Result<PreparedStart, RuntimeError> {
         let started = std::time::Instant::now();
         let PodRun { sandbox, pod, inputs, volumes, placement } = *pod_run;
         let uid = sandbox.uid.as_str();
@@ -573,6 +686,8 @@ impl Runtime {
                 .map_err(io_context(format!("removing {}", layer_dir.display())))?;
         }
         tokio::fs::create_dir_all(&state_dir).await.map_err(io_context(format!("creating {}", state_dir.display())))?;
+        // The shim's exec and set-up (a few milliseconds) run while the bundle is written.
+        let shim = self.spawn_shim(&state_dir)?;
         match &resolved {
             None => self.host_image.prepare_rootfs(&state_dir.join("rootfs"))?,
             Some(resolved) => images::mount_rootfs(&state_dir, &layer_dir, resolved)?,
@@ -613,20 +728,6 @@ impl Runtime {
         let shim_json = serde_json::to_vec_pretty(&shim_config).map_err(|e| RuntimeError::Shim(e.to_string()))?;
         std::fs::write(state_dir.join(shim::SHIM_CONFIG_FILE), shim_json).map_err(io_context("writing shim.json"))?;
 
-        let prepared = started.elapsed();
-        // The shim runs `runc run --detach`: when it answers, the container runs.
-        let (shim_pid, pidfd, init_pid) = self.spawn_shim(&state_dir).await?;
-        if tracing::enabled!(tracing::Level::DEBUG) {
-            // The shim's own trace (libcontainer's part of the start) is in its shim.log.
-            let shim_log = std::fs::read_to_string(state_dir.join("shim.log")).unwrap_or_default();
-            tracing::debug!(
-                container = %id,
-                prepare_ms = prepared.as_secs_f64() * 1e3,
-                shim_ms = (started.elapsed() - prepared).as_secs_f64() * 1e3,
-                shim_log = %shim_log.trim().replace('\n', "; "),
-                "container started"
-            );
-        }
         let record = ContainerRecord {
             pod_uid: uid.to_owned(),
             name: container.name.clone(),
@@ -635,22 +736,51 @@ impl Runtime {
             runtime: self.config.runtime,
             image_id: resolved.as_ref().map_or_else(|| HOST_IMAGE.to_owned(), |r| r.record.image_id()),
             image,
-            started_at: Timestamp::now().to_string(),
-            init_pid,
-            shim_pid,
+            started_at: String::new(),
+            init_pid: 0,
+            shim_pid: shim.pid.as_raw_nonzero().get(),
         };
+        Ok(PreparedStart {
+            record,
+            state_dir,
+            shim,
+            prepare: started.elapsed(),
+            prepared_at: std::time::Instant::now(),
+        })
+    }
+
+    /// The second half of a container start: tells the waiting shim to create and start the
+    /// container (the sandbox must exist by now) and returns once it runs.
+    pub async fn launch(&self, prepared: PreparedStart) -> Result<ContainerHandle, RuntimeError> {
+        let PreparedStart { mut record, state_dir, shim, prepare, prepared_at } = prepared;
+        let go_at = std::time::Instant::now();
+        let (pidfd, init_pid) = shim.go().await?;
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            // The shim's own trace (libcontainer's part of the start) is in its shim.log.
+            let shim_log = std::fs::read_to_string(state_dir.join("shim.log")).unwrap_or_default();
+            tracing::debug!(
+                container = %record.id,
+                prepare_ms = prepare.as_secs_f64() * 1e3,
+                waited_ms = (go_at - prepared_at).as_secs_f64() * 1e3,
+                shim_ms = go_at.elapsed().as_secs_f64() * 1e3,
+                shim_log = %shim_log.trim().replace('\n', "; "),
+                "container started"
+            );
+        }
+        record.started_at = Timestamp::now().to_string();
+        record.init_pid = init_pid;
         let record_json = serde_json::to_vec_pretty(&record).map_err(|e| RuntimeError::Shim(e.to_string()))?;
         std::fs::write(state_dir.join(CONTAINER_RECORD), record_json).map_err(io_context("writing container.json"))?;
         Ok(ContainerHandle { record, state_dir, shim: Some(Arc::new(pidfd)) })
     }
 
-    /// Starts the shim detached from Berth and waits for its handshake.
-    async fn spawn_shim(&self, state_dir: &Path) -> Result<(i32, AsyncFd<OwnedFd>, i32), RuntimeError> {
+    /// Starts the shim detached from Berth; it waits for [`WaitingShim::go`].
+    fn spawn_shim(&self, state_dir: &Path) -> Result<WaitingShim, RuntimeError> {
         let shim_log = std::fs::File::create(state_dir.join("shim.log")).map_err(io_context("creating shim.log"))?;
         let mut child = tokio::process::Command::new(&self.config.shim_program)
             .arg(shim::SHIM_ARG)
             .arg(state_dir)
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(shim_log))
             .process_group(0)
@@ -665,27 +795,12 @@ impl Runtime {
         let pidfd = watch_fd(pidfd).map_err(|e| RuntimeError::Shim(format!("watching the shim: {e}")))?;
         std::fs::write(state_dir.join(shim::SHIM_PID_FILE), pid.as_raw_nonzero().to_string())
             .map_err(io_context("writing shim.pid"))?;
-        let Some(stdout) = child.stdout.take() else {
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
             return Err(RuntimeError::Shim("no handshake pipe".to_owned()));
         };
-        let mut line = String::new();
-        let read = tokio::time::timeout(CREATE_TIMEOUT, BufReader::new(stdout).read_line(&mut line)).await;
         // Dropping the child handle leaves the shim running; tokio reaps it when it exits.
         drop(child);
-        match read {
-            Ok(Ok(_)) => {}
-            Ok(Err(error)) => return Err(RuntimeError::Shim(format!("reading the shim handshake: {error}"))),
-            Err(_) => return Err(RuntimeError::Shim("the shim did not create the container in time".to_owned())),
-        }
-        let line = line.trim();
-        match line.strip_prefix("ok ").and_then(|pid| pid.parse::<i32>().ok()) {
-            Some(init_pid) => Ok((pid.as_raw_nonzero().get(), pidfd, init_pid)),
-            None => {
-                let message = line.strip_prefix("error ").unwrap_or(line);
-                let message = if message.is_empty() { "the shim exited without a handshake" } else { message };
-                Err(RuntimeError::Shim(message.to_owned()))
-            }
-        }
+        Ok(WaitingShim { pid, pidfd, go: stdin, handshake: stdout })
     }
 
     fn container_mounts(
@@ -721,6 +836,8 @@ impl Runtime {
         let termination_path =
             container.termination_message_path.clone().unwrap_or_else(|| "/dev/termination-log".to_owned());
         binds.push(Mount::bind(&termination_path, &state_dir.join(TERMINATION_LOG).display().to_string(), false));
+        // These are files; the sandbox's may not exist yet (it is made while this runs).
+        let known_files = binds.len();
 
         let mut volume_mounts = Vec::new();
         for mount in container.volume_mounts.iter().flatten() {
@@ -752,9 +869,10 @@ impl Runtime {
         binds.extend(volume_mounts);
         let targets: Vec<MountTarget> = binds
             .iter()
-            .map(|bind| MountTarget {
+            .enumerate()
+            .map(|(index, bind)| MountTarget {
                 destination: bind.destination.clone(),
-                is_dir: std::fs::metadata(&bind.source).map(|m| m.is_dir()).unwrap_or(true),
+                is_dir: index >= known_files && std::fs::metadata(&bind.source).map(|m| m.is_dir()).unwrap_or(true),
             })
             .collect();
         if host_image {

@@ -11,7 +11,9 @@
 //!
 //! Berth talks to it through files in the container's state directory: `shim.json` (what to
 //! run), `shim.pid`, and `exit.json` (written atomically just before the shim exits), plus
-//! one handshake line on the shim's stdout once the container runs.
+//! two lines: Berth starts the shim early and writes [`GO_LINE`] on its stdin once the
+//! sandbox and the bundle are ready (end-of-file instead means: create nothing and exit), and
+//! the shim answers with one handshake line on its stdout once the container runs.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -103,8 +105,26 @@ pub fn run_if_requested() {
     std::process::exit(code);
 }
 
+/// The line Berth writes on the shim's stdin once the container may be created (its sandbox
+/// exists and its bundle is written).
+pub const GO_LINE: &str = "go\n";
+
 /// Runs the shim for the container whose state is in `state_dir`; returns the process exit code.
 pub fn shim_main(state_dir: &Path) -> i32 {
+    // Out of Berth's session and process group, so signals aimed at Berth miss it.
+    let _ = rustix::process::setsid();
+    // Orphans below us (the container's init once `runc run --detach` exits) become our children,
+    // which is what lets us collect its exit status.
+    if let Err(error) = rustix::process::set_child_subreaper(Some(rustix::process::getpid())) {
+        handshake(&format!("error becoming a subreaper: {error}"));
+        return 1;
+    }
+    // Berth starts us before the pod's sandbox exists, so our exec and set-up overlap with it.
+    if !wait_for_go() {
+        // Berth died or gave up on this start: nothing was created, nothing is left behind.
+        eprintln!("no go from Berth: exiting without creating the container");
+        return 0;
+    }
     let config: ShimConfig = match std::fs::read(state_dir.join(SHIM_CONFIG_FILE))
         .map_err(|e| e.to_string())
         .and_then(|bytes| serde_json::from_slice(&bytes).map_err(|e| e.to_string()))
@@ -115,14 +135,6 @@ pub fn shim_main(state_dir: &Path) -> i32 {
             return 1;
         }
     };
-    // Out of Berth's session and process group, so signals aimed at Berth miss it.
-    let _ = rustix::process::setsid();
-    // Orphans below us (the container's init once `runc run --detach` exits) become our children,
-    // which is what lets us collect its exit status.
-    if let Err(error) = rustix::process::set_child_subreaper(Some(rustix::process::getpid())) {
-        handshake(&format!("error becoming a subreaper: {error}"));
-        return 1;
-    }
     match create(&config, state_dir) {
         Ok(created) => {
             handshake(&format!("ok {}", created.pid.as_raw_nonzero()));
@@ -134,6 +146,17 @@ pub fn shim_main(state_dir: &Path) -> i32 {
             1
         }
     }
+}
+
+/// Blocks until Berth writes [`GO_LINE`] on stdin; false on end-of-file (Berth's end closed:
+/// it died or dropped the start) or anything else. Stdin is `/dev/null` afterwards.
+fn wait_for_go() -> bool {
+    let mut line = String::new();
+    let read = std::io::stdin().read_line(&mut line);
+    if let Ok(null) = File::open("/dev/null") {
+        let _ = rustix::stdio::dup2_stdin(&null);
+    }
+    matches!(read, Ok(n) if n > 0) && line == GO_LINE
 }
 
 /// Writes the one handshake line Berth waits for, then detaches stdout from Berth.

@@ -415,3 +415,63 @@ async fn volumes_mount_below_read_only_host_directories() {
         runtime.remove_pod(&uid).await.unwrap();
     }
 }
+
+/// Whether process `pid` has ended (gone, or a zombie nobody reaped yet).
+fn process_ended(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the parenthesised command name.
+        Ok(stat) => stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z') || rest.starts_with('X')),
+        Err(_) => true,
+    }
+}
+
+#[tokio::test]
+async fn a_start_abandoned_before_go_creates_nothing_and_the_pod_starts_after_a_restart() {
+    skip_unless_capable!();
+    let node = test_node();
+    let runtime = Runtime::new(node.config.clone()).await.unwrap();
+    let app = host_container("app", &["sleep", "3600"]);
+    let app_pod = pod("abandoned", vec![app.clone()]);
+    let no_inputs = PodInputs::default();
+    let volumes = runtime.prepare_volumes(&app_pod, &no_inputs).unwrap();
+
+    // The first container is prepared from the planned sandbox, as a first start does while
+    // the sandbox is made; its shim is up and waits for "go".
+    let plan = runtime.plan_sandbox(&app_pod).await.unwrap();
+    assert!(!plan.exists);
+    let planned = plan.sandbox.clone();
+    let place = placement(&planned.ip().to_string());
+    let run = PodRun { sandbox: &planned, pod: &app_pod, inputs: &no_inputs, volumes: &volumes, placement: &place };
+    let prepared = runtime.prepare_container(&run, &app, 0).await.unwrap();
+    let (shim_pid, state_dir) = (prepared.shim_pid(), prepared.state_dir().to_owned());
+    assert!(state_dir.join("shim.json").exists() && state_dir.join("config.json").exists());
+    assert!(!process_ended(shim_pid), "the shim waits for go");
+
+    // Berth dies here (its end of the shim's stdin closes, as a kill -9 closes it).
+    drop(prepared);
+    drop(runtime);
+    eventually("the waiting shim to exit", WAIT, || async { process_ended(shim_pid).then_some(()) }).await;
+    let shim_log = std::fs::read_to_string(state_dir.join("shim.log")).unwrap();
+    assert!(shim_log.contains("no go from Berth"), "shim.log: {shim_log}");
+    for file in ["container.json", "exit.json", "init.pid"] {
+        assert!(!state_dir.join(file).exists(), "{file} written by an abandoned start");
+    }
+    let id = format!("{}-app-0", planned.uid);
+    let state_root = berth_node::oci_runtime::state_root(&node.config.data_dir, node.config.runtime);
+    assert!(!state_root.join(&id).exists(), "the runtime created {id}");
+
+    // Berth restarts: the pod's first start goes through, the half-prepared attempt is replaced.
+    let runtime = Runtime::new(node.config.clone()).await.unwrap();
+    assert!(runtime.containers(&planned.uid).await.is_empty(), "an abandoned start is no container");
+    let sandbox = runtime.create_sandbox(&app_pod).await.unwrap();
+    assert_eq!(sandbox.ip(), planned.ip(), "the pod keeps the address it was given");
+    let place = placement(&sandbox.ip().to_string());
+    let run = PodRun { sandbox: &sandbox, pod: &app_pod, inputs: &no_inputs, volumes: &volumes, placement: &place };
+    let handle = runtime.start_container(&run, &app, 0).await.unwrap();
+    assert!(handle.exit_record().is_none(), "running");
+    assert!(!process_ended(handle.record.init_pid), "the container's init runs");
+    assert_ne!(handle.record.shim_pid, shim_pid);
+    let exit = runtime.stop_container(&handle, Duration::from_secs(1)).await;
+    assert!(exit.signal.is_some() || exit.exit_code != 0, "{exit:?}");
+    runtime.remove_pod(&sandbox.uid).await.unwrap();
+}

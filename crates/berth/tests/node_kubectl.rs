@@ -207,6 +207,57 @@ fn logs_of_a_finished_pod_and_its_exit_status() {
     assert!(table.contains("Error"), "{table}");
 }
 
+const INIT: &str = r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: staged
+spec:
+  terminationGracePeriodSeconds: 1
+  initContainers:
+  - name: first
+    image: host
+    command: [sh, -c, "echo one > /work/order"]
+    volumeMounts: [{name: work, mountPath: /work}]
+  - name: second
+    image: host
+    command: [sh, -c, "echo two >> /work/order"]
+    volumeMounts: [{name: work, mountPath: /work}]
+  containers:
+  - name: reader
+    image: host
+    command: [sh, -c, "cat /work/order; exec sleep 3600"]
+    volumeMounts: [{name: work, mountPath: /work}]
+  - name: writer
+    image: host
+    command: [sh, -c, "echo three >> /work/order; exec sleep 3600"]
+    volumeMounts: [{name: work, mountPath: /work}]
+  volumes:
+  - {name: work, emptyDir: {}}
+"#;
+
+#[test]
+fn init_containers_run_in_order_before_every_container() {
+    let Some(s) = server_with(INIT) else { return };
+    let pod = wait_for("both containers ready", Duration::from_secs(90), || {
+        let pod = s.json(&["get", "pod", "staged"]);
+        let statuses = pod["status"]["containerStatuses"].as_array().cloned().unwrap_or_default();
+        (statuses.len() == 2 && statuses.iter().all(|c| c["ready"] == true)).then_some(pod)
+    });
+    let inits = pod["status"]["initContainerStatuses"].as_array().cloned().unwrap_or_default();
+    assert_eq!(inits.len(), 2, "{pod}");
+    for init in &inits {
+        assert_eq!(init["state"]["terminated"]["reason"], "Completed", "{init}");
+    }
+    // The reader saw both init containers' lines, in order, before the writer could add one.
+    let logs = wait_for("the reader's output", Duration::from_secs(20), || {
+        let logs = s.ok(&["logs", "staged", "-c", "reader"]);
+        (!logs.is_empty()).then_some(logs)
+    });
+    assert!(logs.starts_with("one\ntwo\n"), "{logs}");
+    assert!(s.ok(&["get", "pod", "staged"]).contains("2/2"));
+    s.ok(&["delete", "pod", "staged", "--wait=true", "--timeout=60s"]);
+}
+
 const HOG: &str = r#"apiVersion: v1
 kind: Pod
 metadata:

@@ -27,7 +27,7 @@ use super::node::Capacity;
 use super::probe::{self, ProbeContext, ProbeKind, ProbeSignal, ProbeTask, ProbeUpdate};
 use super::status::{self, ContainerInfo, PodView, State, Terminated};
 use crate::crilog::{self, LogOptions};
-use crate::runtime::{ContainerHandle, PodRun, Runtime, RuntimeError};
+use crate::runtime::{ContainerHandle, PodRun, PreparedStart, Runtime, RuntimeError};
 use crate::sandbox::Sandbox;
 use crate::shim::ExitRecord;
 use crate::spec::{PodInputs, PodPlacement};
@@ -457,14 +457,54 @@ impl Worker {
         // A first start: the container's move into its cgroup comes some milliseconds from now.
         let _warm = self.sandbox.is_none().then(|| self.shared.runtime.warm_cgroup_moves());
         // The sandbox (namespaces, veth) and the inputs (API reads, volumes) do not depend on
-        // each other: make them at the same time.
+        // each other: make them at the same time. Nor does the preparation of the first
+        // container (bundle, shim started and waiting): it needs only what the sandbox will be.
+        let plan = match self.sandbox.is_none() {
+            true => match self.shared.runtime.plan_sandbox(&self.pod).await {
+                Ok(plan) => Some(plan),
+                Err(error) => return self.sandbox_failed(&error),
+            },
+            false => None,
+        };
         let refresh_due = self.inputs_fetched.is_none_or(|at| at.elapsed() >= RESYNC);
         let fetch_inputs = (self.inputs.is_none() || refresh_due).then(|| self.prepare_inputs());
-        let create_sandbox = self.sandbox.is_none().then(|| {
-            let (runtime, pod) = (self.shared.runtime.clone(), self.pod.clone());
-            async move { runtime.create_sandbox(&pod).await }
+        let early = plan.as_ref().and_then(|plan| {
+            let (is_init, index) = self.first_start()?;
+            let slot = if is_init { &self.init[index] } else { &self.containers[index] };
+            let placement = PodPlacement { pod_ip: plan.sandbox.ip().to_string(), ..self.placement() };
+            let start = EarlyStart {
+                shared: self.shared.clone(),
+                pod: self.pod.clone(),
+                pod_ref: self.pod_ref.clone(),
+                container: slot.spec.clone(),
+                attempt: slot.next_attempt,
+                sandbox: plan.sandbox.clone(),
+                placement,
+            };
+            Some((is_init, index, start))
         });
-        let (created, fetched) = tokio::join!(OptionFuture::from(create_sandbox), OptionFuture::from(fetch_inputs));
+        let known_inputs = self.inputs.clone();
+        let early_prepare = early.as_ref().map(|(_, _, start)| start.clone());
+        let inputs_then_first = async move {
+            let fetched = OptionFuture::from(fetch_inputs).await;
+            let inputs = match &fetched {
+                Some(Ok(prepared)) => Some(prepared.clone()),
+                Some(Err(_)) => None,
+                None => known_inputs,
+            };
+            let prepared = match (early_prepare, inputs) {
+                (Some(start), Some(inputs)) => Some(start.prepare(inputs).await),
+                _ => None,
+            };
+            (fetched, prepared)
+        };
+        // A task of its own, so the preparation's file writes here do not hold it up.
+        let make_sandbox = plan.map(|plan| {
+            let (runtime, pod) = (self.shared.runtime.clone(), self.pod.clone());
+            let task = tokio::spawn(async move { runtime.make_sandbox(&pod, plan).await });
+            async move { task.await.unwrap_or_else(|error| Err(RuntimeError::Task(error.to_string()))) }
+        });
+        let (created, (fetched, prepared)) = tokio::join!(OptionFuture::from(make_sandbox), inputs_then_first);
         match fetched {
             Some(Ok(prepared)) => {
                 self.inputs = Some(prepared);
@@ -477,20 +517,21 @@ impl Worker {
             None => {}
         }
         match created {
+            // A prepared first container is dropped with the error: its shim exits unused.
+            Some(Err(error)) => return self.sandbox_failed(&error),
             Some(Ok(sandbox)) => self.sandbox = Some(sandbox),
-            Some(Err(error)) => {
-                self.shared.events.warning(
-                    &self.pod_ref,
-                    "FailedCreatePodSandBox",
-                    format!("Failed to create pod sandbox: {error}"),
-                );
-                self.wake_within(RETRY);
-                return;
-            }
             None => {}
         }
         if self.inputs.is_none() {
             return;
+        }
+        if let (Some((is_init, index, start)), Some(prepared)) = (early, prepared) {
+            let result = match prepared {
+                Ok(prepared) => self.shared.runtime.launch(prepared).await,
+                Err(error) => Err(error),
+            };
+            let ip = self.sandbox.as_ref().map(Sandbox::ip).unwrap_or(std::net::Ipv4Addr::UNSPECIFIED);
+            self.started(is_init, index, &start.container, start.attempt, ip, result).await;
         }
 
         // Init containers one after the other; containers only once they all succeeded.
@@ -596,7 +637,6 @@ impl Worker {
         let attempt = slot.next_attempt;
         let run =
             PodRun { sandbox: &sandbox, pod: &self.pod, inputs: &inputs, volumes: &volumes, placement: &placement };
-        let image = container.image.clone().unwrap_or_default();
         let result = match super::pull::ensure_image(&self.shared, &self.pod, &self.pod_ref, &container).await {
             Ok(()) => {
                 let _warm = self.shared.runtime.warm_cgroup_moves();
@@ -604,6 +644,40 @@ impl Worker {
             }
             Err(error) => Err(error),
         };
+        self.started(is_init, index, &container, attempt, sandbox.ip(), result).await;
+    }
+
+    /// Which container the first start of the pod begins with, if it may start at once (no
+    /// earlier attempt, no back-off): the first init container, or the first container.
+    fn first_start(&self) -> Option<(bool, usize)> {
+        let (is_init, slot) = match self.init.first() {
+            Some(slot) => (true, slot),
+            None => (false, self.containers.first()?),
+        };
+        let fresh = slot.running.is_none() && slot.last.is_none() && slot.retry_at.is_none();
+        fresh.then_some((is_init, 0))
+    }
+
+    fn sandbox_failed(&mut self, error: &RuntimeError) {
+        self.shared.events.warning(
+            &self.pod_ref,
+            "FailedCreatePodSandBox",
+            format!("Failed to create pod sandbox: {error}"),
+        );
+        self.wake_within(RETRY);
+    }
+
+    /// Records the outcome of a container start: events, waiter, hooks, probes, the slot.
+    async fn started(
+        &mut self,
+        is_init: bool,
+        index: usize,
+        container: &Container,
+        attempt: u32,
+        pod_ip: std::net::Ipv4Addr,
+        result: Result<ContainerHandle, RuntimeError>,
+    ) {
+        let image = container.image.clone().unwrap_or_default();
         match result {
             Ok(handle) => {
                 self.shared.events.normal(&self.pod_ref, "Created", format!("Created container: {}", container.name));
@@ -618,7 +692,7 @@ impl Worker {
                 let post_start = container.lifecycle.as_ref().and_then(|l| l.post_start.clone());
                 let hook_failed = match post_start {
                     Some(hook) => {
-                        let context = self.probe_context(&handle, sandbox.ip());
+                        let context = self.probe_context(&handle, pod_ip);
                         run_handler(&context, &hook, POST_START_TIMEOUT).await.err()
                     }
                     None => None,
@@ -632,7 +706,7 @@ impl Worker {
                     // The exit arrives through the container's own waiter.
                     tokio::spawn(async move { runtime.stop_container(&victim, grace).await });
                 }
-                let probes = hook_failed.is_none().then(|| probe::spawn(self.probe_context(&handle, sandbox.ip())));
+                let probes = hook_failed.is_none().then(|| probe::spawn(self.probe_context(&handle, pod_ip)));
                 let has_startup_probe = container.startup_probe.is_some();
                 // Checked at once (no initial delay): its verdict may come before a write would.
                 let quick_verdict = container
@@ -944,6 +1018,33 @@ async fn run_pre_stop(context: &probe::ProbeContext, hook: &LifecycleHandler, gr
             "FailedPreStopHook",
             format!("PreStopHook failed for container \"{container}\": {message}"),
         );
+    }
+}
+
+/// The first container of a pod's first start, prepared while its sandbox is made.
+#[derive(Clone)]
+struct EarlyStart {
+    shared: Arc<Shared>,
+    pod: Arc<Pod>,
+    pod_ref: ObjectReference,
+    container: Container,
+    attempt: u32,
+    /// The sandbox as planned (its namespaces may not exist yet).
+    sandbox: Sandbox,
+    placement: PodPlacement,
+}
+
+impl EarlyStart {
+    async fn prepare(&self, (inputs, volumes): (PodInputs, PreparedVolumes)) -> Result<PreparedStart, RuntimeError> {
+        super::pull::ensure_image(&self.shared, &self.pod, &self.pod_ref, &self.container).await?;
+        let run = PodRun {
+            sandbox: &self.sandbox,
+            pod: &self.pod,
+            inputs: &inputs,
+            volumes: &volumes,
+            placement: &self.placement,
+        };
+        self.shared.runtime.prepare_container(&run, &self.container, self.attempt).await
     }
 }
 
