@@ -1,6 +1,7 @@
 //! The `berth` command: the one binary users run.
 
 mod image;
+mod in_process;
 mod podio;
 mod server;
 mod up;
@@ -116,6 +117,11 @@ pub struct ServerArgs {
     /// the API server's runtime [default: one per core].
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
     router_threads: Option<u16>,
+    /// How the controllers, the node agent and the other parts of this server reach its API:
+    /// `in-process` (handed to the API's handlers, no TLS, TCP or HTTP framing) or `https`
+    /// (over loopback, as an external client). Hidden: for benchmarks and tests.
+    #[arg(long, hide = true, default_value = "in-process", value_parser = ["in-process", "https"])]
+    api_transport: String,
 }
 
 /// A listener address, or none (`off`).

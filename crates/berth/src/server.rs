@@ -106,8 +106,16 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         let state = Arc::clone(&state);
         tokio::spawn(async move { berth_apiserver::serve(listener, &config, state, shutdown).await })
     };
-    // Controllers reach the API as any client would: over HTTPS with the kubeconfig.
-    let client = api_client(&kubeconfig).await?;
+    // Controllers reach the API as any client would, with the kubeconfig's credentials and
+    // through the same handlers; by default the request is handed to them in-process.
+    let client_config = client_config(&kubeconfig).await?;
+    let network = kube::Client::try_from(client_config.clone()).context("building the API client")?;
+    let client = if args.api_transport == "https" {
+        network
+    } else {
+        crate::in_process::client(&client_config, berth_apiserver::router(Arc::clone(&state)), network)
+            .context("building the in-process API client")?
+    };
     let machine_ip = berth_node::agent::node::detect_host_ip();
     // The router first: a taken port fails the start before anything else runs.
     let route_suffix = args.route_suffix.clone().unwrap_or_else(|| format!("{machine_ip}.nip.io"));
@@ -289,10 +297,14 @@ async fn wait_for_signal() {
     }
 }
 
+/// A network client of the server the kubeconfig names.
 pub async fn api_client(kubeconfig: &std::path::Path) -> anyhow::Result<kube::Client> {
+    kube::Client::try_from(client_config(kubeconfig).await?).context("building the API client")
+}
+
+pub(crate) async fn client_config(kubeconfig: &std::path::Path) -> anyhow::Result<kube::Config> {
     let kc = kube::config::Kubeconfig::read_from(kubeconfig).context("reading the kubeconfig")?;
-    let config = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+    kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
         .await
-        .context("loading the kubeconfig")?;
-    kube::Client::try_from(config).context("building the API client")
+        .context("loading the kubeconfig")
 }
