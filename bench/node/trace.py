@@ -86,6 +86,12 @@ def main(path):
         if ready_at:
             add("bound -> Ready written", ready_at - p["bound"])
         add("status writes after the start", float(sum(1 for t, _ in p["writes"] if t >= p["started"])))
+    # The client sees Ready, creates the next pod, and the node binds it (scheduler included).
+    ordered = sorted(pods.values(), key=lambda p: p["bound"])
+    for prev, nxt in zip(ordered, ordered[1:]):
+        ready_at = next((t for t, ready in prev["writes"] if ready), None)
+        if ready_at:
+            add("Ready written -> next pod bound", nxt["bound"] - ready_at)
     print(f"{len(pods)} one-after-another pods; p50 / p90 ms")
     for name, values in rows.items():
         print(f"  {name:<46} {pct(values, 50):7.1f} / {pct(values, 90):7.1f}")
