@@ -148,6 +148,13 @@ impl Server {
         s
     }
 
+    /// What a reboot does to a stopped server's pods: stops their containers and shims,
+    /// removes their namespaces and cgroups, and unmounts everything below the node's data
+    /// dir (the run tmpfs included); files on disk stay.
+    pub fn reboot_pods(&self) {
+        cleanup::remove_pods(&self.data_dir.join("node"));
+    }
+
     /// Runs another `berth` binary on the next [`Server::spawn`] (an upgrade in place).
     pub fn set_binary(&mut self, binary: PathBuf) {
         self.binary = binary;

@@ -592,6 +592,44 @@ fn pods_outlive_kill_9_of_the_server_and_are_adopted() {
     assert_eq!(s.ok(&["exec", name, "--", "cat", "/scratch/once"]), "");
 }
 
+/// After a reboot the run tmpfs is empty and no container runs, but logs remain: the pod
+/// starts again with its restart count continued and its earlier log kept.
+#[test]
+fn after_a_reboot_pods_start_again_and_keep_their_logs() {
+    let Some(mut s) = server_with(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: rebooted
+spec:
+  containers:
+  - name: app
+    image: host
+    command: [sh, -c, "echo started; exec sleep 3600"]
+"#,
+    ) else {
+        return;
+    };
+    wait_running(&s, "rebooted");
+    wait_for("the first log line", Duration::from_secs(30), || {
+        s.ok(&["logs", "rebooted"]).contains("started").then_some(())
+    });
+    s.kill9();
+    s.reboot_pods();
+    assert!(mounts_at(&s.data_dir.join("node/run")).is_empty(), "the run tmpfs is gone");
+    s.spawn();
+    let pod = wait_for("the pod to run again", Duration::from_secs(90), || {
+        let pod = s.json(&["get", "pod", "rebooted"]);
+        (restarts(&pod) >= 1 && container_status(&pod)["state"]["running"].is_object()).then_some(pod)
+    });
+    assert_eq!(mounts_at(&s.data_dir.join("node/run")), ["tmpfs"], "a new run tmpfs");
+    assert_eq!(restarts(&pod), 1, "{pod}");
+    assert_eq!(s.ok(&["logs", "rebooted", "--previous"]).trim(), "started");
+    wait_for("the new attempt's log", Duration::from_secs(30), || {
+        (s.ok(&["logs", "rebooted"]).trim() == "started").then_some(())
+    });
+}
+
 /// File system types of the mounts exactly at `dir`, from this process's mount table.
 fn mounts_at(dir: &std::path::Path) -> Vec<String> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");

@@ -374,6 +374,17 @@ impl Worker {
                 }
             }
         }
+        // After a reboot the run directory is empty but the logs on disk remain: carry on
+        // after their attempts, so restart counts continue and no earlier log is overwritten.
+        let data_dir = self.shared.runtime.data_dir().to_owned();
+        for slot in self.init.iter_mut().chain(self.containers.iter_mut()) {
+            if slot.next_attempt == 0
+                && let Ok(files) = crate::crilog::log_files(&data_dir, &self.uid, &slot.spec.name)
+                && let Some(newest) = files.iter().map(|(attempt, _)| *attempt).max()
+            {
+                slot.next_attempt = newest + 1;
+            }
+        }
     }
 
     fn probe_context(&self, handle: &ContainerHandle, pod_ip: std::net::Ipv4Addr) -> ProbeContext {
