@@ -21,9 +21,8 @@ use crate::oci_runtime::RuntimeKind;
 /// The run directory, relative to the node's data dir.
 pub const RUN_DIR: &str = "run";
 /// Size cap of the run tmpfs. Bundles and state files take a few tens of KiB per container;
-/// the rest bounds what containers write to their termination message files and what
-/// `host`-image containers write to their own root (`/tmp`, `/var`): memory charged to the
-/// writing container's cgroup, like an emptyDir of medium `Memory`.
+/// the rest bounds what containers write to their termination message files (memory charged
+/// to the writing container's cgroup). Containers' own roots are on disk ([`layer_dir`]).
 pub const RUN_TMPFS_SIZE: &str = "256m";
 
 const SANDBOX_DIR: &str = "_sandbox";
@@ -91,7 +90,8 @@ pub fn container_dir(node_dir: &Path, uid: &str, name: &str, attempt: u32) -> Pa
     containers_dir(node_dir, uid).join(format!("{name}-{attempt}"))
 }
 
-/// The on-disk home of an attempt's writable layer (`upper`, `work`): what a container writes
+/// The on-disk home of an attempt's writable layer (`upper`, `work`, or the `rootfs` of an
+/// `image: host` container): what a container writes
 /// to its root filesystem is disk, not memory, as with any runtime's snapshots.
 pub fn layer_dir(node_dir: &Path, uid: &str, name: &str, attempt: u32) -> PathBuf {
     disk_pod_dir(node_dir, uid).join(LAYERS_DIR).join(format!("{name}-{attempt}"))

@@ -177,7 +177,11 @@ impl Reader {
                 stats.name = record.name.clone();
                 stats.id = record.id.clone();
                 stats.image = record.image.clone();
-                stats.fs_usage_bytes = disk_usage(&state_dir.join("rootfs"));
+                // What the container wrote: its layer on disk (containers started before
+                // layers moved there keep theirs in the bundle).
+                let layer = crate::layout::layer_dir(&self.data_dir, uid, &record.name, record.attempt);
+                let written = if layer.exists() { layer } else { state_dir.join("rootfs") };
+                stats.fs_usage_bytes = disk_usage(&written);
                 stats.start_time =
                     record.started_at.parse::<Timestamp>().map_or(0.0, |t| t.as_millisecond() as f64 / 1000.0);
                 stats

@@ -680,7 +680,7 @@ impl Runtime {
                 .await
                 .map_err(io_context(format!("removing {}", state_dir.display())))?;
         }
-        if resolved.is_some() && layer_dir.exists() {
+        if layer_dir.exists() {
             tokio::fs::remove_dir_all(&layer_dir)
                 .await
                 .map_err(io_context(format!("removing {}", layer_dir.display())))?;
@@ -689,7 +689,9 @@ impl Runtime {
         // The shim's exec and set-up (a few milliseconds) run while the bundle is written.
         let shim = self.spawn_shim(&state_dir)?;
         match &resolved {
-            None => self.host_image.prepare_rootfs(&state_dir.join("rootfs"))?,
+            // What a container writes to its own root (`/tmp`, `/var`, ...) goes to the disk, as
+            // an image's upper layer does: not to the run tmpfs, which every start shares.
+            None => self.host_image.prepare_rootfs(&layer_dir.join("rootfs"))?,
             Some(resolved) => images::mount_rootfs(&state_dir, &layer_dir, resolved)?,
         }
         std::fs::write(state_dir.join(TERMINATION_LOG), b"").map_err(io_context("creating the termination log"))?;
@@ -697,6 +699,9 @@ impl Runtime {
         let cgroups_path = format!("{}/{}", self.pod_cgroup(uid), container.name);
         let mounts = self.container_mounts(sandbox, container, &process, volumes, &state_dir, resolved.is_none())?;
         let mut bundle = self.oci_spec(sandbox, &process, mounts, &cgroups_path);
+        if resolved.is_none() {
+            bundle.root.path = layer_dir.join("rootfs").display().to_string();
+        }
         let stdio = stdio_mode(container);
         if stdio.tty {
             // As containerd does for a terminal: runc hands its controller side to the shim.
