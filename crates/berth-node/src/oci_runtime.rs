@@ -82,7 +82,7 @@ pub struct OciCli {
 impl OciCli {
     /// The command line of `kind` for the node configured by `config`.
     pub fn new(config: &NodeConfig, kind: RuntimeKind) -> OciCli {
-        OciCli::with_root(config, kind, state_root(&config.data_dir, kind))
+        OciCli::with_root(config, kind, crate::layout::state_root(&config.data_dir, kind))
     }
 
     /// The command line for the container whose state directory is `state_dir` (containers
@@ -119,12 +119,6 @@ impl OciCli {
         command.args(self.base_args());
         command
     }
-}
-
-/// Where the runtime of `kind` keeps its containers' state under the node's data dir (in
-/// the run directory, see [`crate::layout`]).
-pub fn state_root(data_dir: &Path, kind: RuntimeKind) -> PathBuf {
-    crate::layout::state_root(data_dir, kind)
 }
 
 /// An error and its causes on one line (libcontainer's errors nest the useful part).

@@ -601,14 +601,7 @@ impl Runtime {
             images::unmount_pod_rootfs(&dir);
         }
         let data_dir = &self.config.data_dir;
-        for dir in [layout::run_pod_dir(data_dir, uid), layout::disk_pod_dir(data_dir, uid)] {
-            match tokio::fs::remove_dir_all(&dir).await {
-                Ok(()) => {}
-                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-                Err(error) => return Err(io_context(format!("removing {}", dir.display()))(error)),
-            }
-        }
-        Ok(())
+        remove_dirs(&[layout::run_pod_dir(data_dir, uid), layout::disk_pod_dir(data_dir, uid)]).await
     }
 
     /// Sets up (or refreshes) the pod's volumes.
@@ -680,11 +673,8 @@ impl Runtime {
                 .await
                 .map_err(io_context(format!("removing {}", state_dir.display())))?;
         }
-        if layer_dir.exists() {
-            tokio::fs::remove_dir_all(&layer_dir)
-                .await
-                .map_err(io_context(format!("removing {}", layer_dir.display())))?;
-        }
+        // Left over from an earlier try of this attempt (the bundle's cleanup is above).
+        remove_dirs(std::slice::from_ref(&layer_dir)).await?;
         tokio::fs::create_dir_all(&state_dir).await.map_err(io_context(format!("creating {}", state_dir.display())))?;
         // The shim's exec and set-up (a few milliseconds) run while the bundle is written.
         let shim = self.spawn_shim(&state_dir)?;
@@ -1125,18 +1115,23 @@ impl Runtime {
     pub async fn remove_container(&self, handle: &ContainerHandle) -> Result<(), RuntimeError> {
         images::unmount_rootfs(&handle.state_dir);
         let record = &handle.record;
-        for dir in [&handle.state_dir, &self.layer_dir(&record.pod_uid, &record.name, record.attempt)] {
-            match tokio::fs::remove_dir_all(dir).await {
-                Ok(()) => {}
-                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-                Err(error) => return Err(io_context(format!("removing {}", dir.display()))(error)),
-            }
-        }
-        Ok(())
+        remove_dirs(&[handle.state_dir.clone(), self.layer_dir(&record.pod_uid, &record.name, record.attempt)]).await
     }
 }
 
 /// The container's `stdin`, `stdinOnce` and `tty`.
+/// Removes each directory with everything in it; one that is not there is fine.
+async fn remove_dirs(dirs: &[PathBuf]) -> Result<(), RuntimeError> {
+    for dir in dirs {
+        match tokio::fs::remove_dir_all(dir).await {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => return Err(io_context(format!("removing {}", dir.display()))(error)),
+        }
+    }
+    Ok(())
+}
+
 fn stdio_mode(container: &Container) -> crate::attach::StdioMode {
     crate::attach::StdioMode {
         stdin: container.stdin.unwrap_or(false),

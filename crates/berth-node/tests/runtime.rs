@@ -457,7 +457,7 @@ async fn a_start_abandoned_before_go_creates_nothing_and_the_pod_starts_after_a_
         assert!(!state_dir.join(file).exists(), "{file} written by an abandoned start");
     }
     let id = format!("{}-app-0", planned.uid);
-    let state_root = berth_node::oci_runtime::state_root(&node.config.data_dir, node.config.runtime);
+    let state_root = berth_node::layout::state_root(&node.config.data_dir, node.config.runtime);
     assert!(!state_root.join(&id).exists(), "the runtime created {id}");
 
     // Berth restarts: the pod's first start goes through, the half-prepared attempt is replaced.

@@ -470,18 +470,8 @@ impl Worker {
         let fetch_inputs = (self.inputs.is_none() || refresh_due).then(|| self.prepare_inputs());
         let early = plan.as_ref().and_then(|plan| {
             let (is_init, index) = self.first_start()?;
-            let slot = if is_init { &self.init[index] } else { &self.containers[index] };
             let placement = PodPlacement { pod_ip: plan.sandbox.ip().to_string(), ..self.placement() };
-            let start = EarlyStart {
-                shared: self.shared.clone(),
-                pod: self.pod.clone(),
-                pod_ref: self.pod_ref.clone(),
-                container: slot.spec.clone(),
-                attempt: slot.next_attempt,
-                sandbox: plan.sandbox.clone(),
-                placement,
-            };
-            Some((is_init, index, start))
+            Some((is_init, index, self.pending_start(is_init, index, plan.sandbox.clone(), placement)))
         });
         let known_inputs = self.inputs.clone();
         let early_prepare = early.as_ref().map(|(_, _, start)| start.clone());
@@ -630,21 +620,30 @@ impl Worker {
 
     async fn start(&mut self, is_init: bool, index: usize) {
         let Some(sandbox) = self.sandbox.clone() else { return };
-        let Some((inputs, volumes)) = self.inputs.clone() else { return };
-        let placement = self.placement();
-        let slot = if is_init { &self.init[index] } else { &self.containers[index] };
-        let container = slot.spec.clone();
-        let attempt = slot.next_attempt;
-        let run =
-            PodRun { sandbox: &sandbox, pod: &self.pod, inputs: &inputs, volumes: &volumes, placement: &placement };
-        let result = match super::pull::ensure_image(&self.shared, &self.pod, &self.pod_ref, &container).await {
-            Ok(()) => {
+        let Some(inputs) = self.inputs.clone() else { return };
+        let start = self.pending_start(is_init, index, sandbox, self.placement());
+        let result = match start.prepare(inputs).await {
+            Ok(prepared) => {
                 let _warm = self.shared.runtime.warm_cgroup_moves();
-                self.shared.runtime.start_container(&run, &container, attempt).await
+                self.shared.runtime.launch(prepared).await
             }
             Err(error) => Err(error),
         };
-        self.started(is_init, index, &container, attempt, sandbox.ip(), result).await;
+        self.started(is_init, index, &start.container, start.attempt, start.sandbox.ip(), result).await;
+    }
+
+    /// The next start of the container in slot `index`, in `sandbox` (made, or only planned).
+    fn pending_start(&self, is_init: bool, index: usize, sandbox: Sandbox, placement: PodPlacement) -> PendingStart {
+        let slot = if is_init { &self.init[index] } else { &self.containers[index] };
+        PendingStart {
+            shared: self.shared.clone(),
+            pod: self.pod.clone(),
+            pod_ref: self.pod_ref.clone(),
+            container: slot.spec.clone(),
+            attempt: slot.next_attempt,
+            sandbox,
+            placement,
+        }
     }
 
     /// Which container the first start of the pod begins with, if it may start at once (no
@@ -1021,20 +1020,22 @@ async fn run_pre_stop(context: &probe::ProbeContext, hook: &LifecycleHandler, gr
     }
 }
 
-/// The first container of a pod's first start, prepared while its sandbox is made.
+/// A container start about to be prepared: any start, and the first container of a pod's
+/// first start while its sandbox is made.
 #[derive(Clone)]
-struct EarlyStart {
+struct PendingStart {
     shared: Arc<Shared>,
     pod: Arc<Pod>,
     pod_ref: ObjectReference,
     container: Container,
     attempt: u32,
-    /// The sandbox as planned (its namespaces may not exist yet).
+    /// The sandbox, or as planned (its namespaces may not exist yet).
     sandbox: Sandbox,
     placement: PodPlacement,
 }
 
-impl EarlyStart {
+impl PendingStart {
+    /// Pulls the image if needed, then writes the bundle and starts the waiting shim.
     async fn prepare(&self, (inputs, volumes): (PodInputs, PreparedVolumes)) -> Result<PreparedStart, RuntimeError> {
         super::pull::ensure_image(&self.shared, &self.pod, &self.pod_ref, &self.container).await?;
         let run = PodRun {
