@@ -662,7 +662,7 @@ mod tests {
         assert_eq!(recheck_delay(Duration::from_millis(1)), Duration::from_micros(250));
         assert_eq!(recheck_delay(Duration::from_millis(4)), Duration::from_micros(500));
         assert_eq!(recheck_delay(Duration::from_millis(80)), Duration::from_millis(10));
-        // About 70 checks in a one-second period at most.
+        // About 60 checks in a one-second period at most.
         let (mut waited, mut checks) = (Duration::ZERO, 0);
         while waited < Duration::from_secs(1) {
             waited += recheck_delay(waited);
