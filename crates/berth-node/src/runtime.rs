@@ -42,6 +42,7 @@ use crate::oci_runtime::{OciCli, RuntimeKind};
 use crate::rootfs::{HOST_IMAGE, HostImage, MountTarget, RootfsError};
 use crate::sandbox::{self, Sandbox};
 use crate::shim::{self, ExitRecord, ShimConfig};
+use crate::shim_spawn::{self, ShimProcess, SpareShim};
 use crate::spec::{self, PodInputs, PodPlacement, ProcessSpec, SpecError};
 use crate::volumes::{self, PreparedVolumes, VolumeError};
 
@@ -299,6 +300,7 @@ pub struct Runtime {
     host_resolv_conf: String,
     limits: HostLimits,
     netlink: network::HostNetlink,
+    spare_shim: SpareShim,
 }
 
 /// What Berth itself may hand to containers; it may run with less than full root (inside a
@@ -398,6 +400,8 @@ impl Runtime {
         }
         let cgroups = CgroupMounts::detect();
         cgroups.prepare_parent(&config.cgroup_parent);
+        let spare_shim = SpareShim::new(config.shim_program.clone());
+        spare_shim.replenish();
         Ok(Runtime {
             config,
             ipam,
@@ -409,6 +413,7 @@ impl Runtime {
             host_resolv_conf,
             limits,
             netlink,
+            spare_shim,
         })
     }
 
@@ -416,6 +421,11 @@ impl Runtime {
     /// container is made (see [`MigrationWarmer`]).
     pub fn warm_cgroup_moves(&self) -> WarmGuard {
         self.migrations.hold()
+    }
+
+    /// Whether the next container start can take a shim started ahead (see [`shim_spawn`]).
+    pub fn spare_shim_ready(&self) -> bool {
+        self.spare_shim.ready()
     }
 
     pub fn config(&self) -> &NodeConfig {
@@ -682,7 +692,7 @@ impl Runtime {
         remove_dirs(std::slice::from_ref(&layer_dir)).await?;
         tokio::fs::create_dir_all(&state_dir).await.map_err(io_context(format!("creating {}", state_dir.display())))?;
         // The shim's exec and set-up (a few milliseconds) run while the bundle is written.
-        let shim = self.spawn_shim(&state_dir)?;
+        let shim = self.spawn_shim(&state_dir).await?;
         // What a container writes to its own root (`/tmp`, `/var`, ...) goes to its upper layer
         // on disk: not to the run tmpfs, which every start shares.
         let layers = match &resolved {
@@ -753,6 +763,8 @@ impl Runtime {
         let PreparedStart { mut record, state_dir, shim, prepare, prepared_at } = prepared;
         let go_at = std::time::Instant::now();
         let (pidfd, init_pid) = shim.go().await?;
+        // The next start's shim, now that this one's is done.
+        self.spare_shim.replenish();
         if tracing::enabled!(tracing::Level::DEBUG) {
             // The shim's own trace (libcontainer's part of the start) is in its shim.log.
             let shim_log = std::fs::read_to_string(state_dir.join("shim.log")).unwrap_or_default();
@@ -772,32 +784,22 @@ impl Runtime {
         Ok(ContainerHandle { record, state_dir, shim: Some(Arc::new(pidfd)) })
     }
 
-    /// Starts the shim detached from Berth; it waits for [`WaitingShim::go`].
-    fn spawn_shim(&self, state_dir: &Path) -> Result<WaitingShim, RuntimeError> {
-        let shim_log = std::fs::File::create(state_dir.join("shim.log")).map_err(io_context("creating shim.log"))?;
-        let mut child = tokio::process::Command::new(&self.config.shim_program)
-            .arg(shim::SHIM_ARG)
-            .arg(state_dir)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(shim_log))
-            .process_group(0)
-            .spawn()
-            .map_err(|e| RuntimeError::Shim(format!("cannot run {}: {e}", self.config.shim_program.display())))?;
-        let pid = child.id().and_then(|pid| i32::try_from(pid).ok()).and_then(Pid::from_raw);
-        let Some(pid) = pid else {
-            return Err(RuntimeError::Shim("the shim exited at once".to_owned()));
+    /// The shim of the container whose state is in `state_dir`, detached from Berth: the
+    /// spare (see [`shim_spawn`]) or one started now; it waits for [`WaitingShim::go`].
+    async fn spawn_shim(&self, state_dir: &Path) -> Result<WaitingShim, RuntimeError> {
+        let process = match self.spare_shim.claim(state_dir).await {
+            Some(process) => process,
+            None => {
+                let shim_log =
+                    std::fs::File::create(state_dir.join("shim.log")).map_err(io_context("creating shim.log"))?;
+                let args = [std::ffi::OsStr::new(shim::SHIM_ARG), state_dir.as_os_str()];
+                shim_spawn::spawn(&self.config.shim_program, &args, Stdio::from(shim_log))
+                    .map_err(RuntimeError::Shim)?
+            }
         };
-        // Opened while we still hold the child, so the PID cannot have been reused.
-        let pidfd = pidfd_open(pid, PidfdFlags::empty()).map_err(|e| RuntimeError::Shim(format!("pidfd_open: {e}")))?;
-        let pidfd = watch_fd(pidfd).map_err(|e| RuntimeError::Shim(format!("watching the shim: {e}")))?;
-        std::fs::write(state_dir.join(shim::SHIM_PID_FILE), pid.as_raw_nonzero().to_string())
+        std::fs::write(state_dir.join(shim::SHIM_PID_FILE), process.pid.as_raw_nonzero().to_string())
             .map_err(io_context("writing shim.pid"))?;
-        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
-            return Err(RuntimeError::Shim("no handshake pipe".to_owned()));
-        };
-        // Dropping the child handle leaves the shim running; tokio reaps it when it exits.
-        drop(child);
+        let ShimProcess { pid, pidfd, stdin, stdout } = process;
         Ok(WaitingShim { pid, pidfd, go: stdin, handshake: stdout })
     }
 
@@ -1122,7 +1124,6 @@ impl Runtime {
     }
 }
 
-/// The container's `stdin`, `stdinOnce` and `tty`.
 /// Removes each directory with everything in it; one that is not there is fine.
 async fn remove_dirs(dirs: &[PathBuf]) -> Result<(), RuntimeError> {
     for dir in dirs {
@@ -1135,6 +1136,7 @@ async fn remove_dirs(dirs: &[PathBuf]) -> Result<(), RuntimeError> {
     Ok(())
 }
 
+/// The container's `stdin`, `stdinOnce` and `tty`.
 fn stdio_mode(container: &Container) -> crate::attach::StdioMode {
     crate::attach::StdioMode {
         stdin: container.stdin.unwrap_or(false),
@@ -1157,9 +1159,9 @@ fn open_shim(state_dir: &Path, shim_pid: i32) -> Option<AsyncFd<OwnedFd>> {
     watch_fd(pidfd).ok()
 }
 
-/// Registers a pidfd with tokio's reactor.
+/// Registers a descriptor (a pidfd, a timerfd) with tokio's reactor for read readiness.
 #[allow(deprecated)]
-fn watch_fd(fd: OwnedFd) -> std::io::Result<AsyncFd<OwnedFd>> {
+pub(crate) fn watch_fd(fd: OwnedFd) -> std::io::Result<AsyncFd<OwnedFd>> {
     // `AsyncFd::new` is deprecated because a borrowed descriptor could be closed while
     // registered; here the `AsyncFd` owns the `OwnedFd`, so nothing else can close it.
     AsyncFd::new(fd)
