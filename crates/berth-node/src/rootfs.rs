@@ -67,9 +67,19 @@ const SHARED_DIRS: &[&str] = &["usr", "bin", "sbin", "lib", "lib32", "lib64", "l
 /// Deep enough for `/var/lib/<package>/<dir>`; bounded so a huge `/var` costs little.
 const SKELETON_DEPTH: usize = 3;
 const SKELETON_MAX_ENTRIES: usize = 4000;
-/// The container's own top-level directories (parents first) and their modes.
-const OWN_DIRS: &[(&str, u32)] =
-    &[("tmp", 0o1777), ("run", 0o755), ("run/lock", 0o1777), ("root", 0o700), ("home", 0o755)];
+/// The container's own top-level directories (parents first) and their modes. `/proc`, `/dev`
+/// and `/sys` are mount points the OCI runtime would otherwise create in each container's
+/// upper layer (a directory made in an overlay costs a few operations on the disk).
+const OWN_DIRS: &[(&str, u32)] = &[
+    ("tmp", 0o1777),
+    ("run", 0o755),
+    ("run/lock", 0o1777),
+    ("root", 0o700),
+    ("home", 0o755),
+    ("proc", 0o555),
+    ("dev", 0o755),
+    ("sys", 0o555),
+];
 
 impl HostImage {
     /// Reads the host's layout. `exclude` (the data dir) is left out of the `/var` skeleton.

@@ -551,6 +551,10 @@ async fn host_roots_share_one_skeleton_and_keep_each_attempts_writes_apart() {
     assert_eq!(std::fs::read_to_string(upper.join("tmp/written")).unwrap(), "one\n");
     assert!(upper.join("var/log/berth-test").is_file());
     assert!(!Path::new(&first_lower).join("tmp/written").exists());
+    // The runtime's own mount points come from the skeleton: starting writes nothing there.
+    for dir in ["proc", "dev", "sys"] {
+        assert!(!upper.join(dir).exists(), "{dir} made in the upper layer");
+    }
     runtime.stop_container(&first, Duration::from_secs(1)).await;
 
     // The next attempt starts from a fresh root on the same skeleton.
