@@ -213,8 +213,8 @@ fn logs_of_a_finished_pod_and_its_exit_status() {
 #[test]
 fn a_program_that_connects_out_at_once_finds_the_network_ready() {
     let Some(s) = server_with("") else { return };
-    let listener = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
+    let listener = std::net::TcpListener::bind("0.0.0.0:0").expect("a listener");
+    let port = listener.local_addr().expect("its address").port();
     let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counter = served.clone();
     std::thread::spawn(move || {
@@ -227,8 +227,8 @@ fn a_program_that_connects_out_at_once_finds_the_network_ready() {
         }
     });
     // The host as the pod sees it: the bridge's address, the gateway of the pod range.
-    let cidr = s.slot.as_ref().unwrap().pod_cidr();
-    let gateway = format!("{}.1", cidr.rsplit_once('.').unwrap().0);
+    let cidr = s.slot.as_ref().expect("a server with pods has a slot").pod_cidr();
+    let gateway = format!("{}.1", cidr.rsplit_once('.').expect("a dotted range").0);
     let url = format!("http://{gateway}:{port}/");
     s.ok(&[
         "run",
@@ -288,8 +288,8 @@ fn runtime_states(s: &Server, uid: &str) -> Vec<std::path::PathBuf> {
 fn a_sandbox_failing_after_the_container_was_created_leaves_nothing_and_the_retry_starts() {
     let Some(s) = server_with("") else { return };
     let debug = s.data_path("node/debug");
-    std::fs::create_dir_all(&debug).unwrap();
-    std::fs::write(debug.join("fail-sandbox"), "").unwrap();
+    std::fs::create_dir_all(&debug).expect("debug hook file");
+    std::fs::write(debug.join("fail-sandbox"), "").expect("debug hook file");
     let token = "halfway-started-program";
     s.ok(&["run", "halfway", "--image=host", "--command", "--", "sh", "-c", &format!("echo {token}; exec sleep 3600")]);
     let uid = wait_for("the pod's uid", Duration::from_secs(30), || {
@@ -300,7 +300,7 @@ fn a_sandbox_failing_after_the_container_was_created_leaves_nothing_and_the_retr
         runtime_states(&s, &uid).iter().any(|dir| dir.join("state.json").exists()).then_some(())
     });
     assert_eq!(processes_with(token), Vec::<String>::new(), "the program started before its network");
-    std::fs::write(debug.join("fail-sandbox-now"), "").unwrap();
+    std::fs::write(debug.join("fail-sandbox-now"), "").expect("debug hook file");
     let events = wait_for("FailedCreatePodSandBox", Duration::from_secs(60), || {
         let events = events_of(&s, "halfway");
         events.contains("FailedCreatePodSandBox").then_some(events)
@@ -313,7 +313,7 @@ fn a_sandbox_failing_after_the_container_was_created_leaves_nothing_and_the_retr
     assert_eq!(pod_cgroups(&uid), Vec::<std::path::PathBuf>::new(), "the pod's cgroup is left");
 
     // The retry (the sandbox's back-off) starts the pod, once.
-    std::fs::remove_file(debug.join("fail-sandbox")).unwrap();
+    std::fs::remove_file(debug.join("fail-sandbox")).expect("debug hook file");
     wait_running(&s, "halfway");
     let logs = wait_for("the program's output", Duration::from_secs(30), || {
         let logs = s.ok(&["logs", "halfway"]);
