@@ -1236,9 +1236,9 @@ fn open_shim(state_dir: &Path, shim_pid: i32) -> Option<AsyncFd<OwnedFd>> {
     watch_fd(pidfd).ok()
 }
 
-/// Registers a pidfd with tokio's reactor.
+/// Registers a descriptor (a pidfd, a timerfd) with tokio's reactor for read readiness.
 #[allow(deprecated)]
-fn watch_fd(fd: OwnedFd) -> std::io::Result<AsyncFd<OwnedFd>> {
+pub(crate) fn watch_fd(fd: OwnedFd) -> std::io::Result<AsyncFd<OwnedFd>> {
     // `AsyncFd::new` is deprecated because a borrowed descriptor could be closed while
     // registered; here the `AsyncFd` owns the `OwnedFd`, so nothing else can close it.
     AsyncFd::new(fd)

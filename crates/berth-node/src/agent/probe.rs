@@ -209,11 +209,11 @@ async fn watch_readiness(context: &ProbeContext, probe: &Probe) {
 }
 
 /// A container's first readiness check usually runs before its program listens: upstream
-/// would then wait a whole period (at least a second) to check again. Berth re-checks 1 ms
-/// later, then spaced by an eighth of the time waited so far (a check costs a refused
-/// connection while nothing listens), until the period is over: a pod is Ready at most
-/// about an eighth of its own start time after it serves. Only a container with no
-/// readiness verdict yet is re-checked this way, and the re-checks count towards no
+/// would then wait a whole period (at least a second) to check again. Berth re-checks a
+/// quarter of a millisecond later, then spaced by an eighth of the time waited so far (a
+/// check costs a refused connection while nothing listens), until the period is over: a pod
+/// is Ready at most about an eighth of its own start time after it serves. Only a container
+/// with no readiness verdict yet is re-checked this way, and the re-checks count towards no
 /// threshold and raise no event, so the probe's documented behaviour is otherwise unchanged.
 async fn quick_recheck(context: &ProbeContext, probe: &Probe, until: tokio::time::Instant) -> bool {
     let began = tokio::time::Instant::now();
@@ -223,7 +223,7 @@ async fn quick_recheck(context: &ProbeContext, probe: &Probe, until: tokio::time
         if at >= until {
             return false;
         }
-        tokio::time::sleep_until(at).await;
+        sleep_fine(delay).await;
         if check(context, probe, until - at).await.is_ok() {
             return true;
         }
@@ -232,7 +232,36 @@ async fn quick_recheck(context: &ProbeContext, probe: &Probe, until: tokio::time
 
 /// The wait before the next quick re-check, `waited` after the first failed check.
 fn recheck_delay(waited: Duration) -> Duration {
-    (waited / 8).max(Duration::from_millis(1))
+    (waited / 8).max(FIRST_RECHECK)
+}
+
+const FIRST_RECHECK: Duration = Duration::from_micros(250);
+
+/// Sleeps `delay` to within microseconds: tokio's timer rounds up to whole milliseconds, which
+/// would add a millisecond on average to when a starting pod is seen serving. A one-shot
+/// timerfd, waited on through the runtime's reactor; tokio's timer if that cannot be made.
+async fn sleep_fine(delay: Duration) {
+    use rustix::time::{Itimerspec, TimerfdClockId, TimerfdFlags, TimerfdTimerFlags, Timespec};
+    let timer = || -> std::io::Result<_> {
+        let fd =
+            rustix::time::timerfd_create(TimerfdClockId::Monotonic, TimerfdFlags::NONBLOCK | TimerfdFlags::CLOEXEC)?;
+        let value = Timespec { tv_sec: delay.as_secs() as i64, tv_nsec: i64::from(delay.subsec_nanos()).max(1) };
+        let zero = Timespec { tv_sec: 0, tv_nsec: 0 };
+        rustix::time::timerfd_settime(
+            &fd,
+            TimerfdTimerFlags::empty(),
+            &Itimerspec { it_interval: zero, it_value: value },
+        )?;
+        crate::runtime::watch_fd(fd)
+    };
+    match timer() {
+        Ok(fd) => {
+            if fd.readable().await.is_err() {
+                tokio::time::sleep(delay).await;
+            }
+        }
+        Err(_) => tokio::time::sleep(delay).await,
+    }
 }
 
 fn unhealthy(context: &ProbeContext, kind: ProbeKind, message: &str) {
@@ -628,9 +657,10 @@ mod tests {
     }
 
     #[test]
-    fn quick_rechecks_start_at_a_millisecond_and_grow_with_the_wait() {
-        assert_eq!(recheck_delay(Duration::ZERO), Duration::from_millis(1));
-        assert_eq!(recheck_delay(Duration::from_millis(4)), Duration::from_millis(1));
+    fn quick_rechecks_start_at_a_quarter_millisecond_and_grow_with_the_wait() {
+        assert_eq!(recheck_delay(Duration::ZERO), Duration::from_micros(250));
+        assert_eq!(recheck_delay(Duration::from_millis(1)), Duration::from_micros(250));
+        assert_eq!(recheck_delay(Duration::from_millis(4)), Duration::from_micros(500));
         assert_eq!(recheck_delay(Duration::from_millis(80)), Duration::from_millis(10));
         // About 60 checks in a one-second period at most.
         let (mut waited, mut checks) = (Duration::ZERO, 0);
@@ -638,6 +668,16 @@ mod tests {
             waited += recheck_delay(waited);
             checks += 1;
         }
-        assert!(checks < 80, "{checks} re-checks in a second");
+        assert!(checks < 90, "{checks} re-checks in a second");
+    }
+
+    #[tokio::test]
+    async fn fine_sleeps_never_end_early() {
+        for micros in [1, 250, 1_500] {
+            let began = std::time::Instant::now();
+            sleep_fine(Duration::from_micros(micros)).await;
+            let slept = began.elapsed();
+            assert!(slept >= Duration::from_micros(micros), "{micros} us: slept {slept:?}");
+        }
     }
 }
