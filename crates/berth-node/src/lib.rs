@@ -30,6 +30,7 @@ pub mod rootfs;
 pub mod runtime;
 pub mod sandbox;
 pub mod shim;
+pub mod shim_spawn;
 pub mod spec;
 pub mod volumes;
 

@@ -41,6 +41,7 @@ use crate::oci_runtime::{OciCli, RuntimeKind};
 use crate::rootfs::{HOST_IMAGE, HostImage, MountTarget, RootfsError};
 use crate::sandbox::{self, Sandbox};
 use crate::shim::{self, ExitRecord, ShimConfig};
+use crate::shim_spawn::{self, ShimProcess, SpareShim};
 use crate::spec::{self, PodInputs, PodPlacement, ProcessSpec, SpecError};
 use crate::volumes::{self, PreparedVolumes, VolumeError};
 
@@ -326,6 +327,7 @@ pub struct Runtime {
     host_resolv_conf: String,
     limits: HostLimits,
     netlink: network::HostNetlink,
+    spare_shim: SpareShim,
 }
 
 /// What Berth itself may hand to containers; it may run with less than full root (inside a
@@ -424,6 +426,8 @@ impl Runtime {
         }
         let cgroups = CgroupMounts::detect();
         cgroups.prepare_parent(&config.cgroup_parent);
+        let spare_shim = SpareShim::new(config.shim_program.clone());
+        spare_shim.replenish();
         Ok(Runtime {
             config,
             ipam,
@@ -434,6 +438,7 @@ impl Runtime {
             host_resolv_conf,
             limits,
             netlink,
+            spare_shim,
         })
     }
 
@@ -441,6 +446,11 @@ impl Runtime {
     /// container is made (see [`MigrationWarmer`]).
     pub fn warm_cgroup_moves(&self) -> WarmGuard {
         self.migrations.hold()
+    }
+
+    /// Whether the next container start can take a shim started ahead (see [`shim_spawn`]).
+    pub fn spare_shim_ready(&self) -> bool {
+        self.spare_shim.ready()
     }
 
     pub fn config(&self) -> &NodeConfig {
@@ -580,6 +590,8 @@ impl Runtime {
         planned: Sandbox,
         namespaces_ready: Option<tokio::sync::oneshot::Sender<()>>,
     ) -> Result<Sandbox, RuntimeError> {
+        #[cfg(debug_assertions)]
+        self.debug_sandbox_hook(false).await?;
         let started = std::time::Instant::now();
         let (uid, ip, dir) = (planned.uid.as_str(), planned.ip(), self.sandbox_dir(&planned.uid));
         let hostname = planned.hostname.clone();
@@ -609,7 +621,7 @@ impl Runtime {
                 .await?;
         debug_assert_eq!(network, planned.network);
         #[cfg(debug_assertions)]
-        self.debug_sandbox_failure().await?;
+        self.debug_sandbox_hook(true).await?;
         let sandbox = Sandbox { network, created_at: Timestamp::now().to_string(), ..planned };
         let bytes = serde_json::to_vec_pretty(&sandbox).map_err(|e| RuntimeError::Shim(e.to_string()))?;
         write(SANDBOX_FILE, String::from_utf8_lossy(&bytes).into_owned())?;
@@ -622,16 +634,28 @@ impl Runtime {
         Ok(sandbox)
     }
 
-    /// Debug builds only (tests): while `<data-dir>/debug/fail-sandbox` exists, making a
-    /// sandbox fails after its namespaces and network exist, once
-    /// `<data-dir>/debug/fail-sandbox-now` exists too, which a test creates once it saw the
-    /// pod's first container created (not started): a real failure between create and start.
+    /// Debug builds only (tests), files in `<data-dir>/debug/`. Before the namespaces
+    /// (`after_network` false): wait while `hold-sandbox` exists. After the network: while
+    /// `fail-sandbox` exists, wait for `fail-sandbox-now` (a test creates it once it saw the
+    /// pod's first container created, not started), then fail, swapping both for
+    /// `hold-sandbox` so the retry waits until the test has looked: a real sandbox failure
+    /// between create and start. Each wait is bounded.
     #[cfg(debug_assertions)]
-    async fn debug_sandbox_failure(&self) -> Result<(), RuntimeError> {
+    async fn debug_sandbox_hook(&self, after_network: bool) -> Result<(), RuntimeError> {
         let dir = self.config.data_dir.join("debug");
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while dir.join("fail-sandbox").exists() {
-            if dir.join("fail-sandbox-now").exists() || std::time::Instant::now() > deadline {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let waiting = |name: &str| dir.join(name).exists() && std::time::Instant::now() < deadline;
+        if !after_network {
+            while waiting("hold-sandbox") {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            return Ok(());
+        }
+        while waiting("fail-sandbox") {
+            if dir.join("fail-sandbox-now").exists() {
+                let _ = std::fs::write(dir.join("hold-sandbox"), "");
+                let _ = std::fs::remove_file(dir.join("fail-sandbox-now"));
+                let _ = std::fs::remove_file(dir.join("fail-sandbox"));
                 return Err(RuntimeError::Task("debug/fail-sandbox: the sandbox fails as asked".to_owned()));
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -753,7 +777,7 @@ impl Runtime {
         remove_dirs(std::slice::from_ref(&layer_dir)).await?;
         tokio::fs::create_dir_all(&state_dir).await.map_err(io_context(format!("creating {}", state_dir.display())))?;
         // The shim's exec and set-up (a few milliseconds) run while the bundle is written.
-        let shim = self.spawn_shim(&state_dir)?;
+        let shim = self.spawn_shim(&state_dir).await?;
         match &resolved {
             // What a container writes to its own root (`/tmp`, `/var`, ...) goes to the disk, as
             // an image's upper layer does: not to the run tmpfs, which every start shares.
@@ -828,6 +852,8 @@ impl Runtime {
         let go_at = std::time::Instant::now();
         let created_at = shim.created;
         let (pidfd, init_pid) = shim.go().await?;
+        // The next start's shim, now that this one's is done.
+        self.spare_shim.replenish();
         if tracing::enabled!(tracing::Level::DEBUG) {
             // The shim's own trace (libcontainer's part of the start) is in its shim.log.
             let shim_log = std::fs::read_to_string(state_dir.join("shim.log")).unwrap_or_default();
@@ -850,33 +876,23 @@ impl Runtime {
         Ok(ContainerHandle { record, state_dir, shim: Some(Arc::new(pidfd)) })
     }
 
-    /// Starts the shim detached from Berth; it waits for [`WaitingShim::create`] or
+    /// The shim of the container whose state is in `state_dir`, detached from Berth: the
+    /// spare (see [`shim_spawn`]) or one started now; it waits for [`WaitingShim::create`] or
     /// [`WaitingShim::go`].
-    fn spawn_shim(&self, state_dir: &Path) -> Result<WaitingShim, RuntimeError> {
-        let shim_log = std::fs::File::create(state_dir.join("shim.log")).map_err(io_context("creating shim.log"))?;
-        let mut child = tokio::process::Command::new(&self.config.shim_program)
-            .arg(shim::SHIM_ARG)
-            .arg(state_dir)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(shim_log))
-            .process_group(0)
-            .spawn()
-            .map_err(|e| RuntimeError::Shim(format!("cannot run {}: {e}", self.config.shim_program.display())))?;
-        let pid = child.id().and_then(|pid| i32::try_from(pid).ok()).and_then(Pid::from_raw);
-        let Some(pid) = pid else {
-            return Err(RuntimeError::Shim("the shim exited at once".to_owned()));
+    async fn spawn_shim(&self, state_dir: &Path) -> Result<WaitingShim, RuntimeError> {
+        let process = match self.spare_shim.claim(state_dir).await {
+            Some(process) => process,
+            None => {
+                let shim_log =
+                    std::fs::File::create(state_dir.join("shim.log")).map_err(io_context("creating shim.log"))?;
+                let args = [std::ffi::OsStr::new(shim::SHIM_ARG), state_dir.as_os_str()];
+                shim_spawn::spawn(&self.config.shim_program, &args, Stdio::from(shim_log))
+                    .map_err(RuntimeError::Shim)?
+            }
         };
-        // Opened while we still hold the child, so the PID cannot have been reused.
-        let pidfd = pidfd_open(pid, PidfdFlags::empty()).map_err(|e| RuntimeError::Shim(format!("pidfd_open: {e}")))?;
-        let pidfd = watch_fd(pidfd).map_err(|e| RuntimeError::Shim(format!("watching the shim: {e}")))?;
-        std::fs::write(state_dir.join(shim::SHIM_PID_FILE), pid.as_raw_nonzero().to_string())
+        std::fs::write(state_dir.join(shim::SHIM_PID_FILE), process.pid.as_raw_nonzero().to_string())
             .map_err(io_context("writing shim.pid"))?;
-        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
-            return Err(RuntimeError::Shim("no handshake pipe".to_owned()));
-        };
-        // Dropping the child handle leaves the shim running; tokio reaps it when it exits.
-        drop(child);
+        let ShimProcess { pid, pidfd, stdin, stdout } = process;
         Ok(WaitingShim { pid, pidfd, lines: stdin, handshake: stdout, created: None })
     }
 
@@ -1201,7 +1217,6 @@ impl Runtime {
     }
 }
 
-/// The container's `stdin`, `stdinOnce` and `tty`.
 /// Removes each directory with everything in it; one that is not there is fine.
 async fn remove_dirs(dirs: &[PathBuf]) -> Result<(), RuntimeError> {
     for dir in dirs {
@@ -1214,6 +1229,7 @@ async fn remove_dirs(dirs: &[PathBuf]) -> Result<(), RuntimeError> {
     Ok(())
 }
 
+/// The container's `stdin`, `stdinOnce` and `tty`.
 fn stdio_mode(container: &Container) -> crate::attach::StdioMode {
     crate::attach::StdioMode {
         stdin: container.stdin.unwrap_or(false),

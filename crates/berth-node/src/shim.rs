@@ -19,9 +19,11 @@
 //! is configured, and its program starts only after). End-of-file instead of a line means:
 //! Berth died or gave up on this start; the shim deletes what it created and exits having
 //! started nothing. The shim answers with one handshake line once the container runs.
+//! A spare shim (see [`crate::shim_spawn`]) is started without a directory and first reads
+//! it there.
 
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::{BufRead, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
@@ -101,6 +103,7 @@ pub fn run_if_requested() {
         return;
     }
     let code = match args.next() {
+        Some(arg) if arg == SPARE_ARG => spare_main(),
         Some(state_dir) => shim_main(Path::new(&state_dir)),
         None => {
             eprintln!("usage: {SHIM_ARG} <container-state-dir>");
@@ -108,6 +111,71 @@ pub fn run_if_requested() {
         }
     };
     std::process::exit(code);
+}
+
+/// Second argument of a spare shim (see [`crate::shim_spawn`]); its third is the placeholder.
+pub const SPARE_ARG: &str = "--spare";
+
+/// The widest state directory a spare can take (its command line is rewritten in place).
+const SPARE_WIDTH: usize = 1024;
+
+/// A spare's third argument: room for the state directory it will be given.
+pub fn spare_placeholder() -> String {
+    "_".repeat(SPARE_WIDTH)
+}
+
+/// The line that hands a spare its container, `None` for a directory it cannot take.
+pub fn spare_claim_line(state_dir: &Path) -> Option<Vec<u8>> {
+    let bytes = state_dir.as_os_str().as_encoded_bytes();
+    let fits = !bytes.is_empty() && bytes.len() <= SPARE_WIDTH && !bytes.contains(&b'\n') && !bytes.contains(&0);
+    fits.then(|| [bytes, b"\n"].concat())
+}
+
+/// A spare shim: waits for the state directory of the container it is to watch, names it in
+/// its own command line, sends its stderr to that directory's `shim.log`, and goes on as a
+/// shim started for it. End of file first (Berth gone, or a spare in excess): exit.
+fn spare_main() -> i32 {
+    let mut line = Vec::new();
+    if std::io::stdin().lock().read_until(b'\n', &mut line).map_or(true, |n| n == 0) {
+        return 0;
+    }
+    let Some(bytes) = line.strip_suffix(b"\n") else { return 0 };
+    let state_dir = PathBuf::from(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(bytes));
+    if let Err(error) = name_state_dir(bytes) {
+        handshake(&format!("error naming the state directory in the command line: {error}"));
+        return 1;
+    }
+    match File::create(state_dir.join("shim.log")) {
+        Ok(log) => {
+            let _ = rustix::stdio::dup2_stderr(&log);
+        }
+        Err(error) => {
+            handshake(&format!("error creating shim.log: {error}"));
+            return 1;
+        }
+    }
+    shim_main(&state_dir)
+}
+
+/// Writes `state_dir` over the placeholder argument in this process's own argument memory
+/// (what `/proc/<pid>/cmdline` shows), padded with NULs; the final NUL stays in place.
+fn name_state_dir(state_dir: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let invalid = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned());
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    // Fields after the command name (which may hold spaces) start with field 3; arg_start is 48.
+    let after_name = stat.rsplit_once(") ").map(|(_, rest)| rest).ok_or_else(|| invalid("/proc/self/stat"))?;
+    let arg_start: u64 =
+        after_name.split(' ').nth(48 - 3).and_then(|f| f.parse().ok()).ok_or_else(|| invalid("arg_start"))?;
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let [first, shim_arg, spare_arg, placeholder] = args.as_slice() else { return Err(invalid("arguments")) };
+    if placeholder.len() < state_dir.len() {
+        return Err(invalid("state directory wider than the placeholder"));
+    }
+    let offset = [first, shim_arg, spare_arg].iter().map(|a| a.len() as u64 + 1).sum::<u64>();
+    let mut text = state_dir.to_vec();
+    text.resize(placeholder.len(), 0);
+    std::fs::OpenOptions::new().write(true).open("/proc/self/mem")?.write_all_at(&text, arg_start + offset)
 }
 
 /// The line Berth writes on the shim's stdin once the container may be created and started

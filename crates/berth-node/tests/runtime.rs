@@ -188,7 +188,14 @@ async fn pods_reach_each_other_and_the_host_and_survive_a_runtime_restart() {
         volumes: &client_volumes,
         placement: &client_place,
     };
+    // The client's shim is the spare started after the server's start: it names its
+    // container in its command line (what adoption below checks), as a shim started for it.
+    eventually("a spare shim", WAIT, || async { runtime.spare_shim_ready().then_some(()) }).await;
     let client_handle = runtime.start_container(&client_run, &client, 0).await.unwrap();
+    let shim_cmdline = std::fs::read(format!("/proc/{}/cmdline", client_handle.record.shim_pid)).unwrap();
+    let shim_args: Vec<&[u8]> = shim_cmdline.split(|b| *b == 0).collect();
+    assert_eq!(shim_args.get(2), Some(&&b"--spare"[..]), "{}", String::from_utf8_lossy(&shim_cmdline));
+    assert_eq!(shim_args.get(3), Some(&client_handle.state_dir.as_os_str().as_encoded_bytes()));
     let out = runtime
         .exec_sync(&client_handle, &["python3".into(), "-c".into(), fetch], Duration::from_secs(20))
         .await
@@ -214,8 +221,8 @@ async fn pods_reach_each_other_and_the_host_and_survive_a_runtime_restart() {
     assert_eq!(out.exit_code, 0, "{}", String::from_utf8_lossy(&out.output));
     assert_eq!(accepted.await.unwrap(), b"hi");
 
-    // "Restart Berth": a new runtime over the same data dir finds both pods running, and the
-    // server still answers meanwhile.
+    // "Restart Berth": a new runtime over the same data dir finds both pods running (the
+    // client's shim was a spare), and the server still answers meanwhile.
     drop(runtime);
     let runtime = Runtime::new(node.config.clone()).await.unwrap();
     assert!(http_get(server_sandbox.ip(), 8080, "/hostname").await.unwrap().contains("server"));

@@ -280,40 +280,58 @@ fn runtime_states(s: &Server, uid: &str) -> Vec<std::path::PathBuf> {
         .collect()
 }
 
+/// PIDs of the processes in the pod's cgroups (its containers', not the shims').
+fn pod_processes(uid: &str) -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let needle = format!("/pod{uid}");
+    dir.filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()))
+        .filter(|e| std::fs::read_to_string(e.path().join("cgroup")).is_ok_and(|text| text.contains(&needle)))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
 /// A sandbox that fails after the pod's first container was created (the network is
 /// configured while it is): the created container is deleted unstarted, nothing of it is
-/// left, and the retry starts the pod. The failure comes from a debug-build hook
-/// (`<data-dir>/debug/fail-sandbox`, see `Runtime::debug_sandbox_failure`).
+/// left, and the retry starts the pod. The failure comes from a debug-build hook (files in
+/// `<data-dir>/debug/`, see `Runtime::debug_sandbox_hook`), which also holds the retry until
+/// the test has looked.
 #[test]
 fn a_sandbox_failing_after_the_container_was_created_leaves_nothing_and_the_retry_starts() {
     let Some(s) = server_with("") else { return };
     let debug = s.data_path("node/debug");
-    std::fs::create_dir_all(&debug).expect("debug hook file");
+    std::fs::create_dir_all(&debug).expect("debug hook dir");
     std::fs::write(debug.join("fail-sandbox"), "").expect("debug hook file");
     let token = "halfway-started-program";
     s.ok(&["run", "halfway", "--image=host", "--command", "--", "sh", "-c", &format!("echo {token}; exec sleep 3600")]);
     let uid = wait_for("the pod's uid", Duration::from_secs(30), || {
         s.json(&["get", "pod", "halfway"])["metadata"]["uid"].as_str().map(str::to_owned)
     });
-    // The first container is created while the sandbox (held by the hook) is not made yet.
+    // The first container is created (its init waits in the pod's cgroup) while the sandbox,
+    // held by the hook, is not made yet; its program has not started.
     wait_for("the container created", Duration::from_secs(60), || {
-        runtime_states(&s, &uid).iter().any(|dir| dir.join("state.json").exists()).then_some(())
+        let created = runtime_states(&s, &uid).iter().any(|dir| dir.join("state.json").exists());
+        (created && !pod_processes(&uid).is_empty()).then_some(())
     });
     assert_eq!(processes_with(token), Vec::<String>::new(), "the program started before its network");
+    let shim_pid = std::fs::read_to_string(s.data_path(&format!("node/run/pods/{uid}/_containers/halfway-0/shim.pid")))
+        .expect("the shim's pid");
     std::fs::write(debug.join("fail-sandbox-now"), "").expect("debug hook file");
     let events = wait_for("FailedCreatePodSandBox", Duration::from_secs(60), || {
         let events = events_of(&s, "halfway");
         events.contains("FailedCreatePodSandBox").then_some(events)
     });
     assert!(events.contains("the sandbox fails as asked"), "{events}");
-    // The worker reports the failure once the shim has deleted the container and exited.
+    // The worker reports the failure once the shim has deleted the container and exited; the
+    // retry waits in the hook (before its namespaces, so before any create).
+    assert!(!std::path::Path::new(&format!("/proc/{}", shim_pid.trim())).exists(), "the shim is left");
     assert_eq!(runtime_states(&s, &uid), Vec::<std::path::PathBuf>::new(), "the runtime keeps the container");
-    assert_eq!(processes_with(&uid), Vec::<String>::new(), "a shim or container process is left");
+    assert_eq!(pod_processes(&uid), Vec::<String>::new(), "a container process is left");
     assert_eq!(processes_with(token), Vec::<String>::new(), "the program ran");
     assert_eq!(pod_cgroups(&uid), Vec::<std::path::PathBuf>::new(), "the pod's cgroup is left");
 
-    // The retry (the sandbox's back-off) starts the pod, once.
-    std::fs::remove_file(debug.join("fail-sandbox")).expect("debug hook file");
+    // The retry starts the pod, once.
+    std::fs::remove_file(debug.join("hold-sandbox")).expect("the hook held the retry");
     wait_running(&s, "halfway");
     let logs = wait_for("the program's output", Duration::from_secs(30), || {
         let logs = s.ok(&["logs", "halfway"]);
