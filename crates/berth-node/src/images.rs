@@ -6,7 +6,7 @@
 //! image, and a per-container `upper`/`work` pair next to it that takes the writes.
 
 use std::collections::HashSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use berth_image::{ImageDefaults, ResolvedImage};
 use k8s_openapi::api::core::v1::{Container, SecurityContext};
@@ -76,16 +76,17 @@ fn rootfs_error(path: &Path) -> impl FnOnce(std::io::Error) -> RootfsError + '_ 
     move |source| RootfsError { path: path.to_owned(), source }
 }
 
-/// Mounts the image's layers on `<state_dir>/rootfs` with a fresh upper directory in
-/// `layer_dir` (on disk: what a container writes is not kept in memory).
-pub fn mount_rootfs(state_dir: &Path, layer_dir: &Path, image: &ResolvedImage) -> Result<(), RootfsError> {
+/// Mounts read-only `layers` (an image's, top first, or the `host` image's skeleton) on
+/// `<state_dir>/rootfs` with a fresh upper directory in `layer_dir` (on disk: what a container
+/// writes is not kept in memory).
+pub fn mount_rootfs(state_dir: &Path, layer_dir: &Path, layers: &[PathBuf]) -> Result<(), RootfsError> {
     let rootfs = state_dir.join("rootfs");
     let upper = layer_dir.join("upper");
     let work = layer_dir.join("work");
     for dir in [&rootfs, &upper, &work] {
         std::fs::create_dir_all(dir).map_err(rootfs_error(dir))?;
     }
-    let mut lower: Vec<String> = image.layer_dirs.iter().map(|d| d.display().to_string()).collect();
+    let mut lower: Vec<String> = layers.iter().map(|d| d.display().to_string()).collect();
     if lower.is_empty() {
         // overlayfs needs at least one lower directory.
         let empty = state_dir.join("empty");

@@ -6,8 +6,9 @@
 //! lives under `run/`, a tmpfs Berth mounts on start (as container runtimes keep theirs under
 //! `/run`): sandboxes (`run/pods/<uid>/_sandbox`), bundles and shim state
 //! (`run/pods/<uid>/_containers/<name>-<attempt>`), the OCI runtimes' state (`run/oci`,
-//! `run/runc`) and IP allocations (`run/ipam`). Starting a pod then creates almost no inodes
-//! on the disk's filesystem, which is slow at that right after many deletions (ext4).
+//! `run/runc`), IP allocations (`run/ipam`) and the `host` image's skeleton (`run/host-root`).
+//! Starting a pod then creates almost no inodes on the disk's filesystem, which is slow at
+//! that right after many deletions (ext4).
 //!
 //! The tmpfs outlives `berth server` (restarts and upgrades adopt the pods it describes) and
 //! is gone after a reboot, as are the containers. Versions before this layout kept sandboxes
@@ -90,9 +91,9 @@ pub fn container_dir(node_dir: &Path, uid: &str, name: &str, attempt: u32) -> Pa
     containers_dir(node_dir, uid).join(format!("{name}-{attempt}"))
 }
 
-/// The on-disk home of an attempt's writable layer (`upper`, `work`, or the `rootfs` of an
-/// `image: host` container): what a container writes
-/// to its root filesystem is disk, not memory, as with any runtime's snapshots.
+/// The on-disk home of an attempt's writable layer (`upper`, `work`; versions before the
+/// `host` image's overlay kept an `image: host` container's whole `rootfs` here): what a
+/// container writes to its root filesystem is disk, not memory, as with any runtime's snapshots.
 pub fn layer_dir(node_dir: &Path, uid: &str, name: &str, attempt: u32) -> PathBuf {
     disk_pod_dir(node_dir, uid).join(LAYERS_DIR).join(format!("{name}-{attempt}"))
 }
@@ -122,6 +123,12 @@ pub fn state_root_for(node_dir: &Path, kind: RuntimeKind, state_dir: &Path) -> P
     } else {
         state_root(node_dir, kind)
     }
+}
+
+/// Where the `host` image's read-only skeletons are (one per host layout, see
+/// [`crate::rootfs::HostImage::skeleton`]): the lower directory of `image: host` roots.
+pub fn host_skeletons_dir(node_dir: &Path) -> PathBuf {
+    run_dir(node_dir).join("host-root")
 }
 
 pub fn ipam_dir(node_dir: &Path) -> PathBuf {

@@ -2,6 +2,10 @@
 //! bind-mounted read-only into a per-container root that holds its own `/tmp`, `/var`, `/run`
 //! and `/root`. `/var` starts as a copy of the host's directory skeleton (no files), so
 //! programs find the directories their packages expect (`/var/log/nginx`, `/var/lib/nginx`).
+//!
+//! That root is an overlay, mounted as an image's is ([`crate::images::mount_rootfs`]): one
+//! read-only skeleton on the run tmpfs, built once per host layout ([`HostImage::skeleton`]),
+//! under a per-attempt upper directory on disk that takes the container's writes.
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -63,6 +67,9 @@ const SHARED_DIRS: &[&str] = &["usr", "bin", "sbin", "lib", "lib32", "lib64", "l
 /// Deep enough for `/var/lib/<package>/<dir>`; bounded so a huge `/var` costs little.
 const SKELETON_DEPTH: usize = 3;
 const SKELETON_MAX_ENTRIES: usize = 4000;
+/// The container's own top-level directories (parents first) and their modes.
+const OWN_DIRS: &[(&str, u32)] =
+    &[("tmp", 0o1777), ("run", 0o755), ("run/lock", 0o1777), ("root", 0o700), ("home", 0o755)];
 
 impl HostImage {
     /// Reads the host's layout. `exclude` (the data dir) is left out of the `/var` skeleton.
@@ -85,31 +92,99 @@ impl HostImage {
         HostImage { top_level, var_skeleton }
     }
 
-    /// Builds a fresh container root in `rootfs` (which must not exist yet or be empty).
-    pub fn prepare_rootfs(&self, rootfs: &Path) -> Result<(), RootfsError> {
+    /// The shared read-only lower directory of every `image: host` container's root, below
+    /// `skeletons_dir` (on the node's run tmpfs), built on first use and kept: the top-level
+    /// mount points and symlinks, `/tmp`, `/run`, `/root`, `/home` with their modes, and the
+    /// `/var` skeleton. Each container's overlay root puts its own upper directory on it.
+    ///
+    /// It is named by a hash of its content, so a Berth restart with a changed host layout
+    /// builds a new one beside it and never changes one that live overlays use. Directories of
+    /// older layouts are left: finding whether a live overlay still uses one needs the kernel's
+    /// mount table, they hold a few hundred empty directories, and a reboot clears the tmpfs.
+    pub fn skeleton(&self, skeletons_dir: &Path) -> Result<PathBuf, RootfsError> {
+        let dir = skeletons_dir.join(self.content_id());
+        if dir.is_dir() {
+            return Ok(dir);
+        }
+        // Built under another name and renamed, so a directory with the final name is whole.
+        let partial = skeletons_dir.join(format!("{}.partial", self.content_id()));
+        match std::fs::remove_dir_all(&partial) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                return Err(RootfsError { path: partial, source: error });
+            }
+            _ => {}
+        }
+        self.build_skeleton(&partial)?;
+        if let Err(source) = std::fs::rename(&partial, &dir) {
+            if !dir.is_dir() {
+                return Err(RootfsError { path: dir, source });
+            }
+            // Another start built it meanwhile: that one is whole too.
+            let _ = std::fs::remove_dir_all(&partial);
+        }
+        Ok(dir)
+    }
+
+    /// A name for what [`Self::build_skeleton`] makes: the first 16 hex digits of a SHA-256
+    /// over a description of every entry (and a version of that description).
+    fn content_id(&self) -> String {
+        use sha2::Digest;
+        use std::os::unix::ffi::OsStrExt;
+        let mut hash = sha2::Sha256::new();
+        hash.update(b"berth host skeleton 1\n");
+        let mut line = |parts: &[&[u8]]| {
+            for part in parts {
+                hash.update((part.len() as u64).to_le_bytes());
+                hash.update(part);
+            }
+        };
+        for entry in &self.top_level {
+            match entry {
+                TopLevel::Symlink { name, target } => line(&[b"L", name.as_bytes(), target.as_os_str().as_bytes()]),
+                TopLevel::BindReadOnly { name } => line(&[b"B", name.as_bytes()]),
+            }
+        }
+        for (name, mode) in OWN_DIRS {
+            line(&[b"O", name.as_bytes(), &mode.to_le_bytes()]);
+        }
+        for entry in &self.var_skeleton {
+            let relative = entry.relative.as_os_str().as_bytes();
+            match &entry.kind {
+                SkeletonKind::Dir { mode, uid, gid } => {
+                    line(&[b"D", relative, &mode.to_le_bytes(), &uid.to_le_bytes(), &gid.to_le_bytes()]);
+                }
+                SkeletonKind::Symlink(target) => line(&[b"S", relative, target.as_os_str().as_bytes()]),
+            }
+        }
+        hex::encode(&hash.finalize()[..8])
+    }
+
+    /// Builds the skeleton in `root` (which must not exist yet or be empty).
+    fn build_skeleton(&self, root: &Path) -> Result<(), RootfsError> {
         let err = |path: &Path| {
             let path = path.to_owned();
             move |source| RootfsError { path, source }
         };
-        std::fs::create_dir_all(rootfs).map_err(err(rootfs))?;
+        std::fs::create_dir_all(root).map_err(err(root))?;
+        std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o755)).map_err(err(root))?;
         for entry in &self.top_level {
             match entry {
                 TopLevel::Symlink { name, target } => {
-                    let link = rootfs.join(name);
+                    let link = root.join(name);
                     std::os::unix::fs::symlink(target, &link).map_err(err(&link))?;
                 }
                 TopLevel::BindReadOnly { name } => {
-                    let dir = rootfs.join(name);
+                    let dir = root.join(name);
                     std::fs::create_dir(&dir).map_err(err(&dir))?;
                 }
             }
         }
-        for (name, mode) in [("tmp", 0o1777), ("run", 0o755), ("run/lock", 0o1777), ("root", 0o700), ("home", 0o755)] {
-            let dir = rootfs.join(name);
+        for (name, mode) in OWN_DIRS {
+            let dir = root.join(name);
             std::fs::create_dir_all(&dir).map_err(err(&dir))?;
-            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).map_err(err(&dir))?;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(*mode)).map_err(err(&dir))?;
         }
-        let var = rootfs.join("var");
+        let var = root.join("var");
         std::fs::create_dir_all(&var).map_err(err(&var))?;
         for entry in &self.var_skeleton {
             let path = var.join(&entry.relative);
@@ -273,8 +348,20 @@ mod tests {
     fn host_image_mirrors_the_host_layout() {
         let data_dir = tempfile::tempdir().unwrap();
         let image = HostImage::from_host(data_dir.path());
-        let rootfs = data_dir.path().join("rootfs");
-        image.prepare_rootfs(&rootfs).unwrap();
+        let skeletons = data_dir.path().join("skeletons");
+        let rootfs = image.skeleton(&skeletons).unwrap();
+        // Built once: the same layout finds the same directory, whole (no partial one left).
+        assert_eq!(image.skeleton(&skeletons).unwrap(), rootfs);
+        assert_eq!(std::fs::read_dir(&skeletons).unwrap().count(), 1);
+        // Another layout gets a directory of its own; the first one is not touched.
+        let mut changed = image.clone();
+        changed.var_skeleton.push(SkeletonEntry {
+            relative: PathBuf::from("berth-test"),
+            kind: SkeletonKind::Dir { mode: 0o755, uid: 0, gid: 0 },
+        });
+        let other = changed.skeleton(&skeletons).unwrap();
+        assert_ne!(other, rootfs);
+        assert!(other.join("var/berth-test").is_dir() && !rootfs.join("var/berth-test").exists());
 
         // /usr is always shared read-only; /bin is either a bind or the same symlink.
         assert!(image.mounts().iter().any(|m| m.destination == "/usr" && m.options.contains(&"ro".to_owned())));

@@ -10,7 +10,8 @@
 //! - `run/pods/<uid>/_containers/<name>-<attempt>/`: OCI bundle (`config.json`, `rootfs/`),
 //!   `shim.json`, `shim.pid`, `container.json`, `exit.json`, `termination-log`, `attach.sock`;
 //! - `pods/<uid>/_volumes/<kind>/<name>`: volumes;
-//! - `pods/<uid>/_layers/<name>-<attempt>/`: the writable layer of a container from an image;
+//! - `run/host-root/<hash>/`: the `host` image's read-only skeleton (see [`crate::rootfs`]);
+//! - `pods/<uid>/_layers/<name>-<attempt>/`: a container's writable layer (`upper`, `work`);
 //! - `pods/<uid>/<container>/<attempt>.log`: logs (CRI format).
 //!
 //! Names with `_` cannot clash with container names, which are DNS labels.
@@ -321,6 +322,8 @@ pub struct Runtime {
     config: NodeConfig,
     ipam: Ipam,
     host_image: HostImage,
+    /// The read-only lower directory of every `image: host` container's root.
+    host_skeleton: PathBuf,
     images: berth_image::ImageStore,
     cgroups: CgroupMounts,
     migrations: MigrationWarmer,
@@ -414,6 +417,7 @@ impl Runtime {
         crate::namespaces::prepare_netns_dir().map_err(NetworkError::from)?;
         let netlink = network::HostNetlink::connect()?;
         let host_image = HostImage::from_host(&config.data_dir);
+        let host_skeleton = host_image.skeleton(&layout::host_skeletons_dir(&config.data_dir))?;
         let images = berth_image::ImageStore::open(images::store_dir(&config.data_dir))
             .map_err(|source| RuntimeError::Image { image: String::new(), source })?;
         let host_resolv_conf = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
@@ -432,6 +436,7 @@ impl Runtime {
             config,
             ipam,
             host_image,
+            host_skeleton,
             images,
             cgroups,
             migrations: MigrationWarmer::detect(),
@@ -778,20 +783,18 @@ impl Runtime {
         tokio::fs::create_dir_all(&state_dir).await.map_err(io_context(format!("creating {}", state_dir.display())))?;
         // The shim's exec and set-up (a few milliseconds) run while the bundle is written.
         let shim = self.spawn_shim(&state_dir).await?;
-        match &resolved {
-            // What a container writes to its own root (`/tmp`, `/var`, ...) goes to the disk, as
-            // an image's upper layer does: not to the run tmpfs, which every start shares.
-            None => self.host_image.prepare_rootfs(&layer_dir.join("rootfs"))?,
-            Some(resolved) => images::mount_rootfs(&state_dir, &layer_dir, resolved)?,
-        }
+        // What a container writes to its own root (`/tmp`, `/var`, ...) goes to its upper layer
+        // on disk: not to the run tmpfs, which every start shares.
+        let layers = match &resolved {
+            None => std::slice::from_ref(&self.host_skeleton),
+            Some(resolved) => resolved.layer_dirs.as_slice(),
+        };
+        images::mount_rootfs(&state_dir, &layer_dir, layers)?;
         std::fs::write(state_dir.join(TERMINATION_LOG), b"").map_err(io_context("creating the termination log"))?;
 
         let cgroups_path = format!("{}/{}", self.pod_cgroup(uid), container.name);
         let mounts = self.container_mounts(sandbox, container, &process, volumes, &state_dir, resolved.is_none())?;
         let mut bundle = self.oci_spec(sandbox, &process, mounts, &cgroups_path);
-        if resolved.is_none() {
-            bundle.root.path = layer_dir.join("rootfs").display().to_string();
-        }
         let stdio = stdio_mode(container);
         if stdio.tty {
             // As containerd does for a terminal: runc hands its controller side to the shim.

@@ -558,3 +558,92 @@ async fn a_start_abandoned_between_create_and_start_leaves_nothing_and_the_pod_s
     let pod_cgroup = format!("{}/pod{}", node.config.cgroup_parent, planned.uid);
     assert_eq!(cgroup_dirs(&pod_cgroup), Vec::<std::path::PathBuf>::new(), "the pod's cgroup is left");
 }
+
+/// The `lowerdir` of the overlay mounted on `point`, from the kernel's mount table.
+fn overlay_lower(point: &Path) -> Option<String> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    info.lines().find_map(|line| {
+        let (mount, fs) = line.split_once(" - ")?;
+        if mount.split(' ').nth(4)? != point.to_str()? {
+            return None;
+        }
+        let mut fs = fs.split(' ');
+        if fs.next()? != "overlay" {
+            return None;
+        }
+        fs.nth(1)?.split(',').find_map(|option| option.strip_prefix("lowerdir=")).map(str::to_owned)
+    })
+}
+
+/// Mount points below `dir`.
+fn mounts_below(dir: &Path) -> Vec<String> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    info.lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .filter(|p| Path::new(p).starts_with(dir))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// An `image: host` root is an overlay: one read-only skeleton on the run tmpfs shared by
+/// every attempt, each attempt's writes in its own upper directory on disk.
+#[tokio::test]
+async fn host_roots_share_one_skeleton_and_keep_each_attempts_writes_apart() {
+    use std::os::unix::fs::MetadataExt;
+    skip_unless_capable!();
+    let node = test_node();
+    let runtime = Runtime::new(node.config.clone()).await.unwrap();
+    let data_dir = runtime.data_dir().to_owned();
+    let app = host_container("app", &["sleep", "1000"]);
+    let pod = pod("host-root", vec![app.clone()]);
+    let uid = pod.metadata.uid.clone().unwrap();
+    let sandbox = runtime.create_sandbox(&pod).await.unwrap();
+    let no_inputs = PodInputs::default();
+    let volumes = runtime.prepare_volumes(&pod, &no_inputs).unwrap();
+    let place = placement(&sandbox.ip().to_string());
+    let run = PodRun { sandbox: &sandbox, pod: &pod, inputs: &no_inputs, volumes: &volumes, placement: &place };
+    let exec = |handle: &berth_node::runtime::ContainerHandle, script: &str| {
+        let argv = vec!["sh".to_owned(), "-c".to_owned(), script.to_owned()];
+        let runtime = &runtime;
+        let handle = handle.clone();
+        async move {
+            let result = runtime.exec_sync(&handle, &argv, Duration::from_secs(10)).await.unwrap();
+            (result.exit_code, String::from_utf8_lossy(&result.output).into_owned())
+        }
+    };
+
+    let first = runtime.start_container(&run, &app, 0).await.unwrap();
+    let (code, out) = exec(&first, "echo one > /tmp/written && echo log > /var/log/berth-test").await;
+    assert_eq!(code, 0, "{out}");
+    // The host's /var skeleton, with its owners.
+    let host_log = std::fs::metadata("/var/log").unwrap();
+    let (code, out) = exec(&first, "stat -c %u:%g /var/log").await;
+    assert_eq!((code, out.trim()), (0, format!("{}:{}", host_log.uid(), host_log.gid()).as_str()));
+    let first_lower = overlay_lower(&first.state_dir.join("rootfs")).expect("the root is an overlay");
+    let skeletons = data_dir.join("run/host-root");
+    assert!(Path::new(&first_lower).starts_with(&skeletons), "{first_lower}");
+    // The writes are in the attempt's upper directory on disk, not in the shared skeleton.
+    let upper = data_dir.join(format!("pods/{uid}/_layers/app-0/upper"));
+    assert_eq!(std::fs::read_to_string(upper.join("tmp/written")).unwrap(), "one\n");
+    assert!(upper.join("var/log/berth-test").is_file());
+    assert!(!Path::new(&first_lower).join("tmp/written").exists());
+    runtime.stop_container(&first, Duration::from_secs(1)).await;
+
+    // The next attempt starts from a fresh root on the same skeleton.
+    let second = runtime.start_container(&run, &app, 1).await.unwrap();
+    assert_eq!(overlay_lower(&second.state_dir.join("rootfs")).as_deref(), Some(first_lower.as_str()));
+    let (code, _) = exec(&second, "test -e /tmp/written || test -e /var/log/berth-test").await;
+    assert_ne!(code, 0, "an attempt sees nothing of the one before");
+    let (code, out) = exec(&second, "stat -c %a /tmp").await;
+    assert_eq!((code, out.trim()), (0, "1777"));
+    runtime.stop_container(&second, Duration::from_secs(1)).await;
+
+    // Removing the pod unmounts and removes both roots; the shared skeleton stays.
+    runtime.remove_pod(&uid).await.unwrap();
+    for dir in [data_dir.join("pods").join(&uid), data_dir.join("run/pods").join(&uid)] {
+        assert!(mounts_below(&dir).is_empty(), "{:?}", mounts_below(&dir));
+        assert!(!dir.exists(), "{}", dir.display());
+    }
+    assert!(Path::new(&first_lower).join("var").is_dir());
+    assert_eq!(std::fs::read_dir(&skeletons).unwrap().count(), 1, "one skeleton for one host layout");
+}
