@@ -42,6 +42,8 @@ def main(path):
             pod = pod[5:].rstrip(")").strip('"')
         if text.startswith("pod bound") and pod and pod.startswith("start-seq-"):
             pods[pod] = {"bound": t, "writes": []}
+        elif text.startswith("sandbox namespaces ready") and pod in pods:
+            pods[pod]["ns_at"] = t
         elif text.startswith("sandbox created") and pod in pods:
             current = pod
             pods[pod]["sandbox"] = float(field(text, "total_ms"))
@@ -54,9 +56,17 @@ def main(path):
             waited = field(text, "waited_ms")
             if waited is not None:
                 p["waited"] = float(waited)
+            # Set when the container was created while the network was configured, then
+            # started: the time from "create" to "start".
+            network = field(text, "network_ms")
+            if network is not None:
+                p["network"] = float(network)
             c = re.search(r"create ([\d.]+) ms, start ([\d.]+) ms", text)
             if c:
                 p["create"], p["start"] = float(c.group(1)), float(c.group(2))
+            w = re.search(r"waited ([\d.]+) ms for start", text)
+            if w:
+                p["start_wait"] = float(w.group(1))
         elif text.startswith("first readiness probe success") and current in pods:
             pods[current].setdefault("first_ready", t)
         elif text.startswith("pod status written") and pod in pods:
@@ -71,14 +81,27 @@ def main(path):
         if "started" not in p:
             continue
         ready_at = next((t for t, ready in p["writes"] if ready), None)
+        # "go" is the shim's first line: "create" (then "start" once the network is
+        # configured) or "go" (create and start) when the sandbox came first.
+        go_at = p["started"] - p["shim"]
+        if "ns_at" in p:
+            add("bound -> namespaces ready", p["ns_at"] - p["bound"])
         add("bound -> sandbox made", p["sandbox_at"] - p["bound"])
         add("sandbox", p["sandbox"])
         add("container preparation", p["prepare"])
-        add("prepared, waiting for the sandbox", p.get("waited"))
+        waiting_for = "the namespaces" if "network" in p else "the sandbox"
+        add(f"prepared, waiting for {waiting_for}", p.get("waited"))
+        if "ns_at" in p and "network" in p:
+            add("namespaces ready -> go", go_at - p["ns_at"])
+            add("go -> network configured", p["network"])
         add("go -> handshake" if "waited" in p else "shim spawn -> handshake", p["shim"])
         add("  libcontainer create", p.get("create"))
+        add("  created, waiting for start", p.get("start_wait"))
         add("  libcontainer start", p.get("start"))
-        add("  shim exec and set-up", p["shim"] - p["create"] - p["start"] if "create" in p else None)
+        add(
+            "  shim exec and set-up",
+            p["shim"] - p["create"] - p["start"] - p.get("start_wait", 0.0) if "create" in p else None,
+        )
         if "first_ready" in p:
             add("container started -> first readiness success", p["first_ready"] - p["started"])
             if ready_at:

@@ -199,7 +199,10 @@ fn netlink(context: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> Netwo
 /// Creates the pod's network namespace with `lo` up and `eth0` addressed in the pod CIDR,
 /// default route through the bridge, plus the UTS and IPC namespaces pinned on `uts` and
 /// `ipc` (see [`crate::namespaces`]). Idempotent: an existing network namespace is rebuilt.
-/// Everything is done over netlink from this process; no tool is run.
+/// Everything is done over netlink from this process; no tool is run. `namespaces_made` is
+/// called once the three namespaces are pinned, before the network in them is configured
+/// (a container may join them from then on).
+#[allow(clippy::too_many_arguments)]
 pub async fn attach_pod(
     config: &NetworkConfig,
     host: &HostNetlink,
@@ -208,6 +211,7 @@ pub async fn attach_pod(
     uts: &Path,
     ipc: &Path,
     hostname: &str,
+    namespaces_made: impl FnOnce(),
 ) -> Result<PodNetworkInfo, NetworkError> {
     let info = PodNetworkInfo { ip, netns: netns_name(pod_uid), host_veth: host_veth_name(pod_uid) };
     if info.netns_path().exists() {
@@ -222,6 +226,7 @@ pub async fn attach_pod(
     let result = match namespaces::create(paths).await {
         Ok((connection, pod)) => {
             tokio::spawn(connection);
+            namespaces_made();
             configure(config, host, &pod, &info).await
         }
         Err(error) => Err(error.into()),

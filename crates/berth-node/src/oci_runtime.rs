@@ -145,13 +145,15 @@ pub struct InitStdio {
 
 /// Creates container `id` from the bundle in `bundle` and starts it (what `runc run --detach`
 /// does), in this process; returns the pid of its init, which is a child of this process.
-/// Call only from a single-threaded process (the shim).
+/// Between the two steps it asks `may_start`: on false the created container is deleted and
+/// nothing of it ever ran. Call only from a single-threaded process (the shim).
 pub fn create_and_start(
     root: &Path,
     id: &str,
     bundle: &Path,
     console_socket: Option<&Path>,
     stdio: InitStdio,
+    may_start: impl FnOnce() -> bool,
 ) -> Result<Pid, String> {
     let started = std::time::Instant::now();
     std::fs::create_dir_all(root).map_err(|e| format!("creating {}: {e}", root.display()))?;
@@ -171,17 +173,32 @@ pub fn create_and_start(
     if let Some(score) = own_score {
         let _ = std::fs::write("/proc/self/oom_score_adj", score.trim());
     }
-    let mut container = created.map_err(|e| chain(&e))?;
+    let mut container = match created {
+        Ok(container) => container,
+        Err(error) => {
+            // A create that failed half-way (its namespaces went away meanwhile, say) may
+            // have left its state and cgroup.
+            let _ = delete(root, id);
+            return Err(chain(&error));
+        }
+    };
     let created_after = started.elapsed();
+    if !may_start() {
+        // The init waits for its start signal: deleting kills it before the program ran.
+        let deleted = container.delete(true).map_err(|e| chain(&e));
+        return Err(format!("Berth gave up on the start after the container was created; deleted: {deleted:?}"));
+    }
+    let start_at = started.elapsed();
     if let Err(error) = container.start() {
         let _ = container.delete(true);
         return Err(chain(&error));
     }
     // For the start trace (`shim.log`; the shim's stderr).
     eprintln!(
-        "libcontainer: create {:.1} ms, start {:.1} ms",
+        "libcontainer: create {:.1} ms, start {:.1} ms, waited {:.1} ms for start",
         created_after.as_secs_f64() * 1e3,
-        (started.elapsed() - created_after).as_secs_f64() * 1e3
+        (started.elapsed() - start_at).as_secs_f64() * 1e3,
+        (start_at - created_after).as_secs_f64() * 1e3,
     );
     container
         .pid()

@@ -209,8 +209,9 @@ pub struct PodRun<'a> {
 }
 
 /// A container start prepared by [`Runtime::prepare_container`], to be finished by
-/// [`Runtime::launch`]. Dropping it aborts the start: the shim sees end-of-file instead of
-/// "go" and exits without creating anything.
+/// [`Runtime::launch`] (optionally after [`PreparedStart::create`]). Dropping it aborts the
+/// start: the shim sees end-of-file instead of its next line, deletes what it created and
+/// exits having started nothing.
 pub struct PreparedStart {
     record: ContainerRecord,
     state_dir: PathBuf,
@@ -235,23 +236,52 @@ impl PreparedStart {
     pub fn state_dir(&self) -> &Path {
         &self.state_dir
     }
+
+    /// Lets the shim create the container without starting it, once the pod's namespaces
+    /// exist (their network may still be being configured); [`Runtime::launch`] starts it.
+    pub async fn create(&mut self) {
+        self.shim.create().await;
+    }
+
+    /// Abandons the start and waits (bounded) until the shim has deleted whatever it
+    /// created and exited, so the pod's cgroup and the attempt's state can go.
+    pub async fn abandon(self) {
+        let PreparedStart { shim, .. } = self;
+        let WaitingShim { pidfd, lines, .. } = shim;
+        drop(lines);
+        let _ = tokio::time::timeout(KILL_WAIT, pidfd.readable()).await;
+    }
 }
 
-/// A shim started and waiting for one "go" line on its stdin before it creates the container.
+/// A shim started and waiting for its first line on stdin ("go", or "create" then "start")
+/// before it creates the container.
 struct WaitingShim {
     pid: Pid,
     pidfd: AsyncFd<OwnedFd>,
-    go: tokio::process::ChildStdin,
+    lines: tokio::process::ChildStdin,
     handshake: tokio::process::ChildStdout,
+    /// When "create" was sent.
+    created: Option<std::time::Instant>,
 }
 
 impl WaitingShim {
-    /// Lets the shim create the container; returns its pidfd and the container's init PID.
+    /// Lets the shim create the container; it then waits for [`WaitingShim::go`] to start it.
+    async fn create(&mut self) {
+        if self.created.is_none() {
+            // A shim that failed its set-up has exited: `go` reads why.
+            let _ = self.lines.write_all(shim::CREATE_LINE.as_bytes()).await;
+            self.created = Some(std::time::Instant::now());
+        }
+    }
+
+    /// Lets the shim start the container (and create it first unless [`WaitingShim::create`]
+    /// did); returns its pidfd and the container's init PID.
     async fn go(self) -> Result<(AsyncFd<OwnedFd>, i32), RuntimeError> {
-        let WaitingShim { pidfd, mut go, handshake, .. } = self;
+        let WaitingShim { pidfd, mut lines, handshake, created, .. } = self;
+        let line = if created.is_some() { shim::START_LINE } else { shim::GO_LINE };
         // A shim that failed its set-up has exited: its handshake line says why.
-        let _ = go.write_all(shim::GO_LINE.as_bytes()).await;
-        drop(go);
+        let _ = lines.write_all(line.as_bytes()).await;
+        drop(lines);
         let mut line = String::new();
         let read = tokio::time::timeout(CREATE_TIMEOUT, BufReader::new(handshake).read_line(&mut line)).await;
         match read {
@@ -492,7 +522,7 @@ impl Runtime {
     /// IPC namespaces, hosts/hostname/resolv.conf files.
     pub async fn create_sandbox(&self, pod: &Pod) -> Result<Sandbox, RuntimeError> {
         let plan = self.plan_sandbox(pod).await?;
-        self.make_sandbox(pod, plan).await
+        self.make_sandbox(pod, plan, None).await
     }
 
     /// The first half of [`Runtime::create_sandbox`], quick: finds a live sandbox again, or
@@ -533,13 +563,24 @@ impl Runtime {
     }
 
     /// The second half of [`Runtime::create_sandbox`]: makes the planned sandbox (namespaces,
-    /// veth, files); on failure releases everything of it.
-    pub async fn make_sandbox(&self, pod: &Pod, plan: SandboxPlan) -> Result<Sandbox, RuntimeError> {
+    /// veth, files); on failure releases everything of it. `namespaces_ready` is told as soon
+    /// as the namespaces a container joins exist (and the files it mounts), before their
+    /// network is configured: from then on the first container may be created (but not
+    /// started, see [`PreparedStart::create`]). It is dropped untold if that step fails.
+    pub async fn make_sandbox(
+        &self,
+        pod: &Pod,
+        plan: SandboxPlan,
+        namespaces_ready: Option<tokio::sync::oneshot::Sender<()>>,
+    ) -> Result<Sandbox, RuntimeError> {
         if plan.exists {
+            if let Some(ready) = namespaces_ready {
+                let _ = ready.send(());
+            }
             return Ok(plan.sandbox);
         }
         let uid = plan.sandbox.uid.clone();
-        match self.build_sandbox(pod, plan.sandbox).await {
+        match self.build_sandbox(pod, plan.sandbox, namespaces_ready).await {
             Ok(sandbox) => Ok(sandbox),
             Err(error) => {
                 self.teardown_sandbox(&uid).await;
@@ -548,34 +589,83 @@ impl Runtime {
         }
     }
 
-    async fn build_sandbox(&self, pod: &Pod, planned: Sandbox) -> Result<Sandbox, RuntimeError> {
+    async fn build_sandbox(
+        &self,
+        pod: &Pod,
+        planned: Sandbox,
+        namespaces_ready: Option<tokio::sync::oneshot::Sender<()>>,
+    ) -> Result<Sandbox, RuntimeError> {
+        #[cfg(debug_assertions)]
+        self.debug_sandbox_hook(false).await?;
         let started = std::time::Instant::now();
         let (uid, ip, dir) = (planned.uid.as_str(), planned.ip(), self.sandbox_dir(&planned.uid));
-        // UTS and IPC namespaces outlive every container of the pod by being bind-mounted
-        // onto these files (no pause process); the network namespace is pinned under /run/netns.
-        let (uts, ipc) = (dir.join("uts"), dir.join("ipc"));
         let hostname = planned.hostname.clone();
-        let network = network::attach_pod(&self.config.network, &self.netlink, uid, ip, &uts, &ipc, &hostname).await?;
-        debug_assert_eq!(network, planned.network);
-        let namespaces_done = started.elapsed();
         let write = |name: &str, text: String| {
             let path = dir.join(name);
             std::fs::write(&path, text).map_err(io_context(format!("writing {}", path.display())))
         };
+        // First the files containers bind-mount: a container may be created as soon as the
+        // namespaces exist, while their network is configured.
         write("hosts", sandbox::hosts_file(pod, ip, &hostname, CLUSTER_DOMAIN))?;
         write("hostname", format!("{hostname}\n"))?;
         let cluster_dns = self.config.cluster_dns.map(|ip| (ip, CLUSTER_DOMAIN));
         write("resolv.conf", sandbox::resolv_conf_with(pod, &self.host_resolv_conf, cluster_dns))?;
+        // UTS and IPC namespaces outlive every container of the pod by being bind-mounted
+        // onto these files (no pause process); the network namespace is pinned under /run/netns.
+        let (uts, ipc) = (dir.join("uts"), dir.join("ipc"));
+        let mut namespaces_done = None;
+        let namespaces_made = || {
+            namespaces_done = Some(started.elapsed());
+            tracing::debug!(pod = %planned.name, "sandbox namespaces ready");
+            if let Some(ready) = namespaces_ready {
+                let _ = ready.send(());
+            }
+        };
+        let network =
+            network::attach_pod(&self.config.network, &self.netlink, uid, ip, &uts, &ipc, &hostname, namespaces_made)
+                .await?;
+        debug_assert_eq!(network, planned.network);
+        #[cfg(debug_assertions)]
+        self.debug_sandbox_hook(true).await?;
         let sandbox = Sandbox { network, created_at: Timestamp::now().to_string(), ..planned };
         let bytes = serde_json::to_vec_pretty(&sandbox).map_err(|e| RuntimeError::Shim(e.to_string()))?;
         write(SANDBOX_FILE, String::from_utf8_lossy(&bytes).into_owned())?;
         tracing::debug!(
             pod = %sandbox.name,
-            namespaces_ms = namespaces_done.as_secs_f64() * 1e3,
+            namespaces_ms = namespaces_done.unwrap_or_default().as_secs_f64() * 1e3,
             total_ms = started.elapsed().as_secs_f64() * 1e3,
             "sandbox created"
         );
         Ok(sandbox)
+    }
+
+    /// Debug builds only (tests), files in `<data-dir>/debug/`. Before the namespaces
+    /// (`after_network` false): wait while `hold-sandbox` exists. After the network: while
+    /// `fail-sandbox` exists, wait for `fail-sandbox-now` (a test creates it once it saw the
+    /// pod's first container created, not started), then fail, swapping both for
+    /// `hold-sandbox` so the retry waits until the test has looked: a real sandbox failure
+    /// between create and start. Each wait is bounded.
+    #[cfg(debug_assertions)]
+    async fn debug_sandbox_hook(&self, after_network: bool) -> Result<(), RuntimeError> {
+        let dir = self.config.data_dir.join("debug");
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let waiting = |name: &str| dir.join(name).exists() && std::time::Instant::now() < deadline;
+        if !after_network {
+            while waiting("hold-sandbox") {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            return Ok(());
+        }
+        while waiting("fail-sandbox") {
+            if dir.join("fail-sandbox-now").exists() {
+                let _ = std::fs::write(dir.join("hold-sandbox"), "");
+                let _ = std::fs::remove_file(dir.join("fail-sandbox-now"));
+                let _ = std::fs::remove_file(dir.join("fail-sandbox"));
+                return Err(RuntimeError::Task("debug/fail-sandbox: the sandbox fails as asked".to_owned()));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
     }
 
     /// Releases what the sandbox holds on the host (network namespace, IP, namespace mounts,
@@ -757,22 +847,27 @@ impl Runtime {
         })
     }
 
-    /// The second half of a container start: tells the waiting shim to create and start the
-    /// container (the sandbox must exist by now) and returns once it runs.
+    /// The second half of a container start, and the one way every start ends: tells the
+    /// waiting shim to start the container (creating it first unless [`PreparedStart::create`]
+    /// did; the sandbox must be made by now) and returns once it runs.
     pub async fn launch(&self, prepared: PreparedStart) -> Result<ContainerHandle, RuntimeError> {
         let PreparedStart { mut record, state_dir, shim, prepare, prepared_at } = prepared;
         let go_at = std::time::Instant::now();
+        let created_at = shim.created;
         let (pidfd, init_pid) = shim.go().await?;
         // The next start's shim, now that this one's is done.
         self.spare_shim.replenish();
         if tracing::enabled!(tracing::Level::DEBUG) {
             // The shim's own trace (libcontainer's part of the start) is in its shim.log.
             let shim_log = std::fs::read_to_string(state_dir.join("shim.log")).unwrap_or_default();
+            // With "create" first: waited = prepared -> create, network = create -> start.
+            let first_line_at = created_at.unwrap_or(go_at);
             tracing::debug!(
                 container = %record.id,
                 prepare_ms = prepare.as_secs_f64() * 1e3,
-                waited_ms = (go_at - prepared_at).as_secs_f64() * 1e3,
-                shim_ms = go_at.elapsed().as_secs_f64() * 1e3,
+                waited_ms = first_line_at.saturating_duration_since(prepared_at).as_secs_f64() * 1e3,
+                network_ms = created_at.map(|at| (go_at - at).as_secs_f64() * 1e3),
+                shim_ms = first_line_at.elapsed().as_secs_f64() * 1e3,
                 shim_log = %shim_log.trim().replace('\n', "; "),
                 "container started"
             );
@@ -785,7 +880,8 @@ impl Runtime {
     }
 
     /// The shim of the container whose state is in `state_dir`, detached from Berth: the
-    /// spare (see [`shim_spawn`]) or one started now; it waits for [`WaitingShim::go`].
+    /// spare (see [`shim_spawn`]) or one started now; it waits for [`WaitingShim::create`] or
+    /// [`WaitingShim::go`].
     async fn spawn_shim(&self, state_dir: &Path) -> Result<WaitingShim, RuntimeError> {
         let process = match self.spare_shim.claim(state_dir).await {
             Some(process) => process,
@@ -800,7 +896,7 @@ impl Runtime {
         std::fs::write(state_dir.join(shim::SHIM_PID_FILE), process.pid.as_raw_nonzero().to_string())
             .map_err(io_context("writing shim.pid"))?;
         let ShimProcess { pid, pidfd, stdin, stdout } = process;
-        Ok(WaitingShim { pid, pidfd, go: stdin, handshake: stdout })
+        Ok(WaitingShim { pid, pidfd, lines: stdin, handshake: stdout, created: None })
     }
 
     fn container_mounts(

@@ -1,6 +1,7 @@
 //! The per-container shim: a small single-threaded process (the `berth` binary started with
-//! [`SHIM_ARG`]) that outlives Berth. It runs `runc run --detach` (create and start in one
-//! runc process) as a child subreaper, so the container's init becomes its child; it copies
+//! [`SHIM_ARG`]) that outlives Berth. It creates and starts the container (libcontainer in
+//! this process, or `runc run --detach`, or `runc create` then `runc start`) as a child
+//! subreaper, so the container's init becomes its child; it copies
 //! the container's stdout/stderr into the CRI log file; when the container exits it records
 //! the exit status (and whether the memory cgroup OOM-killed it), deletes the runc container
 //! and exits itself.
@@ -11,10 +12,15 @@
 //!
 //! Berth talks to it through files in the container's state directory: `shim.json` (what to
 //! run), `shim.pid`, and `exit.json` (written atomically just before the shim exits), plus
-//! two lines: Berth starts the shim early and writes [`GO_LINE`] on its stdin once the
-//! sandbox and the bundle are ready (end-of-file instead means: create nothing and exit), and
-//! the shim answers with one handshake line on its stdout once the container runs. A spare
-//! shim (see [`crate::shim_spawn`]) is started without a directory and first reads it there.
+//! lines on its stdin and one on its stdout. Berth starts the shim early and writes either
+//! [`GO_LINE`] once the sandbox and the bundle are ready (create and start), or
+//! [`CREATE_LINE`] once the bundle and the pod's namespaces are ready, then [`START_LINE`]
+//! once the pod's network is configured too (so the container is created while the network
+//! is configured, and its program starts only after). End-of-file instead of a line means:
+//! Berth died or gave up on this start; the shim deletes what it created and exits having
+//! started nothing. The shim answers with one handshake line once the container runs.
+//! A spare shim (see [`crate::shim_spawn`]) is started without a directory and first reads
+//! it there.
 
 use std::fs::File;
 use std::io::{BufRead, Read, Write};
@@ -172,9 +178,24 @@ fn name_state_dir(state_dir: &[u8]) -> std::io::Result<()> {
     std::fs::OpenOptions::new().write(true).open("/proc/self/mem")?.write_all_at(&text, arg_start + offset)
 }
 
-/// The line Berth writes on the shim's stdin once the container may be created (its sandbox
-/// exists and its bundle is written).
+/// The line Berth writes on the shim's stdin once the container may be created and started
+/// (its sandbox exists and its bundle is written).
 pub const GO_LINE: &str = "go\n";
+/// The line that lets the shim create the container (its bundle is written and the pod's
+/// namespaces exist) but not start it: it then waits for [`START_LINE`].
+pub const CREATE_LINE: &str = "create\n";
+/// The line, after [`CREATE_LINE`], that lets the shim start the created container (the pod's
+/// network is configured).
+pub const START_LINE: &str = "start\n";
+
+/// What Berth's first line asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Go {
+    /// Create and start at once.
+    Start,
+    /// Create, then wait for [`START_LINE`].
+    CreateOnly,
+}
 
 /// Runs the shim for the container whose state is in `state_dir`; returns the process exit code.
 pub fn shim_main(state_dir: &Path) -> i32 {
@@ -187,11 +208,11 @@ pub fn shim_main(state_dir: &Path) -> i32 {
         return 1;
     }
     // Berth starts us before the pod's sandbox exists, so our exec and set-up overlap with it.
-    if !wait_for_go() {
+    let Some(go) = wait_for_go() else {
         // Berth died or gave up on this start: nothing was created, nothing is left behind.
         eprintln!("no go from Berth: exiting without creating the container");
         return 0;
-    }
+    };
     let config: ShimConfig = match std::fs::read(state_dir.join(SHIM_CONFIG_FILE))
         .map_err(|e| e.to_string())
         .and_then(|bytes| serde_json::from_slice(&bytes).map_err(|e| e.to_string()))
@@ -202,7 +223,7 @@ pub fn shim_main(state_dir: &Path) -> i32 {
             return 1;
         }
     };
-    match create(&config, state_dir) {
+    match create(&config, state_dir, go) {
         Ok(created) => {
             handshake(&format!("ok {}", created.pid.as_raw_nonzero()));
             supervise(&config, state_dir, created);
@@ -215,15 +236,36 @@ pub fn shim_main(state_dir: &Path) -> i32 {
     }
 }
 
-/// Blocks until Berth writes [`GO_LINE`] on stdin; false on end-of-file (Berth's end closed:
-/// it died or dropped the start) or anything else. Stdin is `/dev/null` afterwards.
-fn wait_for_go() -> bool {
+/// Blocks until Berth writes [`GO_LINE`] or [`CREATE_LINE`] on stdin; `None` on end-of-file
+/// (Berth's end closed: it died or dropped the start) or anything else. After [`GO_LINE`]
+/// stdin is `/dev/null`; after [`CREATE_LINE`] it stays open for [`wait_for_start`].
+fn wait_for_go() -> Option<Go> {
     let mut line = String::new();
     let read = std::io::stdin().read_line(&mut line);
+    let go = match read {
+        Ok(n) if n > 0 && line == GO_LINE => Some(Go::Start),
+        Ok(n) if n > 0 && line == CREATE_LINE => Some(Go::CreateOnly),
+        _ => None,
+    };
+    if go != Some(Go::CreateOnly) {
+        detach_stdin();
+    }
+    go
+}
+
+/// Blocks until Berth writes [`START_LINE`]; false on end-of-file or anything else (then the
+/// created container must be deleted). Stdin is `/dev/null` afterwards.
+fn wait_for_start() -> bool {
+    let mut line = String::new();
+    let read = std::io::stdin().read_line(&mut line);
+    detach_stdin();
+    matches!(read, Ok(n) if n > 0) && line == START_LINE
+}
+
+fn detach_stdin() {
     if let Ok(null) = File::open("/dev/null") {
         let _ = rustix::stdio::dup2_stdin(&null);
     }
-    matches!(read, Ok(n) if n > 0) && line == GO_LINE
 }
 
 /// Writes the one handshake line Berth waits for, then detaches stdout from Berth.
@@ -260,7 +302,7 @@ fn runc_command(config: &ShimConfig, state_dir: &Path) -> Command {
     command
 }
 
-fn create(config: &ShimConfig, state_dir: &Path) -> Result<Created, String> {
+fn create(config: &ShimConfig, state_dir: &Path, go: Go) -> Result<Created, String> {
     let socket_dir = SocketDir::open(state_dir).map_err(|e| format!("opening {}: {e}", state_dir.display()))?;
     let (stdout_read, stdout_write) =
         rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
@@ -286,6 +328,7 @@ fn create(config: &ShimConfig, state_dir: &Path) -> Result<Created, String> {
     if config.runtime == RuntimeKind::Libcontainer {
         return create_in_process(
             config,
+            go,
             socket_dir,
             console,
             (stdin_read, stdin_write),
@@ -300,8 +343,13 @@ fn create(config: &ShimConfig, state_dir: &Path) -> Result<Created, String> {
         // The command (and with it our copies of the write ends) is dropped right after, so
         // the pipes reach end-of-file exactly when the container's processes are gone.
         let mut command = runc_command(config, state_dir);
-        // Create and start in one runc process: the container runs when runc returns.
-        command.args(["run", "--detach", "--bundle"]).arg(&config.bundle).arg("--pid-file").arg(&pid_file);
+        // `go`: create and start in one runc process, the container runs when runc returns.
+        // `create`: `runc create` now, `runc start` once Berth says so.
+        match go {
+            Go::Start => command.args(["run", "--detach"]),
+            Go::CreateOnly => command.arg("create"),
+        };
+        command.arg("--bundle").arg(&config.bundle).arg("--pid-file").arg(&pid_file);
         if let Some((_, path)) = &console {
             command.arg("--console-socket").arg(path);
         }
@@ -314,13 +362,7 @@ fn create(config: &ShimConfig, state_dir: &Path) -> Result<Created, String> {
     };
     let mut stdout = File::from(stdout_read);
     let mut stderr = File::from(stderr_read);
-    if !status.success() {
-        // runc prints its error on the stderr it was given; nothing else writes there now.
-        let mut text = String::new();
-        let _ = stderr.read_to_string(&mut text);
-        let mut out = String::new();
-        let _ = stdout.read_to_string(&mut out);
-        let text = if text.trim().is_empty() { out } else { text };
+    let runc_delete = || {
         // A half-created container would keep its runc state and cgroup.
         let _ = runc_command(config, state_dir)
             .args(["delete", "--force", config.container_id.as_str()])
@@ -331,7 +373,39 @@ fn create(config: &ShimConfig, state_dir: &Path) -> Result<Created, String> {
         if let Some((_, path)) = &console {
             let _ = std::fs::remove_file(path);
         }
-        return Err(format!("runc run failed ({status}): {}", text.trim()));
+    };
+    if !status.success() {
+        // runc prints its error on the stderr it was given; nothing else writes there now.
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        let mut out = String::new();
+        let _ = stdout.read_to_string(&mut out);
+        let text = if text.trim().is_empty() { out } else { text };
+        runc_delete();
+        let verb = if go == Go::Start { "run" } else { "create" };
+        return Err(format!("runc {verb} failed ({status}): {}", text.trim()));
+    }
+    if go == Go::CreateOnly {
+        let created_at = Instant::now();
+        if !wait_for_start() {
+            // The created init still waits for `runc start`: deleting kills it unstarted.
+            runc_delete();
+            eprintln!("no start from Berth: deleted the created container, started nothing");
+            return Err("Berth gave up on the start after the container was created".to_owned());
+        }
+        let waited = created_at.elapsed();
+        // Not the container's pipes: the created init holds them open.
+        let output = runc_command(config, state_dir)
+            .args(["start", config.container_id.as_str()])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", config.runc.display()))?;
+        if !output.status.success() {
+            runc_delete();
+            let text = String::from_utf8_lossy(&output.stderr);
+            return Err(format!("runc start failed ({}): {}", output.status, text.trim()));
+        }
+        eprintln!("runc: waited {:.1} ms for start", waited.as_secs_f64() * 1e3);
     }
     let terminal = console.map(take_terminal).transpose()?;
     let pid = std::fs::read_to_string(&pid_file)
@@ -348,6 +422,7 @@ fn create(config: &ShimConfig, state_dir: &Path) -> Result<Created, String> {
 #[allow(clippy::too_many_arguments)]
 fn create_in_process(
     config: &ShimConfig,
+    go: Go,
     socket_dir: SocketDir,
     console: Option<(UnixListener, PathBuf)>,
     (stdin_read, stdin_write): (Option<OwnedFd>, Option<OwnedFd>),
@@ -370,6 +445,16 @@ fn create_in_process(
         &config.bundle,
         console.as_ref().map(|(_, path)| path.as_path()),
         stdio,
+        || match go {
+            Go::Start => true,
+            Go::CreateOnly => {
+                let start = wait_for_start();
+                if !start {
+                    eprintln!("no start from Berth: deleting the created container, starting nothing");
+                }
+                start
+            }
+        },
     );
     let created_after = started.elapsed();
     let pid = match created {

@@ -483,6 +483,82 @@ async fn a_start_abandoned_before_go_creates_nothing_and_the_pod_starts_after_a_
     runtime.remove_pod(&sandbox.uid).await.unwrap();
 }
 
+/// The cgroup directories of `path` (as in cgroupsPath) that exist in any hierarchy.
+fn cgroup_dirs(path: &str) -> Vec<std::path::PathBuf> {
+    let mounts = berth_node::cgroups::CgroupMounts::detect();
+    mounts.hierarchies.iter().map(|h| h.join(path.trim_start_matches('/'))).filter(|dir| dir.is_dir()).collect()
+}
+
+#[tokio::test]
+async fn a_start_abandoned_between_create_and_start_leaves_nothing_and_the_pod_starts_after_a_restart() {
+    skip_unless_capable!();
+    let node = test_node();
+    let runtime = Runtime::new(node.config.clone()).await.unwrap();
+    let app = host_container("app", &["sleep", "3600"]);
+    let app_pod = pod("half-started", vec![app.clone()]);
+    let no_inputs = PodInputs::default();
+    let volumes = runtime.prepare_volumes(&app_pod, &no_inputs).unwrap();
+
+    // As a first start does: the container is prepared from the planned sandbox, and created
+    // (not started) as soon as the pod's namespaces exist, while their network is configured.
+    let plan = runtime.plan_sandbox(&app_pod).await.unwrap();
+    let planned = plan.sandbox.clone();
+    let place = placement(&planned.ip().to_string());
+    let run = PodRun { sandbox: &planned, pod: &app_pod, inputs: &no_inputs, volumes: &volumes, placement: &place };
+    let mut prepared = runtime.prepare_container(&run, &app, 0).await.unwrap();
+    let (shim_pid, state_dir) = (prepared.shim_pid(), prepared.state_dir().to_owned());
+    let (ready, namespaces) = tokio::sync::oneshot::channel();
+    let create = async {
+        namespaces.await.unwrap();
+        prepared.create().await;
+    };
+    let (sandbox, ()) = tokio::join!(runtime.make_sandbox(&app_pod, plan, Some(ready)), create);
+    sandbox.unwrap();
+
+    // The runtime created the container; its program has not started.
+    let id = format!("{}-app-0", planned.uid);
+    let cli = berth_node::oci_runtime::OciCli::new(&node.config, node.config.runtime);
+    let state = eventually("the container to be created", WAIT, || async {
+        let output = cli.std_command().args(["state", id.as_str()]).output().ok()?;
+        let state: serde_json::Value = serde_json::from_slice(&output.stdout).ok()?;
+        (state["status"] == "created").then_some(state)
+    })
+    .await;
+    let init_pid = i32::try_from(state["pid"].as_i64().unwrap()).unwrap();
+    let cmdline = std::fs::read(format!("/proc/{init_pid}/cmdline")).unwrap();
+    assert!(!String::from_utf8_lossy(&cmdline).contains("sleep"), "the program started before \"start\"");
+    let cgroup = format!("{}/pod{}/app", node.config.cgroup_parent, planned.uid);
+    assert!(!cgroup_dirs(&cgroup).is_empty(), "the created container has its cgroup");
+
+    // Berth dies here, between create and start (its end of the shim's stdin closes, as a
+    // kill -9 closes it): the shim deletes the created container and exits.
+    drop(prepared);
+    drop(runtime);
+    eventually("the shim to exit", WAIT, || async { process_ended(shim_pid).then_some(()) }).await;
+    let shim_log = std::fs::read_to_string(state_dir.join("shim.log")).unwrap();
+    assert!(shim_log.contains("no start from Berth"), "shim.log: {shim_log}");
+    assert!(process_ended(init_pid), "the created init is gone");
+    let state_root = berth_node::layout::state_root(&node.config.data_dir, node.config.runtime);
+    assert!(!state_root.join(&id).exists(), "the runtime still has {id}");
+    assert_eq!(cgroup_dirs(&cgroup), Vec::<std::path::PathBuf>::new(), "the container's cgroup is left");
+    for file in ["container.json", "exit.json"] {
+        assert!(!state_dir.join(file).exists(), "{file} written by an abandoned start");
+    }
+
+    // Berth restarts: the pod starts, the half-started attempt is replaced.
+    let runtime = Runtime::new(node.config.clone()).await.unwrap();
+    assert!(runtime.containers(&planned.uid).await.is_empty(), "an abandoned start is no container");
+    let sandbox = runtime.create_sandbox(&app_pod).await.unwrap();
+    let place = placement(&sandbox.ip().to_string());
+    let run = PodRun { sandbox: &sandbox, pod: &app_pod, inputs: &no_inputs, volumes: &volumes, placement: &place };
+    let handle = runtime.start_container(&run, &app, 0).await.unwrap();
+    assert!(!process_ended(handle.record.init_pid), "the container's init runs");
+    runtime.stop_container(&handle, Duration::from_secs(1)).await;
+    runtime.remove_pod(&sandbox.uid).await.unwrap();
+    let pod_cgroup = format!("{}/pod{}", node.config.cgroup_parent, planned.uid);
+    assert_eq!(cgroup_dirs(&pod_cgroup), Vec::<std::path::PathBuf>::new(), "the pod's cgroup is left");
+}
+
 /// The `lowerdir` of the overlay mounted on `point`, from the kernel's mount table.
 fn overlay_lower(point: &Path) -> Option<String> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();

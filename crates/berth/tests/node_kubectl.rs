@@ -207,6 +207,142 @@ fn logs_of_a_finished_pod_and_its_exit_status() {
     assert!(table.contains("Error"), "{table}");
 }
 
+/// The container's program runs only once the pod's network is configured (the first start
+/// creates the container while the network is being set up): a program that connects out at
+/// its very first instruction reaches a listener on the host on its first attempt.
+#[test]
+fn a_program_that_connects_out_at_once_finds_the_network_ready() {
+    let Some(s) = server_with("") else { return };
+    let listener = std::net::TcpListener::bind("0.0.0.0:0").expect("a listener");
+    let port = listener.local_addr().expect("its address").port();
+    let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = served.clone();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for mut stream in listener.incoming().map_while(Result::ok) {
+            let mut request = [0u8; 1024];
+            let _ = stream.read(&mut request);
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let _ = stream.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 16\r\n\r\nhello from host\n");
+        }
+    });
+    // The host as the pod sees it: the bridge's address, the gateway of the pod range.
+    let cidr = s.slot.as_ref().expect("a server with pods has a slot").pod_cidr();
+    let gateway = format!("{}.1", cidr.rsplit_once('.').expect("a dotted range").0);
+    let url = format!("http://{gateway}:{port}/");
+    s.ok(&[
+        "run",
+        "caller",
+        "--image=host",
+        "--restart=Never",
+        "--command",
+        "--",
+        "sh",
+        "-c",
+        &format!("wget -q -T 5 -O- {url} || exit 1"),
+    ]);
+    let pod = wait_for("the caller to finish", Duration::from_secs(60), || {
+        let p = s.json(&["get", "pod", "caller"]);
+        let phase = p["status"]["phase"].as_str().unwrap_or("").to_owned();
+        (phase == "Failed" || phase == "Succeeded").then_some(p)
+    });
+    let logs = s.ok(&["logs", "caller"]);
+    assert_eq!(pod["status"]["phase"], "Succeeded", "{pod}\nlogs: {logs}\nevents: {}", events_of(&s, "caller"));
+    assert_eq!(restarts(&pod), 0, "{pod}");
+    assert_eq!(logs, "hello from host\n");
+    assert_eq!(served.load(std::sync::atomic::Ordering::SeqCst), 1, "one request, on the first attempt");
+}
+
+/// The pod's cgroup directories left in any hierarchy (the node's default parent `/berth`).
+fn pod_cgroups(uid: &str) -> Vec<std::path::PathBuf> {
+    let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else { return Vec::new() };
+    let mut found: Vec<std::path::PathBuf> = hierarchies
+        .filter_map(Result::ok)
+        .map(|h| h.path().join("berth").join(format!("pod{uid}")))
+        .filter(|dir| dir.is_dir())
+        .collect();
+    let unified = std::path::Path::new("/sys/fs/cgroup/berth").join(format!("pod{uid}"));
+    if unified.is_dir() {
+        found.push(unified);
+    }
+    found
+}
+
+/// The OCI runtimes' state directories of the pod's containers (either runtime).
+fn runtime_states(s: &Server, uid: &str) -> Vec<std::path::PathBuf> {
+    ["node/run/oci", "node/run/runc"]
+        .iter()
+        .filter_map(|root| std::fs::read_dir(s.data_path(root)).ok())
+        .flatten()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with(uid))
+        .map(|e| e.path())
+        .collect()
+}
+
+/// PIDs of the processes in the pod's cgroups (its containers', not the shims').
+fn pod_processes(uid: &str) -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let needle = format!("/pod{uid}");
+    dir.filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()))
+        .filter(|e| std::fs::read_to_string(e.path().join("cgroup")).is_ok_and(|text| text.contains(&needle)))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// A sandbox that fails after the pod's first container was created (the network is
+/// configured while it is): the created container is deleted unstarted, nothing of it is
+/// left, and the retry starts the pod. The failure comes from a debug-build hook (files in
+/// `<data-dir>/debug/`, see `Runtime::debug_sandbox_hook`), which also holds the retry until
+/// the test has looked.
+#[test]
+fn a_sandbox_failing_after_the_container_was_created_leaves_nothing_and_the_retry_starts() {
+    let Some(s) = server_with("") else { return };
+    let debug = s.data_path("node/debug");
+    std::fs::create_dir_all(&debug).expect("debug hook dir");
+    std::fs::write(debug.join("fail-sandbox"), "").expect("debug hook file");
+    let token = "halfway-started-program";
+    s.ok(&["run", "halfway", "--image=host", "--command", "--", "sh", "-c", &format!("echo {token}; exec sleep 3600")]);
+    let uid = wait_for("the pod's uid", Duration::from_secs(30), || {
+        s.json(&["get", "pod", "halfway"])["metadata"]["uid"].as_str().map(str::to_owned)
+    });
+    // The first container is created (its init waits in the pod's cgroup) while the sandbox,
+    // held by the hook, is not made yet; its program has not started.
+    wait_for("the container created", Duration::from_secs(60), || {
+        let created = runtime_states(&s, &uid).iter().any(|dir| dir.join("state.json").exists());
+        (created && !pod_processes(&uid).is_empty()).then_some(())
+    });
+    assert_eq!(processes_with(token), Vec::<String>::new(), "the program started before its network");
+    let shim_pid = std::fs::read_to_string(s.data_path(&format!("node/run/pods/{uid}/_containers/halfway-0/shim.pid")))
+        .expect("the shim's pid");
+    std::fs::write(debug.join("fail-sandbox-now"), "").expect("debug hook file");
+    let events = wait_for("FailedCreatePodSandBox", Duration::from_secs(60), || {
+        let events = events_of(&s, "halfway");
+        events.contains("FailedCreatePodSandBox").then_some(events)
+    });
+    assert!(events.contains("the sandbox fails as asked"), "{events}");
+    // The worker reports the failure once the shim has deleted the container and exited; the
+    // retry waits in the hook (before its namespaces, so before any create).
+    assert!(!std::path::Path::new(&format!("/proc/{}", shim_pid.trim())).exists(), "the shim is left");
+    assert_eq!(runtime_states(&s, &uid), Vec::<std::path::PathBuf>::new(), "the runtime keeps the container");
+    assert_eq!(pod_processes(&uid), Vec::<String>::new(), "a container process is left");
+    assert_eq!(processes_with(token), Vec::<String>::new(), "the program ran");
+    assert_eq!(pod_cgroups(&uid), Vec::<std::path::PathBuf>::new(), "the pod's cgroup is left");
+
+    // The retry starts the pod, once.
+    std::fs::remove_file(debug.join("hold-sandbox")).expect("the hook held the retry");
+    wait_running(&s, "halfway");
+    let logs = wait_for("the program's output", Duration::from_secs(30), || {
+        let logs = s.ok(&["logs", "halfway"]);
+        (!logs.is_empty()).then_some(logs)
+    });
+    assert_eq!(logs, format!("{token}\n"));
+    assert_eq!(restarts(&s.json(&["get", "pod", "halfway"])), 0);
+    s.ok(&["delete", "pod", "halfway", "--wait=true", "--timeout=60s"]);
+    assert_eq!(pod_cgroups(&uid), Vec::<std::path::PathBuf>::new(), "the pod's cgroup is left after deletion");
+}
+
 const INIT: &str = r#"apiVersion: v1
 kind: Pod
 metadata:

@@ -475,6 +475,9 @@ impl Worker {
         });
         let known_inputs = self.inputs.clone();
         let early_prepare = early.as_ref().map(|(_, _, start)| start.clone());
+        // The first container is created (not started) as soon as it is prepared and the
+        // pod's namespaces exist, while the sandbox task configures their network.
+        let (namespaces_ready, namespaces_made) = tokio::sync::oneshot::channel();
         let inputs_then_first = async move {
             let fetched = OptionFuture::from(fetch_inputs).await;
             let inputs = match &fetched {
@@ -483,7 +486,16 @@ impl Worker {
                 None => known_inputs,
             };
             let prepared = match (early_prepare, inputs) {
-                (Some(start), Some(inputs)) => Some(start.prepare(inputs).await),
+                (Some(start), Some(inputs)) => {
+                    let mut prepared = start.prepare(inputs).await;
+                    // No word means the sandbox failed first: nothing is created.
+                    if let Ok(prepared) = &mut prepared
+                        && namespaces_made.await.is_ok()
+                    {
+                        prepared.create().await;
+                    }
+                    Some(prepared)
+                }
                 _ => None,
             };
             (fetched, prepared)
@@ -491,7 +503,7 @@ impl Worker {
         // A task of its own, so the preparation's file writes here do not hold it up.
         let make_sandbox = plan.map(|plan| {
             let (runtime, pod) = (self.shared.runtime.clone(), self.pod.clone());
-            let task = tokio::spawn(async move { runtime.make_sandbox(&pod, plan).await });
+            let task = tokio::spawn(async move { runtime.make_sandbox(&pod, plan, Some(namespaces_ready)).await });
             async move { task.await.unwrap_or_else(|error| Err(RuntimeError::Task(error.to_string()))) }
         });
         let (created, (fetched, prepared)) = tokio::join!(OptionFuture::from(make_sandbox), inputs_then_first);
@@ -507,8 +519,16 @@ impl Worker {
             None => {}
         }
         match created {
-            // A prepared first container is dropped with the error: its shim exits unused.
-            Some(Err(error)) => return self.sandbox_failed(&error),
+            Some(Err(error)) => {
+                // The first container may be created already: its shim deletes it and exits
+                // having started nothing; once it has, the pod's cgroup can go too, so the
+                // retry starts clean.
+                if let Some(Ok(prepared)) = prepared {
+                    prepared.abandon().await;
+                    self.shared.runtime.teardown_sandbox(&self.uid).await;
+                }
+                return self.sandbox_failed(&error);
+            }
             Some(Ok(sandbox)) => self.sandbox = Some(sandbox),
             None => {}
         }
