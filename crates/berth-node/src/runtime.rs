@@ -857,6 +857,11 @@ impl Runtime {
         let (pidfd, init_pid) = shim.go().await?;
         // The next start's shim, now that this one's is done.
         self.spare_shim.replenish();
+        // The container holds its own copy of its overlay root now. The host's copy goes:
+        // libcontainer reads the host's mount table many times per create, and a long overlay
+        // line per running container made every later create slower.
+        let root_owner = state_dir.clone();
+        tokio::task::spawn_blocking(move || images::unmount_rootfs(&root_owner));
         if tracing::enabled!(tracing::Level::DEBUG) {
             // The shim's own trace (libcontainer's part of the start) is in its shim.log.
             let shim_log = std::fs::read_to_string(state_dir.join("shim.log")).unwrap_or_default();

@@ -559,12 +559,13 @@ async fn a_start_abandoned_between_create_and_start_leaves_nothing_and_the_pod_s
     assert_eq!(cgroup_dirs(&pod_cgroup), Vec::<std::path::PathBuf>::new(), "the pod's cgroup is left");
 }
 
-/// The `lowerdir` of the overlay mounted on `point`, from the kernel's mount table.
-fn overlay_lower(point: &Path) -> Option<String> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+/// The lower directories of the overlay at `/` in the mount namespace of process `pid` (a
+/// container's init).
+fn overlay_lower(pid: i32) -> Option<String> {
+    let info = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
     info.lines().find_map(|line| {
         let (mount, fs) = line.split_once(" - ")?;
-        if mount.split(' ').nth(4)? != point.to_str()? {
+        if mount.split(' ').nth(4)? != "/" {
             return None;
         }
         let mut fs = fs.split(' ');
@@ -613,13 +614,19 @@ async fn host_roots_share_one_skeleton_and_keep_each_attempts_writes_apart() {
     };
 
     let first = runtime.start_container(&run, &app, 0).await.unwrap();
+    // Only the container holds its root mount: the host's table does not grow with it, and
+    // the container goes on reading and writing its root.
+    eventually("the host's copy of the root to go", WAIT, || async {
+        mounts_below(&first.state_dir).is_empty().then_some(())
+    })
+    .await;
     let (code, out) = exec(&first, "echo one > /tmp/written && echo log > /var/log/berth-test").await;
     assert_eq!(code, 0, "{out}");
     // The host's /var skeleton, with its owners.
     let host_log = std::fs::metadata("/var/log").unwrap();
     let (code, out) = exec(&first, "stat -c %u:%g /var/log").await;
     assert_eq!((code, out.trim()), (0, format!("{}:{}", host_log.uid(), host_log.gid()).as_str()));
-    let first_lower = overlay_lower(&first.state_dir.join("rootfs")).expect("the root is an overlay");
+    let first_lower = overlay_lower(first.record.init_pid).expect("the root is an overlay");
     let skeletons = data_dir.join("run/host-root");
     assert!(Path::new(&first_lower).starts_with(&skeletons), "{first_lower}");
     // The writes are in the attempt's upper directory on disk, not in the shared skeleton.
@@ -635,7 +642,7 @@ async fn host_roots_share_one_skeleton_and_keep_each_attempts_writes_apart() {
 
     // The next attempt starts from a fresh root on the same skeleton.
     let second = runtime.start_container(&run, &app, 1).await.unwrap();
-    assert_eq!(overlay_lower(&second.state_dir.join("rootfs")).as_deref(), Some(first_lower.as_str()));
+    assert_eq!(overlay_lower(second.record.init_pid).as_deref(), Some(first_lower.as_str()));
     let (code, _) = exec(&second, "test -e /tmp/written || test -e /var/log/berth-test").await;
     assert_ne!(code, 0, "an attempt sees nothing of the one before");
     let (code, out) = exec(&second, "stat -c %a /tmp").await;
