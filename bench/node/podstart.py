@@ -162,7 +162,7 @@ def delete_all(api, namespace, label, timeout=600):
     print(f"warning: pods of {label} still there after {timeout}s", file=sys.stderr)
 
 
-def berth_latency(api, n, burst, namespace="default", label=None):
+def berth_latency(api, n, burst, namespace="default", label=None, keep=False):
     label = label or f"start-{'burst' if burst else 'seq'}"
     watch = ReadyWatch(api, namespace, f"bench%3D{label}")
     time.sleep(0.3)  # the watch is open before the first create
@@ -195,7 +195,8 @@ def berth_latency(api, n, burst, namespace="default", label=None):
             if not watch.wait([name], 120):
                 raise RuntimeError(f"{name} not ready")
     latencies = [watch.ready_at[n] - started[n] for n in names]
-    delete_all(api, namespace, label)
+    if not keep:
+        delete_all(api, namespace, label)
     return latencies
 
 
@@ -204,10 +205,14 @@ def podman_cmd(args):
             "--cgroup-manager", "cgroupfs", "--events-backend", "file"]
 
 
-def podman_latency(args, n, burst):
+# Warm-up starts listen this far above their runner's ports, clear of the measured ones.
+WARMUP_PORT_OFFSET = 900
+
+
+def podman_latency(args, n, burst, label=None, keep=False):
     base = podman_cmd(args)
-    ports = [args.podman_port_base + i for i in range(n)]
-    names = [f"berth-bench-{os.getpid()}-{'b' if burst else 's'}{i}" for i in range(n)]
+    ports = [args.podman_port_base + (WARMUP_PORT_OFFSET if keep else 0) + i for i in range(n)]
+    names = [f"berth-bench-{os.getpid()}-{label or ('b' if burst else 's')}{i}" for i in range(n)]
 
     def run(i):
         t = time.monotonic()
@@ -243,14 +248,16 @@ def podman_latency(args, n, burst):
             if not wait_http("127.0.0.1", ports[i], 60):
                 raise RuntimeError(f"podman container {names[i]} never served")
             latencies[i] = time.monotonic() - t
-    subprocess.run(base + ["rm", "-f", "-t", "0"] + names, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if not keep:
+        subprocess.run(base + ["rm", "-f", "-t", "0"] + names, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     if any(l is None for l in latencies):
         raise RuntimeError("podman burst: not every container served")
     return latencies
 
 
-def fork_latency(args, n, burst):
-    ports = [args.fork_port_base + i for i in range(n)]
+def fork_latency(args, n, burst, keep=None):
+    """`keep`: a list that takes the started processes instead of killing them at the end."""
+    ports = [args.fork_port_base + (WARMUP_PORT_OFFSET if keep is not None else 0) + i for i in range(n)]
     root = tempfile.mkdtemp(prefix="berth-bench-fork-")
     procs, starts, latencies = [], [None] * n, [None] * n
     try:
@@ -273,9 +280,12 @@ def fork_latency(args, n, burst):
                     raise RuntimeError("fork/exec httpd never served")
                 latencies[i] = time.monotonic() - t
     finally:
-        for p in procs:
-            p.kill()
-            p.wait()
+        if keep is None:
+            for p in procs:
+                p.kill()
+                p.wait()
+        else:
+            keep.extend(procs)
     return latencies
 
 
@@ -366,15 +376,21 @@ def main():
     p.add_argument("--only", default="latency,density")
     p.add_argument("--out", required=True)
     args = p.parse_args()
+    if args.n >= WARMUP_PORT_OFFSET:
+        p.error(f"--n must be below {WARMUP_PORT_OFFSET} (the warm-up starts' ports are above the measured ones)")
     api = Api(args.kubeconfig)
     results = {"latency": [], "density": None}
     if "latency" in args.only:
         # One unmeasured start per runner first: the first start after a runner comes up pays
         # one-time costs (cold caches, lazily made state) that the figures leave out for all three.
+        # The warm-ups keep running until the end, so no runner's measured starts overlap the
+        # teardown of its warm-up (for Berth and podman a container's removal goes on in the
+        # kernel after the API call returns).
         print("... one warm-up start each", file=sys.stderr, flush=True)
-        fork_latency(args, 1, False)
-        podman_latency(args, 1, False)
-        berth_latency(api, 1, False, label="start-warmup")
+        warm_processes = []
+        fork_latency(args, 1, False, keep=warm_processes)
+        podman_latency(args, 1, False, label="w", keep=True)
+        berth_latency(api, 1, False, label="start-warmup", keep=True)
         for burst in (False, True):
             mode = "burst" if burst else "sequential"
             for name, fn in (("fork/exec", lambda: fork_latency(args, args.n, burst)),
@@ -382,6 +398,12 @@ def main():
                              ("berth", lambda: berth_latency(api, args.n, burst))):
                 print(f"... {name} {mode} x{args.n}", file=sys.stderr, flush=True)
                 results["latency"].append(summary(name, mode, fn()))
+        for p in warm_processes:
+            p.kill()
+            p.wait()
+        subprocess.run(podman_cmd(args) + ["rm", "-f", "-t", "0", f"berth-bench-{os.getpid()}-w0"],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        delete_all(api, "default", "start-warmup")
     if "density" in args.only and args.density > 0:
         print(f"... density x{args.density}", file=sys.stderr, flush=True)
         results["density"] = density(api, args, args.density)
