@@ -59,7 +59,8 @@ pods_remove() { # NODE_DIR
   for uid in $( (ls "$dir/pods"; ls "$dir/run/pods") 2>/dev/null | sort -u); do
     cat /sys/fs/cgroup/pids/berth/pod"$uid"/*/cgroup.procs /sys/fs/cgroup/berth/pod"$uid"/*/cgroup.procs 2>/dev/null |
       xargs -r kill -KILL 2>/dev/null || true
-    ip netns del "berth-$uid" 2>/dev/null || true
+    # Removing a pin's file unpins its namespace in Berth's pin namespace.
+    rm -f "$dir/run/pods/$uid/_sandbox/"{net,uts,ipc} "$dir/pods/$uid/_sandbox/"{net,uts,ipc}
   done
   # Deepest first, the run tmpfs last, so the data dir can be deleted.
   grep -F " $dir/" /proc/self/mountinfo | awk '{print $5}' | sort -r | xargs -r -n1 umount -l 2>/dev/null || true

@@ -131,6 +131,11 @@ pub fn host_skeletons_dir(node_dir: &Path) -> PathBuf {
     run_dir(node_dir).join("host-root")
 }
 
+/// Where the pin namespace is anchored (see [`crate::namespaces`]).
+pub fn pin_anchor(node_dir: &Path) -> PathBuf {
+    run_dir(node_dir).join("pins")
+}
+
 pub fn ipam_dir(node_dir: &Path) -> PathBuf {
     run_dir(node_dir).join("ipam")
 }

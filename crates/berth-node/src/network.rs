@@ -1,12 +1,12 @@
 //! Pod networking: a Linux bridge on the host holding the pod CIDR's gateway address, and per
-//! pod a network namespace (`/run/netns/berth-<uid>`) joined to the bridge by a veth pair.
+//! pod a network namespace (pinned as [`crate::namespaces`] says) joined to the bridge by a
+//! veth pair.
 //! The host's bridge and rules are set up once with `ip` and `iptables`; a pod's namespace and
 //! interfaces are made in-process over netlink (rtnetlink), as they are on every pod start.
 
 use std::net::Ipv4Addr;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-
-use std::os::fd::AsRawFd;
 
 use futures::TryStreamExt;
 use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth};
@@ -14,7 +14,7 @@ use rtnetlink::{LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteM
 
 use crate::command::{self, CommandError};
 use crate::config::NetworkConfig;
-use crate::namespaces::{self, NETNS_DIR, NamespaceError, PodNamespacePaths};
+use crate::namespaces::{self, LEGACY_NETNS_DIR, NamespaceError, PodNamespacePaths};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetworkError {
@@ -45,20 +45,24 @@ const RULE_COMMENT: &str = "berth pod network";
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PodNetworkInfo {
     pub ip: Ipv4Addr,
-    /// Name under `/run/netns`.
-    pub netns: String,
+    /// Only for pods made by versions before the pin namespace: their network namespace's
+    /// name under [`LEGACY_NETNS_DIR`], pinned on the host's mount table.
+    #[serde(rename = "netns", default, skip_serializing_if = "Option::is_none")]
+    pub legacy_netns: Option<String>,
     pub host_veth: String,
 }
 
 impl PodNetworkInfo {
-    pub fn netns_path(&self) -> PathBuf {
-        Path::new(NETNS_DIR).join(&self.netns)
+    /// Where a version before the pin namespace pinned the network namespace, if it made
+    /// this pod's.
+    pub fn legacy_netns_path(&self) -> Option<PathBuf> {
+        self.legacy_netns.as_ref().map(|name| Path::new(LEGACY_NETNS_DIR).join(name))
     }
 }
 
-/// Name of a pod's network namespace.
-pub fn netns_name(pod_uid: &str) -> String {
-    format!("berth-{pod_uid}")
+/// Where versions before the pin namespace pinned pod `pod_uid`'s network namespace.
+pub fn legacy_netns_path(pod_uid: &str) -> PathBuf {
+    Path::new(LEGACY_NETNS_DIR).join(format!("berth-{pod_uid}"))
 }
 
 /// Host-side veth name: interface names are limited to 15 bytes, so a hash of the UID.
@@ -197,42 +201,38 @@ fn netlink(context: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> Netwo
 }
 
 /// Creates the pod's network namespace with `lo` up and `eth0` addressed in the pod CIDR,
-/// default route through the bridge, plus the UTS and IPC namespaces pinned on `uts` and
-/// `ipc` (see [`crate::namespaces`]). Idempotent: an existing network namespace is rebuilt.
+/// default route through the bridge, plus its UTS and IPC namespaces, all three pinned on
+/// `namespaces` (see [`crate::namespaces`]). Idempotent: what an earlier try left is replaced.
 /// Everything is done over netlink from this process; no tool is run. `namespaces_made` is
 /// called once the three namespaces are pinned, before the network in them is configured
-/// (a container may join them from then on).
-#[allow(clippy::too_many_arguments)]
+/// (a container may join them from then on). On error nothing of it is left.
 pub async fn attach_pod(
     config: &NetworkConfig,
     host: &HostNetlink,
     pod_uid: &str,
     ip: Ipv4Addr,
-    uts: &Path,
-    ipc: &Path,
-    hostname: &str,
+    namespaces: PodNamespacePaths,
     namespaces_made: impl FnOnce(),
 ) -> Result<PodNetworkInfo, NetworkError> {
-    let info = PodNetworkInfo { ip, netns: netns_name(pod_uid), host_veth: host_veth_name(pod_uid) };
-    if info.netns_path().exists() {
+    let info = PodNetworkInfo { ip, legacy_netns: None, host_veth: host_veth_name(pod_uid) };
+    // A veth of an earlier try (the name is the pod's) would make creating this one fail.
+    if Path::new("/sys/class/net").join(&info.host_veth).exists() {
         detach_pod(host, &info).await;
     }
-    let paths = PodNamespacePaths {
-        net: info.netns_path(),
-        uts: uts.to_owned(),
-        ipc: ipc.to_owned(),
-        hostname: hostname.to_owned(),
-    };
-    let result = match namespaces::create(paths).await {
-        Ok((connection, pod)) => {
-            tokio::spawn(connection);
+    let pins = [namespaces.net.clone(), namespaces.uts.clone(), namespaces.ipc.clone()];
+    let result = match namespaces::create(namespaces).await {
+        Ok(pod) => {
+            tokio::spawn(pod.connection);
             namespaces_made();
-            configure(config, host, &pod, &info).await
+            configure(config, host, &pod.handle, &pod.netns, &info).await
         }
         Err(error) => Err(error.into()),
     };
     if result.is_err() {
         detach_pod(host, &info).await;
+        for pin in &pins {
+            namespaces::remove_pinned(pin);
+        }
     }
     result.map(|()| info)
 }
@@ -241,11 +241,11 @@ async fn configure(
     config: &NetworkConfig,
     host: &HostNetlink,
     pod: &rtnetlink::Handle,
+    netns: &OwnedFd,
     info: &PodNetworkInfo,
 ) -> Result<(), NetworkError> {
     let host = &host.0;
     let bridge = required_index(host, &config.bridge).await?;
-    let netns = std::fs::File::open(info.netns_path())?;
     // `ip link add VETH master BRIDGE up type veth peer name eth0 netns NETNS`.
     let peer = LinkMessageBuilder::<LinkUnspec>::new().name(POD_INTERFACE).setns_by_fd(netns.as_raw_fd()).build();
     let veth = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
@@ -255,7 +255,6 @@ async fn configure(
         .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
         .build();
     host.link().add(veth).execute().await.map_err(netlink(format!("creating veth {}", info.host_veth)))?;
-    drop(netns);
     // Hairpin: a pod reaching itself through a Service address goes out and back this port.
     let veth_index = required_index(host, &info.host_veth).await?;
     host.link()
@@ -287,7 +286,8 @@ async fn configure(
     Ok(())
 }
 
-/// Removes the pod's namespace and veth. Best effort: what is already gone is fine.
+/// Removes the pod's veth (its peer in the pod goes with it); the caller unpins the
+/// namespaces. Best effort: what is already gone is fine.
 pub async fn detach_pod(host: &HostNetlink, info: &PodNetworkInfo) {
     // Deleting the veth from the host side removes its peer in the pod.
     match link_index(&host.0, &info.host_veth).await {
@@ -299,7 +299,6 @@ pub async fn detach_pod(host: &HostNetlink, info: &PodNetworkInfo) {
         Ok(None) => {}
         Err(error) => tracing::warn!(%error, veth = %info.host_veth, "cannot look up pod veth"),
     }
-    namespaces::remove_pinned(&info.netns_path());
 }
 
 #[cfg(test)]
@@ -314,5 +313,17 @@ mod tests {
         assert!(a.len() <= 15, "{a}");
         assert_ne!(a, b);
         assert_eq!(a, host_veth_name("0b6f5a2e-1c9d-4e7b-8a1f-3c2d1e0f9a8b"));
+    }
+
+    #[test]
+    fn a_sandbox_record_says_whether_its_network_namespace_is_on_the_hosts_mount_table() {
+        // Written by a version before the pin namespace.
+        let old: PodNetworkInfo =
+            serde_json::from_str(r#"{"ip":"10.244.0.7","netns":"berth-u1","host_veth":"bv1"}"#).unwrap();
+        assert_eq!(old.legacy_netns_path(), Some(PathBuf::from("/run/netns/berth-u1")));
+        let new = PodNetworkInfo { ip: Ipv4Addr::new(10, 244, 0, 8), legacy_netns: None, host_veth: "bv2".to_owned() };
+        let written = serde_json::to_string(&new).unwrap();
+        assert!(!written.contains("netns"), "{written}");
+        assert_eq!(serde_json::from_str::<PodNetworkInfo>(&written).unwrap(), new);
     }
 }

@@ -331,6 +331,8 @@ pub struct Runtime {
     limits: HostLimits,
     netlink: network::HostNetlink,
     spare_shim: SpareShim,
+    /// Where pods' namespaces are pinned (see [`crate::namespaces`]).
+    pins: crate::namespaces::PinNamespace,
 }
 
 /// What Berth itself may hand to containers; it may run with less than full root (inside a
@@ -414,7 +416,8 @@ impl Runtime {
         }
         let ipam = Ipam::open(layout::ipam_dir(&config.data_dir), config.network.pod_cidr)?;
         network::setup_host(&config.network).await?;
-        crate::namespaces::prepare_netns_dir().map_err(NetworkError::from)?;
+        let pins =
+            crate::namespaces::PinNamespace::open(&layout::pin_anchor(&config.data_dir)).map_err(NetworkError::from)?;
         let netlink = network::HostNetlink::connect()?;
         let host_image = HostImage::from_host(&config.data_dir);
         let host_skeleton = host_image.skeleton(&layout::host_skeletons_dir(&config.data_dir))?;
@@ -444,6 +447,7 @@ impl Runtime {
             limits,
             netlink,
             spare_shim,
+            pins,
         })
     }
 
@@ -533,9 +537,7 @@ impl Runtime {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         check_uid(&uid)?;
         if let Some(existing) = self.sandbox(&uid) {
-            // After a reboot the files are there but nothing is mounted on them any more.
-            let uts_alive = volumes::is_mount_point(&self.sandbox_dir(&uid).join("uts"));
-            if existing.network.netns_path().exists() && uts_alive {
+            if self.sandbox_alive(&existing) {
                 return Ok(SandboxPlan { sandbox: existing, exists: true });
             }
             self.teardown_sandbox(&uid).await;
@@ -552,14 +554,31 @@ impl Runtime {
             namespace: pod.metadata.namespace.clone().unwrap_or_else(|| "default".to_owned()),
             name: pod.metadata.name.clone().unwrap_or_default(),
             hostname: sandbox::pod_hostname(pod),
-            network: network::PodNetworkInfo {
-                ip,
-                netns: network::netns_name(&uid),
-                host_veth: network::host_veth_name(&uid),
-            },
+            network: network::PodNetworkInfo { ip, legacy_netns: None, host_veth: network::host_veth_name(&uid) },
             created_at: Timestamp::now().to_string(),
         };
         Ok(SandboxPlan { sandbox, exists: false })
+    }
+
+    /// Where a container joins the pod's network, UTS and IPC namespaces, as any process of
+    /// the host opens them.
+    pub fn pinned_namespaces(&self, sandbox: &Sandbox) -> [(&'static str, PathBuf); 3] {
+        let dir = self.sandbox_dir(&sandbox.uid);
+        match sandbox.network.legacy_netns_path() {
+            // Made before the pin namespace: everything on the host's mount table.
+            Some(net) => [("network", net), ("uts", dir.join("uts")), ("ipc", dir.join("ipc"))],
+            None => [
+                ("network", self.pins.path(&dir.join("net"))),
+                ("uts", self.pins.path(&dir.join("uts"))),
+                ("ipc", self.pins.path(&dir.join("ipc"))),
+            ],
+        }
+    }
+
+    /// Whether the sandbox's namespaces are still pinned: after a reboot (or a clean-up by
+    /// hand) its record may outlive them.
+    pub fn sandbox_alive(&self, sandbox: &Sandbox) -> bool {
+        self.pinned_namespaces(sandbox).iter().all(|(_, path)| volumes::is_mount_point(path))
     }
 
     /// The second half of [`Runtime::create_sandbox`]: makes the planned sandbox (namespaces,
@@ -610,9 +629,15 @@ impl Runtime {
         write("hostname", format!("{hostname}\n"))?;
         let cluster_dns = self.config.cluster_dns.map(|ip| (ip, CLUSTER_DOMAIN));
         write("resolv.conf", sandbox::resolv_conf_with(pod, &self.host_resolv_conf, cluster_dns))?;
-        // UTS and IPC namespaces outlive every container of the pod by being bind-mounted
-        // onto these files (no pause process); the network namespace is pinned under /run/netns.
-        let (uts, ipc) = (dir.join("uts"), dir.join("ipc"));
+        // The namespaces outlive every container of the pod by being bind-mounted onto these
+        // files in the pin namespace (no pause process).
+        let namespaces = crate::namespaces::PodNamespacePaths {
+            net: dir.join("net"),
+            uts: dir.join("uts"),
+            ipc: dir.join("ipc"),
+            hostname: hostname.clone(),
+            pin_namespace: self.pins.handle(),
+        };
         let mut namespaces_done = None;
         let namespaces_made = || {
             namespaces_done = Some(started.elapsed());
@@ -622,8 +647,7 @@ impl Runtime {
             }
         };
         let network =
-            network::attach_pod(&self.config.network, &self.netlink, uid, ip, &uts, &ipc, &hostname, namespaces_made)
-                .await?;
+            network::attach_pod(&self.config.network, &self.netlink, uid, ip, namespaces, namespaces_made).await?;
         debug_assert_eq!(network, planned.network);
         #[cfg(debug_assertions)]
         self.debug_sandbox_hook(true).await?;
@@ -677,10 +701,12 @@ impl Runtime {
         }
         let info = self.sandbox(uid).map(|s| s.network).unwrap_or_else(|| network::PodNetworkInfo {
             ip: std::net::Ipv4Addr::UNSPECIFIED,
-            netns: network::netns_name(uid),
+            legacy_netns: None,
             host_veth: network::host_veth_name(uid),
         });
         network::detach_pod(&self.netlink, &info).await;
+        // Made by a version before the pin namespace, or not: both places are cheap to try.
+        crate::namespaces::remove_pinned(&network::legacy_netns_path(uid));
         if let Ok(Some(ip)) = self.ipam.find(uid)
             && let Err(error) = self.ipam.release(ip, uid)
         {
@@ -688,9 +714,8 @@ impl Runtime {
         }
         // Both places: the sandbox may have been made by a version before the run directory.
         for dir in layout::sandbox_dirs(&self.config.data_dir, uid) {
-            for name in ["uts", "ipc"] {
-                // Fails harmlessly when nothing is mounted there.
-                let _ = rustix::mount::unmount(dir.join(name), rustix::mount::UnmountFlags::DETACH);
+            for name in ["net", "uts", "ipc"] {
+                crate::namespaces::remove_pinned(&dir.join(name));
             }
             let _ = std::fs::remove_file(dir.join(SANDBOX_FILE));
         }
@@ -984,7 +1009,6 @@ impl Runtime {
     }
 
     fn oci_spec(&self, sandbox: &Sandbox, process: &ProcessSpec, mounts: Vec<Mount>, cgroups_path: &str) -> oci::Spec {
-        let sandbox_dir = self.sandbox_dir(&sandbox.uid);
         let resources = &process.resources;
         let memory = resources.memory_limit_bytes.map(|limit| oci::Memory { limit: Some(limit) });
         let cpu = oci::Cpu {
@@ -1040,13 +1064,14 @@ impl Runtime {
             hostname: Some(sandbox.hostname.clone()),
             mounts,
             linux: oci::Linux {
-                namespaces: vec![
-                    Namespace::new("pid"),
-                    Namespace::new("mount"),
-                    Namespace::join("network", &sandbox.network.netns_path().display().to_string()),
-                    Namespace::join("uts", &sandbox_dir.join("uts").display().to_string()),
-                    Namespace::join("ipc", &sandbox_dir.join("ipc").display().to_string()),
-                ],
+                namespaces: vec![Namespace::new("pid"), Namespace::new("mount")]
+                    .into_iter()
+                    .chain(
+                        self.pinned_namespaces(sandbox)
+                            .into_iter()
+                            .map(|(kind, path)| Namespace::join(kind, &path.display().to_string())),
+                    )
+                    .collect(),
                 cgroups_path: cgroups_path.to_owned(),
                 resources: oci::Resources {
                     devices: vec![oci::DeviceRule { allow: process.privileged, access: "rwm".to_owned() }],

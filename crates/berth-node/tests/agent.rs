@@ -254,7 +254,7 @@ async fn agent_registers_schedules_runs_and_deletes_pods() {
     assert_eq!(condition(&failed, "Ready").as_deref(), Some("False"));
     let hog_uid = failed.metadata.uid.clone().unwrap();
     eventually("the hog's sandbox to be released", WAIT, || async {
-        (!std::path::Path::new("/run/netns").join(format!("berth-{hog_uid}")).exists()).then_some(())
+        (common::mounts_mentioning(&hog_uid) == (0, 0)).then_some(())
     })
     .await;
 
@@ -284,7 +284,7 @@ async fn agent_registers_schedules_runs_and_deletes_pods() {
     // that deletes at once leaves the clean-up to follow.
     eventually("web to be cleaned up", WAIT, || async {
         let dir_gone = !node.config.data_dir.join("pods").join(&web_uid).exists();
-        let netns_gone = !std::path::Path::new("/run/netns").join(format!("berth-{web_uid}")).exists();
+        let netns_gone = common::mounts_mentioning(&web_uid) == (0, 0);
         (dir_gone && netns_gone).then_some(())
     })
     .await;

@@ -75,6 +75,14 @@ async fn pod_serves_http_from_its_own_ip_and_is_cleaned_up() {
     let run = PodRun { sandbox: &sandbox, pod: &pod, inputs: &inputs, volumes: &volumes, placement: &place };
     let handle = runtime.start_container(&run, &web, 0).await.unwrap();
 
+    // The pod's three namespaces are pinned in the pin namespace, not on the host's mount
+    // table (every line there slows every container create down); the host's copy of the
+    // container's root is detached once it started.
+    eventually("the pod's mounts to be off the host's table", WAIT, || async {
+        (common::mounts_mentioning(&uid) == (0, 3)).then_some(())
+    })
+    .await;
+
     // The bundle is on the node's run directory, a tmpfs; the log stays on disk.
     let run_dir = runtime.data_dir().join("run");
     assert!(handle.state_dir.starts_with(&run_dir), "{}", handle.state_dir.display());
@@ -141,8 +149,7 @@ async fn pod_serves_http_from_its_own_ip_and_is_cleaned_up() {
     assert!(http_get(sandbox.ip(), 8080, "/").await.is_err());
 
     runtime.remove_pod(&uid).await.unwrap();
-    let netns = sandbox.network.netns_path();
-    assert!(!netns.exists(), "network namespace removed");
+    assert_eq!(common::mounts_mentioning(&uid), (0, 0), "namespaces unpinned");
     assert!(!Path::new("/sys/class/net").join(&sandbox.network.host_veth).exists(), "veth removed");
     assert!(!node.data_dir.path().join("run/ipam").join(sandbox.ip().to_string()).exists(), "IP released");
     assert!(
@@ -232,11 +239,30 @@ async fn pods_reach_each_other_and_the_host_and_survive_a_runtime_restart() {
     let mut expected = vec![server_sandbox.uid.clone(), client_sandbox.uid.clone()];
     expected.sort();
     assert_eq!(uids, expected);
+    // The pin namespace outlived the first runtime: a container started now joins the server
+    // pod's namespaces (its network: same IP, the server's port taken; its UTS: the hostname).
+    let planned = runtime.plan_sandbox(&server_pod).await.unwrap();
+    assert!(planned.exists, "the sandbox is found alive after the restart");
+    let joiner = host_container(
+        "joiner",
+        &["sh", "-c", "cat /proc/sys/kernel/hostname; python3 -m http.server 8080 2>&1 | tail -n 1; sleep 3600"],
+    );
+    let joiner_handle = runtime.start_container(&run, &joiner, 0).await.unwrap();
+    let joiner_log = runtime.log_path(&server_sandbox.uid, "joiner", 0);
+    let log = eventually("the joiner's output", WAIT, || async {
+        let log = String::from_utf8_lossy(&std::fs::read(&joiner_log).unwrap_or_default()).into_owned();
+        log.contains("Address already in use").then_some(log)
+    })
+    .await;
+    assert!(log.contains(" server\n"), "the pod's hostname: {log}");
+    runtime.stop_container(&joiner_handle, Duration::from_secs(1)).await;
+    assert_eq!(common::mounts_mentioning(&server_sandbox.uid), (0, 3), "pins of the server pod");
     for uid in [&server_sandbox.uid, &client_sandbox.uid] {
         let containers = runtime.containers(uid).await;
-        assert_eq!(containers.len(), 1);
-        assert!(containers[0].exit_record().is_none(), "still running after the restart");
-        let exit = runtime.stop_container(&containers[0], Duration::from_secs(1)).await;
+        let running: Vec<_> = containers.iter().filter(|c| c.exit_record().is_none()).collect();
+        assert_eq!(running.len(), 1, "still running after the restart: {containers:?}");
+        assert_ne!(running[0].record.name, "joiner");
+        let exit = runtime.stop_container(running[0], Duration::from_secs(1)).await;
         assert!(exit.signal.is_some() || exit.exit_code != 0, "{exit:?}");
         runtime.remove_pod(uid).await.unwrap();
     }

@@ -34,8 +34,14 @@ pub fn remove_pods(node_dir: &Path) {
     uids.sort();
     uids.dedup();
     for uid in &uids {
-        // Deleting the namespace destroys the pod's veth pair with it.
-        quiet(Command::new("ip").args(["netns", "del", &format!("berth-{uid}")]));
+        // Removing a pin's file unpins its namespace in Berth's pin namespace (the kernel
+        // detaches mounts on a file deleted in another mount namespace); the pod's veth pair
+        // goes with its network namespace.
+        for dir in [node_dir.join("run/pods").join(uid), node_dir.join("pods").join(uid)] {
+            for pin in ["net", "uts", "ipc"] {
+                let _ = std::fs::remove_file(dir.join("_sandbox").join(pin));
+            }
+        }
         remove_cgroups(&format!("pod{uid}"));
     }
     // Deepest first: containers' roots and namespace pins, then the run tmpfs itself, so the

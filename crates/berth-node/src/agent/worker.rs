@@ -312,7 +312,7 @@ impl Worker {
             return;
         }
         // After a reboot the record survives but the namespaces do not: build it anew then.
-        self.sandbox = self.shared.runtime.sandbox(&self.uid).filter(|s| s.network.netns_path().exists());
+        self.sandbox = self.shared.runtime.sandbox(&self.uid).filter(|s| self.shared.runtime.sandbox_alive(s));
         let handles = self.shared.runtime.containers(&self.uid).await;
         let mut by_name: BTreeMap<String, Vec<ContainerHandle>> = BTreeMap::new();
         for handle in handles {

@@ -50,15 +50,6 @@ pub struct TestNode {
 /// namespaces, the bridge and its iptables rules, cgroups.
 impl Drop for TestNode {
     fn drop(&mut self) {
-        let run = |program: &str, args: &[&str]| {
-            std::process::Command::new(program)
-                .args(args)
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::null())
-                .output()
-                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-                .unwrap_or_default()
-        };
         for kind in [RuntimeKind::Runc, RuntimeKind::Libcontainer] {
             let cli = OciCli::new(&self.config, kind);
             let listed = cli.std_command().args(["list", "-q"]).output().map(|o| o.stdout).unwrap_or_default();
@@ -66,8 +57,14 @@ impl Drop for TestNode {
                 let _ = cli.std_command().args(["delete", "--force", id]).output();
             }
         }
+        // Removing a pin's file unpins its namespace in the pin namespace; a pod's veth goes
+        // with its network namespace.
         for uid in berth_node::layout::pod_uids(self.data_dir.path()) {
-            run("ip", &["netns", "del", &berth_node::network::netns_name(&uid)]);
+            for dir in berth_node::layout::sandbox_dirs(self.data_dir.path(), &uid) {
+                for pin in ["net", "uts", "ipc"] {
+                    let _ = std::fs::remove_file(dir.join(pin));
+                }
+            }
         }
         // Every mount below the data dir, deepest first: namespace pins, emptyDirs, container
         // roots, then the run tmpfs, so the directory can be deleted.
@@ -169,4 +166,26 @@ where
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Mount table lines that mention `needle`: the host's (this process's), and those of every
+/// pin namespace on the machine (each seen through a `berth-pins` thread of a runtime).
+pub fn mounts_mentioning(needle: &str) -> (usize, usize) {
+    let count = |path: &std::path::Path| {
+        std::fs::read_to_string(path).unwrap_or_default().lines().filter(|line| line.contains(needle)).count()
+    };
+    let host = count(std::path::Path::new("/proc/self/mountinfo"));
+    let mut pinned = 0;
+    let mut seen = std::collections::HashSet::new();
+    for process in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        for task in std::fs::read_dir(process.path().join("task")).into_iter().flatten().flatten() {
+            let named_pins = std::fs::read_to_string(task.path().join("comm")).is_ok_and(|c| c.trim() == "berth-pins");
+            // Several runtimes may share one pin namespace: count each namespace once.
+            let namespace = std::fs::read_link(task.path().join("ns/mnt")).ok();
+            if named_pins && seen.insert(namespace) {
+                pinned += count(&task.path().join("mountinfo"));
+            }
+        }
+    }
+    (host, pinned)
 }
