@@ -38,7 +38,7 @@ def percentile(values, p):
 def summary(name, mode, seconds):
     ms = [s * 1000 for s in seconds]
     return {"runner": name, "mode": mode, "n": len(ms), "p50_ms": percentile(ms, 50), "p99_ms": percentile(ms, 99),
-            "max_ms": max(ms) if ms else float("nan")}
+            "max_ms": max(ms) if ms else float("nan"), "ms": [round(v, 2) for v in ms]}
 
 
 def wait_http(host, port, deadline_s=30.0):
@@ -95,14 +95,19 @@ class ReadyWatch:
         self.ready_at = {}
         self.running = set()
         self.cond = threading.Condition()
+        self.opened = threading.Event()
         self.thread = threading.Thread(target=self.run, daemon=True)
         self.thread.start()
+        # The first create must not come before the watch is open (it would miss events).
+        if not self.opened.wait(30):
+            raise RuntimeError("the pod watch did not open")
 
     def run(self):
         conn = self.api.conn()
         path = f"/api/v1/namespaces/{self.namespace}/pods?watch=1&labelSelector={self.label}"
         conn.request("GET", path, headers=self.api.headers)
         response = conn.getresponse()
+        self.opened.set()
         buf = b""
         while True:
             chunk = response.read1(65536) if hasattr(response, "read1") else response.read(1)
@@ -165,7 +170,6 @@ def delete_all(api, namespace, label, timeout=600):
 def berth_latency(api, n, burst, namespace="default", label=None, keep=False):
     label = label or f"start-{'burst' if burst else 'seq'}"
     watch = ReadyWatch(api, namespace, f"bench%3D{label}")
-    time.sleep(0.3)  # the watch is open before the first create
     command = ["sh", "-c", httpd_line(8080, "/tmp/www")]
     started = {}
     names = [f"{label}-{i}" for i in range(n)]
@@ -209,9 +213,9 @@ def podman_cmd(args):
 WARMUP_PORT_OFFSET = 900
 
 
-def podman_latency(args, n, burst, label=None, keep=False):
+def podman_latency(args, n, burst, label=None, keep=False, port_offset=0):
     base = podman_cmd(args)
-    ports = [args.podman_port_base + (WARMUP_PORT_OFFSET if keep else 0) + i for i in range(n)]
+    ports = [args.podman_port_base + port_offset + i for i in range(n)]
     names = [f"berth-bench-{os.getpid()}-{label or ('b' if burst else 's')}{i}" for i in range(n)]
 
     def run(i):
@@ -255,9 +259,9 @@ def podman_latency(args, n, burst, label=None, keep=False):
     return latencies
 
 
-def fork_latency(args, n, burst, keep=None):
+def fork_latency(args, n, burst, keep=None, port_offset=0):
     """`keep`: a list that takes the started processes instead of killing them at the end."""
-    ports = [args.fork_port_base + (WARMUP_PORT_OFFSET if keep is not None else 0) + i for i in range(n)]
+    ports = [args.fork_port_base + port_offset + i for i in range(n)]
     root = tempfile.mkdtemp(prefix="berth-bench-fork-")
     procs, starts, latencies = [], [None] * n, [None] * n
     try:
@@ -323,7 +327,6 @@ def shim_pids(data_dir):
 def density(api, args, n, namespace="default"):
     label = "density"
     watch = ReadyWatch(api, namespace, f"bench%3D{label}")
-    time.sleep(0.3)
     names = [f"{label}-{i}" for i in range(n)]
     t0 = time.monotonic()
     lock = threading.Lock()
@@ -381,29 +384,41 @@ def main():
     api = Api(args.kubeconfig)
     results = {"latency": [], "density": None}
     if "latency" in args.only:
-        # One unmeasured start per runner first: the first start after a runner comes up pays
-        # one-time costs (cold caches, lazily made state) that the figures leave out for all three.
-        # The warm-ups keep running until the end, so no runner's measured starts overlap the
-        # teardown of its warm-up (for Berth and podman a container's removal goes on in the
-        # kernel after the API call returns).
-        print("... one warm-up start each", file=sys.stderr, flush=True)
+        # Each series begins with one unmeasured start of its runner, right before it: a start
+        # after the machine sat idle (even the fraction of a second between two series) runs
+        # slower, and the first start after a runner comes up pays one-time costs; the figures
+        # leave both out for all three runners alike. The warm-ups keep running until the end
+        # (on ports apart), so no measured start overlaps the teardown of a warm-up (for Berth
+        # and podman a container's removal goes on in the kernel after the API call returns).
         warm_processes = []
-        fork_latency(args, 1, False, keep=warm_processes)
-        podman_latency(args, 1, False, label="w", keep=True)
-        berth_latency(api, 1, False, label="start-warmup", keep=True)
-        for burst in (False, True):
+        warm_podman = []
+        warm_labels = []
+
+        def warm_up(name, k):
+            if name == "fork/exec":
+                fork_latency(args, 1, False, keep=warm_processes, port_offset=WARMUP_PORT_OFFSET + k)
+            elif name == "podman":
+                podman_latency(args, 1, False, label=f"w{k}-", keep=True, port_offset=WARMUP_PORT_OFFSET + k)
+                warm_podman.append(f"berth-bench-{os.getpid()}-w{k}-0")
+            else:
+                berth_latency(api, 1, False, label=f"start-warmup{k}", keep=True)
+                warm_labels.append(f"start-warmup{k}")
+
+        for k, burst in enumerate((False, True)):
             mode = "burst" if burst else "sequential"
             for name, fn in (("fork/exec", lambda: fork_latency(args, args.n, burst)),
                              ("podman", lambda: podman_latency(args, args.n, burst)),
                              ("berth", lambda: berth_latency(api, args.n, burst))):
-                print(f"... {name} {mode} x{args.n}", file=sys.stderr, flush=True)
+                print(f"... {name} {mode} x{args.n} (one warm-up start first)", file=sys.stderr, flush=True)
+                warm_up(name, k)
                 results["latency"].append(summary(name, mode, fn()))
         for p in warm_processes:
             p.kill()
             p.wait()
-        subprocess.run(podman_cmd(args) + ["rm", "-f", "-t", "0", f"berth-bench-{os.getpid()}-w0"],
+        subprocess.run(podman_cmd(args) + ["rm", "-f", "-t", "0"] + warm_podman,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        delete_all(api, "default", "start-warmup")
+        for label in warm_labels:
+            delete_all(api, "default", label)
     if "density" in args.only and args.density > 0:
         print(f"... density x{args.density}", file=sys.stderr, flush=True)
         results["density"] = density(api, args, args.density)

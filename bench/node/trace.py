@@ -2,7 +2,10 @@
 """Where the one-after-another pod starts' time went, from the server's debug log
 (`BERTH_LOG=warn,berth_node::runtime=debug`): p50 / p90 of each step, in milliseconds.
 
-    python3 bench/node/trace.py WORK/server.err
+    python3 bench/node/trace.py WORK/server.err [--per-pod]
+
+With `--per-pod`, one line per pod in start order instead (to see what the slowest starts
+have in common).
 
 Only the `start-seq-*` pods count (one at a time, so each container start belongs to the pod
 whose sandbox came last).
@@ -29,7 +32,7 @@ def pct(values, p):
     return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))] if values else float("nan")
 
 
-def main(path):
+def main(path, per_pod=False):
     pods = {}
     current = None
     for raw in open(path, errors="replace"):
@@ -41,7 +44,7 @@ def main(path):
         if pod and pod.startswith("Some("):
             pod = pod[5:].rstrip(")").strip('"')
         if text.startswith("pod bound") and pod and pod.startswith("start-seq-"):
-            pods[pod] = {"bound": t, "writes": []}
+            pods[pod] = {"name": pod, "bound": t, "writes": []}
         elif text.startswith("sandbox namespaces ready") and pod in pods:
             pods[pod]["ns_at"] = t
         elif text.startswith("sandbox created") and pod in pods:
@@ -115,10 +118,19 @@ def main(path):
         ready_at = next((t for t, ready in prev["writes"] if ready), None)
         if ready_at:
             add("Ready written -> next pod bound", nxt["bound"] - ready_at)
+    if per_pod:
+        print("pod                 bound->Ready  sandbox  create   start  started->ready")
+        for p in ordered:
+            ready_at = next((t for t, ready in p["writes"] if ready), None)
+            total = f"{ready_at - p['bound']:12.1f}" if ready_at else f"{'-':>12}"
+            first = f"{p['first_ready'] - p['started']:15.1f}" if "first_ready" in p and "started" in p else f"{'-':>15}"
+            print(f"{p['name']:<20}{total} {p.get('sandbox', float('nan')):8.1f} {p.get('create', float('nan')):7.1f}"
+                  f" {p.get('start', float('nan')):7.1f}{first}")
+        return
     print(f"{len(pods)} one-after-another pods; p50 / p90 ms")
     for name, values in rows.items():
         print(f"  {name:<46} {pct(values, 50):7.1f} / {pct(values, 90):7.1f}")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], "--per-pod" in sys.argv[2:])
