@@ -61,6 +61,7 @@ pods_remove() { # NODE_DIR
       xargs -r kill -KILL 2>/dev/null || true
     # Removing a pin's file unpins its namespace in Berth's pin namespace.
     rm -f "$dir/run/pods/$uid/_sandbox/"{net,uts,ipc} "$dir/pods/$uid/_sandbox/"{net,uts,ipc}
+    ip netns del "berth-$uid" 2>/dev/null || true   # pinned by a version before the pin namespace
   done
   # Deepest first, the run tmpfs last, so the data dir can be deleted.
   grep -F " $dir/" /proc/self/mountinfo | awk '{print $5}' | sort -r | xargs -r -n1 umount -l 2>/dev/null || true

@@ -6,7 +6,8 @@
 //! lives under `run/`, a tmpfs Berth mounts on start (as container runtimes keep theirs under
 //! `/run`): sandboxes (`run/pods/<uid>/_sandbox`), bundles and shim state
 //! (`run/pods/<uid>/_containers/<name>-<attempt>`), the OCI runtimes' state (`run/oci`,
-//! `run/runc`), IP allocations (`run/ipam`) and the `host` image's skeleton (`run/host-root`).
+//! `run/runc`), IP allocations (`run/ipam`), the `host` image's skeleton (`run/host-root`) and
+//! the anchor of the namespace pods' namespaces are pinned in (`run/pins`).
 //! Starting a pod then creates almost no inodes on the disk's filesystem, which is slow at
 //! that right after many deletions (ext4).
 //!

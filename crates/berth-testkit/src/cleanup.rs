@@ -42,6 +42,8 @@ pub fn remove_pods(node_dir: &Path) {
                 let _ = std::fs::remove_file(dir.join("_sandbox").join(pin));
             }
         }
+        // Pinned on the host's table by a version before the pin namespace (upgrade tests).
+        quiet(Command::new("ip").args(["netns", "del", &format!("berth-{uid}")]));
         remove_cgroups(&format!("pod{uid}"));
     }
     // Deepest first: containers' roots and namespace pins, then the run tmpfs itself, so the
