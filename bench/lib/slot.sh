@@ -60,7 +60,7 @@ pods_remove() { # NODE_DIR
     cat /sys/fs/cgroup/pids/berth/pod"$uid"/*/cgroup.procs /sys/fs/cgroup/berth/pod"$uid"/*/cgroup.procs 2>/dev/null |
       xargs -r kill -KILL 2>/dev/null || true
     # Removing a pin's file unpins its namespace in Berth's pin namespace.
-    rm -f "$dir/run/pods/$uid/_sandbox/"{net,uts,ipc} "$dir/pods/$uid/_sandbox/"{net,uts,ipc}
+    rm -f "$dir/run/pods/$uid/_sandbox/"{net,uts,ipc} "$dir/pods/$uid/_sandbox/"{net,uts,ipc} 2>/dev/null
     ip netns del "berth-$uid" 2>/dev/null || true   # pinned by a version before the pin namespace
   done
   # Deepest first, the run tmpfs last, so the data dir can be deleted.
