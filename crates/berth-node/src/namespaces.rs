@@ -94,12 +94,7 @@ pub async fn create(paths: PodNamespacePaths) -> Result<PodNetwork, NamespaceErr
 /// Runs on a thread of its own that ends right after: it is left inside the new namespaces.
 fn create_on_this_thread(paths: &PodNamespacePaths) -> Result<PodNetwork, NamespaceError> {
     for path in [&paths.net, &paths.uts, &paths.ipc] {
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .map_err(io_context(format!("creating {}", path.display())))?;
+        create_file(path)?;
     }
     // FS: a thread sharing its root and working directory with others cannot switch mount
     // namespaces.
@@ -121,6 +116,17 @@ fn create_on_this_thread(paths: &PodNamespacePaths) -> Result<PodNetwork, Namesp
     )
     .map_err(errno_context("opening the pod's network namespace"))?;
     Ok(PodNetwork { connection, handle, netns })
+}
+
+/// Makes `path` exist as a file (something to bind-mount a namespace onto), keeping what is there.
+fn create_file(path: &Path) -> Result<(), NamespaceError> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map(drop)
+        .map_err(io_context(format!("creating {}", path.display())))
 }
 
 fn pin(kind: &str, target: &Path) -> Result<(), NamespaceError> {
@@ -188,12 +194,7 @@ impl PinNamespace {
         let task = PathBuf::from(format!("/proc/{}/task/{}", std::process::id(), tid.as_raw_nonzero()));
         let namespace = task.join("ns/mnt");
         if !anchored {
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(anchor)
-                .map_err(io_context(format!("creating {}", anchor.display())))?;
+            create_file(anchor)?;
             mount_bind(&namespace, anchor)
                 .map_err(errno_context(format!("anchoring the pin namespace on {}", anchor.display())))?;
         }
