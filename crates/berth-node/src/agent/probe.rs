@@ -217,16 +217,31 @@ async fn watch_readiness(context: &ProbeContext, probe: &Probe) {
 /// threshold and raise no event, so the probe's documented behaviour is otherwise unchanged.
 async fn quick_recheck(context: &ProbeContext, probe: &Probe, until: tokio::time::Instant) -> bool {
     let began = tokio::time::Instant::now();
+    // What the debug log says when the period ends without a success (a pod Ready a whole
+    // period late): how many re-checks ran, the longest one, the last failure.
+    let (mut checks, mut longest, mut last_failure) = (0u32, Duration::ZERO, String::new());
     loop {
         let delay = recheck_delay(began.elapsed());
         let at = tokio::time::Instant::now() + delay;
         if at >= until {
+            tracing::debug!(
+                target: "berth_node::runtime",
+                container = %context.handle.record.id,
+                checks,
+                longest_ms = longest.as_secs_f64() * 1e3,
+                last_failure,
+                "quick readiness re-checks found no success within the period"
+            );
             return false;
         }
         sleep_fine(delay).await;
-        if check(context, probe, until - at).await.is_ok() {
-            return true;
+        let checked = tokio::time::Instant::now();
+        match check(context, probe, until - at).await {
+            Ok(()) => return true,
+            Err(message) => last_failure = message,
         }
+        checks += 1;
+        longest = longest.max(checked.elapsed());
     }
 }
 
