@@ -53,13 +53,15 @@ fn errno_context(context: impl Into<String>) -> impl FnOnce(rustix::io::Errno) -
     move |errno| NamespaceError::Io { context, source: errno.into() }
 }
 
-/// Files the new namespaces are pinned on (host paths; each is created if missing), and the
-/// mount namespace the pins are made in.
+/// The namespaces a pod's containers share, pinned by Berth: each as its OCI namespace type and
+/// its name under `/proc/<tid>/ns/`, which is also its pin file's name in the sandbox directory.
+pub const PINNED: [(&str, &str); 3] = [("network", "net"), ("uts", "uts"), ("ipc", "ipc")];
+
+/// Where the new namespaces are pinned: the [`PINNED`] files of a sandbox directory (a host
+/// path; each file is created if missing), in the pin namespace.
 #[derive(Debug, Clone)]
 pub struct PodNamespacePaths {
-    pub net: PathBuf,
-    pub uts: PathBuf,
-    pub ipc: PathBuf,
+    pub dir: PathBuf,
     /// The pod's hostname, set in its new UTS namespace: containers join that namespace, and
     /// a runtime sets a hostname only in a UTS namespace it creates itself.
     pub hostname: String,
@@ -93,8 +95,8 @@ pub async fn create(paths: PodNamespacePaths) -> Result<PodNetwork, NamespaceErr
 
 /// Runs on a thread of its own that ends right after: it is left inside the new namespaces.
 fn create_on_this_thread(paths: &PodNamespacePaths) -> Result<PodNetwork, NamespaceError> {
-    for path in [&paths.net, &paths.uts, &paths.ipc] {
-        create_file(path)?;
+    for (_, name) in PINNED {
+        create_file(&paths.dir.join(name))?;
     }
     // FS: a thread sharing its root and working directory with others cannot switch mount
     // namespaces.
@@ -102,9 +104,9 @@ fn create_on_this_thread(paths: &PodNamespacePaths) -> Result<PodNetwork, Namesp
         .map_err(errno_context("unsharing network, UTS and IPC namespaces"))?;
     rustix::thread::move_into_link_name_space(paths.pin_namespace.as_fd(), Some(LinkNameSpaceType::Mount))
         .map_err(errno_context("entering the pin namespace"))?;
-    pin("net", &paths.net)?;
-    pin("uts", &paths.uts)?;
-    pin("ipc", &paths.ipc)?;
+    for (_, name) in PINNED {
+        pin(name, &paths.dir.join(name))?;
+    }
     rustix::system::sethostname(paths.hostname.as_bytes())
         .map_err(errno_context(format!("setting the pod's hostname {:?}", paths.hostname)))?;
     let (connection, handle, _) =

@@ -53,6 +53,12 @@ pub struct PodNetworkInfo {
 }
 
 impl PodNetworkInfo {
+    /// The network of pod `pod_uid` made by this version: `ip`, its namespace pinned in the
+    /// pin namespace, its veth named after the UID.
+    pub fn for_pod(pod_uid: &str, ip: Ipv4Addr) -> PodNetworkInfo {
+        PodNetworkInfo { ip, legacy_netns: None, host_veth: host_veth_name(pod_uid) }
+    }
+
     /// Where a version before the pin namespace pinned the network namespace, if it made
     /// this pod's.
     pub fn legacy_netns_path(&self) -> Option<PathBuf> {
@@ -205,7 +211,8 @@ fn netlink(context: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> Netwo
 /// `namespaces` (see [`crate::namespaces`]). Idempotent: what an earlier try left is replaced.
 /// Everything is done over netlink from this process; no tool is run. `namespaces_made` is
 /// called once the three namespaces are pinned, before the network in them is configured
-/// (a container may join them from then on). On error nothing of it is left.
+/// (a container may join them from then on). On error the veth is removed; the caller
+/// unpins the namespaces (as it does for every sandbox it tears down).
 pub async fn attach_pod(
     config: &NetworkConfig,
     host: &HostNetlink,
@@ -214,12 +221,11 @@ pub async fn attach_pod(
     namespaces: PodNamespacePaths,
     namespaces_made: impl FnOnce(),
 ) -> Result<PodNetworkInfo, NetworkError> {
-    let info = PodNetworkInfo { ip, legacy_netns: None, host_veth: host_veth_name(pod_uid) };
+    let info = PodNetworkInfo::for_pod(pod_uid, ip);
     // A veth of an earlier try (the name is the pod's) would make creating this one fail.
     if Path::new("/sys/class/net").join(&info.host_veth).exists() {
         detach_pod(host, &info).await;
     }
-    let pins = [namespaces.net.clone(), namespaces.uts.clone(), namespaces.ipc.clone()];
     let result = match namespaces::create(namespaces).await {
         Ok(pod) => {
             tokio::spawn(pod.connection);
@@ -230,9 +236,6 @@ pub async fn attach_pod(
     };
     if result.is_err() {
         detach_pod(host, &info).await;
-        for pin in &pins {
-            namespaces::remove_pinned(pin);
-        }
     }
     result.map(|()| info)
 }

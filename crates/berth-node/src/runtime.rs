@@ -554,7 +554,7 @@ impl Runtime {
             namespace: pod.metadata.namespace.clone().unwrap_or_else(|| "default".to_owned()),
             name: pod.metadata.name.clone().unwrap_or_default(),
             hostname: sandbox::pod_hostname(pod),
-            network: network::PodNetworkInfo { ip, legacy_netns: None, host_veth: network::host_veth_name(&uid) },
+            network: network::PodNetworkInfo::for_pod(&uid, ip),
             created_at: Timestamp::now().to_string(),
         };
         Ok(SandboxPlan { sandbox, exists: false })
@@ -562,17 +562,18 @@ impl Runtime {
 
     /// Where a container joins the pod's network, UTS and IPC namespaces, as any process of
     /// the host opens them.
-    pub fn pinned_namespaces(&self, sandbox: &Sandbox) -> [(&'static str, PathBuf); 3] {
+    fn pinned_namespaces(&self, sandbox: &Sandbox) -> [(&'static str, PathBuf); 3] {
         let dir = self.sandbox_dir(&sandbox.uid);
-        match sandbox.network.legacy_netns_path() {
-            // Made before the pin namespace: everything on the host's mount table.
-            Some(net) => [("network", net), ("uts", dir.join("uts")), ("ipc", dir.join("ipc"))],
-            None => [
-                ("network", self.pins.path(&dir.join("net"))),
-                ("uts", self.pins.path(&dir.join("uts"))),
-                ("ipc", self.pins.path(&dir.join("ipc"))),
-            ],
-        }
+        let legacy_net = sandbox.network.legacy_netns_path();
+        crate::namespaces::PINNED.map(|(kind, name)| {
+            let path = match &legacy_net {
+                // Made before the pin namespace: everything on the host's mount table.
+                Some(net) if name == "net" => net.clone(),
+                Some(_) => dir.join(name),
+                None => self.pins.path(&dir.join(name)),
+            };
+            (kind, path)
+        })
     }
 
     /// Whether the sandbox's namespaces are still pinned: after a reboot (or a clean-up by
@@ -632,9 +633,7 @@ impl Runtime {
         // The namespaces outlive every container of the pod by being bind-mounted onto these
         // files in the pin namespace (no pause process).
         let namespaces = crate::namespaces::PodNamespacePaths {
-            net: dir.join("net"),
-            uts: dir.join("uts"),
-            ipc: dir.join("ipc"),
+            dir: dir.clone(),
             hostname: hostname.clone(),
             pin_namespace: self.pins.handle(),
         };
@@ -699,11 +698,10 @@ impl Runtime {
         if check_uid(uid).is_err() {
             return;
         }
-        let info = self.sandbox(uid).map(|s| s.network).unwrap_or_else(|| network::PodNetworkInfo {
-            ip: std::net::Ipv4Addr::UNSPECIFIED,
-            legacy_netns: None,
-            host_veth: network::host_veth_name(uid),
-        });
+        let info = self
+            .sandbox(uid)
+            .map(|s| s.network)
+            .unwrap_or_else(|| network::PodNetworkInfo::for_pod(uid, std::net::Ipv4Addr::UNSPECIFIED));
         network::detach_pod(&self.netlink, &info).await;
         // Made by a version before the pin namespace, or not: both places are cheap to try.
         crate::namespaces::remove_pinned(&network::legacy_netns_path(uid));
@@ -714,7 +712,7 @@ impl Runtime {
         }
         // Both places: the sandbox may have been made by a version before the run directory.
         for dir in layout::sandbox_dirs(&self.config.data_dir, uid) {
-            for name in ["net", "uts", "ipc"] {
+            for (_, name) in crate::namespaces::PINNED {
                 crate::namespaces::remove_pinned(&dir.join(name));
             }
             let _ = std::fs::remove_file(dir.join(SANDBOX_FILE));

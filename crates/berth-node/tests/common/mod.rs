@@ -61,7 +61,7 @@ impl Drop for TestNode {
         // with its network namespace.
         for uid in berth_node::layout::pod_uids(self.data_dir.path()) {
             for dir in berth_node::layout::sandbox_dirs(self.data_dir.path(), &uid) {
-                for pin in ["net", "uts", "ipc"] {
+                for (_, pin) in berth_node::namespaces::PINNED {
                     let _ = std::fs::remove_file(dir.join(pin));
                 }
             }
