@@ -53,7 +53,7 @@ impl Drop for Server {
 
 async fn start_server(binary: &PathBuf) -> Server {
     let data_dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = berth_testkit::free_port();
     let child = std::process::Command::new(binary)
         .args(["server", "--no-node", "--no-controllers", "--http-listen", "off", "--https-listen", "off", "--listen"])
         .arg(format!("127.0.0.1:{port}"))

@@ -9,11 +9,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::missing_panics_doc)]
 
 mod cleanup;
+mod ports;
 mod slot;
 
 use std::{
     io::{BufRead, BufReader},
-    net::TcpListener,
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
     sync::Mutex,
@@ -37,10 +37,35 @@ pub fn can_run_pods() -> bool {
     root && runc
 }
 
-/// A TCP port nobody listens on right now on 127.0.0.1.
+/// A TCP port nobody listens on right now, held for this test process alone (see [`ports`]).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    ports::reserve()
 }
+
+/// Copies a server's standard error to this process's (where `cargo test` shows it, as when
+/// inherited) and keeps its last lines, for a panic message when the server does not start.
+/// The receiver hears (or is disconnected) when the pipe has closed.
+fn forward_stderr(stderr: std::process::ChildStderr) -> (StderrTail, std::sync::mpsc::Receiver<()>) {
+    const KEPT: usize = 40;
+    let tail = std::sync::Arc::new(Mutex::new(std::collections::VecDeque::with_capacity(KEPT)));
+    let kept = std::sync::Arc::clone(&tail);
+    let (closed, closed_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::Write;
+        let _closed = closed;
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = writeln!(std::io::stderr(), "{line}");
+            let mut kept = kept.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if kept.len() == KEPT {
+                kept.pop_front();
+            }
+            kept.push_back(line);
+        }
+    });
+    (tail, closed_rx)
+}
+
+type StderrTail = std::sync::Arc<Mutex<std::collections::VecDeque<String>>>;
 
 /// The `berth` binary: `$BERTH_BIN`, else the one next to the running test in the same target
 /// directory, built on first use (`cargo test` builds a package's binaries only for that
@@ -171,7 +196,7 @@ impl Server {
             .args(&self.extra_args)
             .env("BERTH_LOG", std::env::var("BERTH_LOG").unwrap_or_else(|_| "warn".to_owned()))
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn berth server");
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = std::sync::mpsc::channel();
@@ -181,7 +206,17 @@ impl Server {
                 let _ = tx.send(line);
             }
         });
-        let line = rx.recv_timeout(Duration::from_secs(60)).expect("server printed its address");
+        let (stderr_tail, stderr_closed) = forward_stderr(child.stderr.take().expect("stderr"));
+        let Ok(line) = rx.recv_timeout(Duration::from_secs(60)) else {
+            let _ = child.kill();
+            let status = child.wait().map(|s| s.to_string()).unwrap_or_default();
+            // The last lines are in once the pipe is closed (unless a child of the server
+            // holds it open still).
+            let _ = stderr_closed.recv_timeout(Duration::from_secs(2));
+            let tail = stderr_tail.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let tail: Vec<&str> = tail.iter().map(String::as_str).collect();
+            panic!("the server printed no address ({status}); its last log lines:\n{}", tail.join("\n"));
+        };
         assert!(line.contains("KUBECONFIG="), "unexpected first line: {line}");
         self.lines = Some(rx);
         self.child = Some(child);

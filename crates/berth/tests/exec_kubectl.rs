@@ -85,7 +85,7 @@ fn port_forward_reaches_the_pods_port() {
 /// Runs `kubectl port-forward pod/shell PORT:80` with `kubectl` (a command carrying the
 /// kubeconfig) and checks two connections through it reach the pod's web server.
 fn forward_twice(mut kubectl: std::process::Command) {
-    let local_port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
+    let local_port = berth_testkit::free_port();
     let mut forward = kubectl
         .args(["port-forward", "pod/shell", &format!("{local_port}:80")])
         .stdout(std::process::Stdio::null())

@@ -75,11 +75,7 @@ fn berth_binary() -> PathBuf {
     bin
 }
 
-/// A port nobody listens on right now.
-pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("binding a free port");
-    l.local_addr().expect("local addr").port()
-}
+pub use berth_testkit::free_port;
 
 /// A running `berth server` with its own data directory.
 pub struct Server {
