@@ -119,13 +119,17 @@ def main(path, per_pod=False):
         if ready_at:
             add("Ready written -> next pod bound", nxt["bound"] - ready_at)
     if per_pod:
-        print("pod                 bound->Ready  sandbox  create   start  started->ready")
+        print("pod                 bound->Ready  bound->go  sandbox  create   start  started->ready  ready->written")
+        cell = lambda value, width: f"{value:{width}.1f}" if value is not None else f"{'-':>{width}}"
         for p in ordered:
             ready_at = next((t for t, ready in p["writes"] if ready), None)
-            total = f"{ready_at - p['bound']:12.1f}" if ready_at else f"{'-':>12}"
-            first = f"{p['first_ready'] - p['started']:15.1f}" if "first_ready" in p and "started" in p else f"{'-':>15}"
-            print(f"{p['name']:<20}{total} {p.get('sandbox', float('nan')):8.1f} {p.get('create', float('nan')):7.1f}"
-                  f" {p.get('start', float('nan')):7.1f}{first}")
+            started = "started" in p
+            go = p["started"] - p["shim"] - p["bound"] if started else None
+            first = p["first_ready"] - p["started"] if "first_ready" in p and started else None
+            written = ready_at - p["first_ready"] if ready_at and "first_ready" in p else None
+            print(f"{p['name']:<20}{cell(ready_at - p['bound'] if ready_at else None, 12)} {cell(go, 10)}"
+                  f" {cell(p.get('sandbox'), 8)} {cell(p.get('create'), 7)} {cell(p.get('start'), 7)}"
+                  f"{cell(first, 16)}{cell(written, 16)}")
         return
     print(f"{len(pods)} one-after-another pods; p50 / p90 ms")
     for name, values in rows.items():

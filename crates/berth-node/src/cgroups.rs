@@ -102,16 +102,97 @@ impl CgroupMounts {
     }
 }
 
-/// Keeps the kernel's cgroup migration path fast while containers start.
+/// How moves into cgroups are kept fast: by the kernel where it can ([`favor_dynamic_modifications`]),
+/// else by warming ([`MigrationWarmer`]). With `favor_dynmods` false the kernel's setting is
+/// left as it is (warming unless it is on already).
+pub fn keep_moves_fast(favor_dynmods: bool) -> MigrationWarmer {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    if dynamic_modifications_favored(&mountinfo) {
+        tracing::debug!("cgroup moves are fast already: the v2 hierarchy has favordynmods");
+        return MigrationWarmer { inner: None };
+    }
+    if favor_dynmods {
+        match favor_dynamic_modifications(&mountinfo) {
+            Ok(mount) => {
+                tracing::info!(
+                    mount = %mount.display(),
+                    "favordynmods turned on on the cgroup v2 hierarchy: moves into cgroups no longer wait for \
+                     the kernel (machine-wide until reboot; --cgroup-favordynmods=false leaves it off)"
+                );
+                return MigrationWarmer { inner: None };
+            }
+            Err(error) => tracing::debug!(%error, "cannot turn on favordynmods; warming cgroup moves instead"),
+        }
+    }
+    MigrationWarmer::detect()
+}
+
+/// Why `favordynmods` could not be turned on.
+#[derive(Debug, thiserror::Error)]
+pub enum DynmodsError {
+    #[error("no cgroup v2 hierarchy is mounted")]
+    NoV2Hierarchy,
+    #[error("{step} on {mount}: {source}")]
+    Kernel {
+        step: &'static str,
+        mount: PathBuf,
+        #[source]
+        source: rustix::io::Errno,
+    },
+}
+
+/// Whether the v2 hierarchy is mounted with `favordynmods`.
+fn dynamic_modifications_favored(mountinfo: &str) -> bool {
+    CgroupMounts::cgroup_mounts(mountinfo)
+        .iter()
+        .any(|(_, fstype, options)| *fstype == "cgroup2" && options.split(',').any(|o| o == "favordynmods"))
+}
+
+/// Reconfigures the cgroup v2 hierarchy with `favordynmods` (the kernel's own answer to what
+/// [`MigrationWarmer`] works around): moves into cgroups stop waiting for RCU grace periods
+/// for good, at a small cost to every fork and exit. The setting is global to the kernel (the
+/// lock is shared by all hierarchies, v1 ones too, which cannot take the option themselves)
+/// and recent kernels (6.18 here) do not let it be turned off again before a reboot. The hierarchy's
+/// other options are passed again, as a reconfiguration resets those not given; the mount
+/// points' own flags (nosuid, ...) are not touched. Returns the mount point.
+pub fn favor_dynamic_modifications(mountinfo: &str) -> Result<PathBuf, DynmodsError> {
+    use rustix::mount::{FsPickFlags, fsconfig_reconfigure, fsconfig_set_flag, fspick};
+    let mounts = CgroupMounts::cgroup_mounts(mountinfo);
+    let (mount, _, options) =
+        mounts.into_iter().find(|(_, fstype, _)| *fstype == "cgroup2").ok_or(DynmodsError::NoV2Hierarchy)?;
+    let kernel = |step: &'static str, mount: &Path| {
+        let mount = mount.to_path_buf();
+        move |source| DynmodsError::Kernel { step, mount, source }
+    };
+    let context = fspick(rustix::fs::CWD, &mount, FsPickFlags::FSPICK_CLOEXEC).map_err(kernel("fspick", &mount))?;
+    for option in options.split(',').filter(|o| !o.is_empty() && *o != "rw" && *o != "ro") {
+        // Only flags exist for cgroup2; a valued option the kernel does not take fails here,
+        // before anything changed.
+        let (key, value) = option.split_once('=').unwrap_or((option, ""));
+        let set = if value.is_empty() {
+            fsconfig_set_flag(&context, key)
+        } else {
+            rustix::mount::fsconfig_set_string(&context, key, value)
+        };
+        set.map_err(kernel("passing the hierarchy's options again", &mount))?;
+    }
+    fsconfig_set_flag(&context, "favordynmods").map_err(kernel("setting favordynmods", &mount))?;
+    fsconfig_reconfigure(&context).map_err(kernel("reconfiguring", &mount))?;
+    Ok(mount)
+}
+
+/// Keeps the kernel's cgroup migration path fast while containers start, where the kernel
+/// cannot be told to ([`favor_dynamic_modifications`]: no v2 hierarchy, an older kernel).
 ///
 /// Moving a task into a cgroup (what the OCI runtime does for every new container) takes a
 /// machine-wide lock whose first writer after a quiet spell waits for an RCU grace period
-/// (5-10 ms on this machine, most of it idle waiting); a writer that comes within about one
-/// grace period of the last one does not wait (the kernel's `favordynmods` cgroup mount option
-/// keeps the lock in that state for good, at a small cost to every fork and exit). While a
-/// start is under way, and for [`LINGER`] after, a thread of ours writes its own thread ID
-/// into the cgroup it is already in (which changes nothing) every [`PERIOD`], so the
-/// runtime's moves find the lock warm. Best effort: if the write fails it stops for good.
+/// (12-24 ms measured on this machine, with the cgroup mutex held, so every other cgroup
+/// operation waits too); a writer that comes within about one grace period of the last one
+/// does not wait. While a start is under way, and for [`LINGER`] after, a thread of ours
+/// writes its own thread ID into the cgroup it is already in (which changes nothing) every
+/// [`PERIOD`], so the runtime's moves mostly find the lock warm; but a grace period shorter
+/// than the period lets it go cold, and then the warming write itself is the one that waits
+/// (about 4 starts in 100 in a traced run). Best effort: if the write fails it stops for good.
 #[derive(Clone)]
 pub struct MigrationWarmer {
     inner: Option<Arc<Warmer>>,
@@ -388,6 +469,50 @@ mod tests {
             std::thread::sleep(Duration::from_millis(20));
         }
         assert_eq!(inner.state.lock().unwrap().holders, 0);
+    }
+
+    #[test]
+    fn favordynmods_is_read_from_the_v2_hierarchys_options() {
+        let hybrid = "41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n\
+                      42 31 0:39 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu,favordynmods\n";
+        assert!(!dynamic_modifications_favored(hybrid), "only the v2 hierarchy's options count");
+        let on = "31 23 0:27 / /sys/fs/cgroup rw,nosuid shared:10 - cgroup2 cgroup2 rw,nsdelegate,favordynmods\n";
+        assert!(dynamic_modifications_favored(on));
+        assert!(matches!(favor_dynamic_modifications(""), Err(DynmodsError::NoV2Hierarchy)));
+    }
+
+    #[test]
+    fn favordynmods_is_turned_on_keeping_the_hierarchys_other_options() {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("skipping: reconfiguring a cgroup hierarchy needs root");
+            return;
+        }
+        let v2_options = |mountinfo: &str| {
+            CgroupMounts::cgroup_mounts(mountinfo).into_iter().find(|(_, fstype, _)| *fstype == "cgroup2")
+        };
+        let before = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let Some((mount, _, options_before)) = v2_options(&before) else {
+            eprintln!("skipping: no cgroup v2 hierarchy here");
+            return;
+        };
+        match favor_dynamic_modifications(&before) {
+            Ok(turned_on) => assert_eq!(turned_on, mount),
+            Err(DynmodsError::Kernel { source, .. }) if source == rustix::io::Errno::INVAL => {
+                eprintln!("skipping: this kernel has no favordynmods");
+                return;
+            }
+            Err(error) => panic!("{error}"),
+        }
+        let after = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let (_, _, options_after) = v2_options(&after).unwrap();
+        assert!(dynamic_modifications_favored(&after), "{options_after}");
+        for option in options_before.split(',') {
+            assert!(
+                options_after.split(',').any(|o| o == option),
+                "{option} lost: {options_before} -> {options_after}"
+            );
+        }
+        assert!(keep_moves_fast(true).inner.is_none(), "warming is left to the kernel");
     }
 
     #[test]

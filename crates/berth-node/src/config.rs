@@ -19,6 +19,9 @@ pub struct NodeConfig {
     pub runc: PathBuf,
     /// Cgroup under which every pod gets `pod<uid>/<container>`.
     pub cgroup_parent: String,
+    /// Whether to turn on `favordynmods` on the cgroup v2 hierarchy (see
+    /// [`crate::cgroups::favor_dynamic_modifications`]).
+    pub cgroup_favordynmods: bool,
     /// Program started (with [`crate::shim::SHIM_ARG`] first) to watch over each container;
     /// in production the `berth` binary itself.
     pub shim_program: PathBuf,
@@ -90,6 +93,7 @@ impl NodeConfig {
             runtime: crate::oci_runtime::RuntimeKind::Libcontainer,
             runc: PathBuf::from("runc"),
             cgroup_parent: "/berth".to_owned(),
+            cgroup_favordynmods: true,
             shim_program: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe")),
             capacity: CapacityOverrides::default(),
             host_ip: None,

@@ -432,6 +432,7 @@ impl Runtime {
             );
         }
         let cgroups = CgroupMounts::detect();
+        let migrations = crate::cgroups::keep_moves_fast(config.cgroup_favordynmods);
         cgroups.prepare_parent(&config.cgroup_parent);
         let spare_shim = SpareShim::new(config.shim_program.clone());
         spare_shim.replenish();
@@ -442,7 +443,7 @@ impl Runtime {
             host_skeleton,
             images,
             cgroups,
-            migrations: MigrationWarmer::detect(),
+            migrations,
             host_resolv_conf,
             limits,
             netlink,

@@ -81,6 +81,12 @@ pub struct ServerArgs {
     /// through runc's command-line contract; each container remembers which created it.
     #[arg(long, default_value = "libcontainer", value_parser = ["libcontainer", "runc"])]
     container_runtime: String,
+    /// Turn on the kernel's `favordynmods` on the cgroup v2 hierarchy, so moving a new
+    /// container into its cgroup never waits for an RCU grace period (up to tens of
+    /// milliseconds, holding up every other cgroup change meanwhile). Machine-wide, and recent
+    /// kernels keep it until reboot; with `false` Berth keeps moves fast by warming instead.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    cgroup_favordynmods: bool,
     /// Most pods the node runs at once (its allocatable `pods`; upstream's default is 110).
     #[arg(long, default_value_t = 110, value_parser = clap::value_parser!(i64).range(1..))]
     max_pods: i64,

@@ -160,6 +160,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         config.log_rotation =
             berth_node::Rotation { max_bytes: args.container_log_max_size, max_files: args.container_log_max_files };
         config.capacity.pods = Some(args.max_pods);
+        config.cgroup_favordynmods = args.cgroup_favordynmods;
         config.runtime = args.container_runtime.parse().unwrap_or_default();
         config.cluster_dns = (!args.no_dns).then(|| service_ranges.dns_ip());
         let stop = shutdown.clone().cancelled_owned();
