@@ -147,6 +147,30 @@ class ReadyWatch:
                 self.cond.wait(left)
 
 
+def cpu_times():
+    with open("/proc/stat") as f:
+        fields = [int(v) for v in f.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle and iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def settle(quiet=0.10, window=0.1, windows=3, deadline_s=60.0):
+    """Waits until the machine is quiet: `windows` windows in a row with the CPUs busy under
+    `quiet` of the time. What a series leaves behind (podman's per-container cleanup processes,
+    the kernel tearing down namespaces and cgroups, Berth's shims ending) otherwise runs during
+    the next series and slows whichever runner comes next. Returns the seconds waited."""
+    began = time.monotonic()
+    calm = 0
+    busy0, total0 = cpu_times()
+    while calm < windows and time.monotonic() - began < deadline_s:
+        time.sleep(window)
+        busy1, total1 = cpu_times()
+        share = (busy1 - busy0) / max(1, total1 - total0)
+        calm = calm + 1 if share < quiet else 0
+        busy0, total0 = busy1, total1
+    return time.monotonic() - began
+
+
 def pod_manifest(name, label, command, probe=True):
     container = {"name": "app", "image": "host", "command": command}
     if probe:
@@ -390,6 +414,8 @@ def main():
         # leave both out for all three runners alike. The warm-ups keep running until the end
         # (on ports apart), so no measured start overlaps the teardown of a warm-up (for Berth
         # and podman a container's removal goes on in the kernel after the API call returns).
+        # Before each series (and its warm-up) the script waits for the machine to quiet down
+        # (`settle`): the previous series' teardown is not the next runner's to pay for.
         warm_processes = []
         warm_podman = []
         warm_labels = []
@@ -409,7 +435,9 @@ def main():
             for name, fn in (("fork/exec", lambda: fork_latency(args, args.n, burst)),
                              ("podman", lambda: podman_latency(args, args.n, burst)),
                              ("berth", lambda: berth_latency(api, args.n, burst))):
-                print(f"... {name} {mode} x{args.n} (one warm-up start first)", file=sys.stderr, flush=True)
+                waited = settle()
+                print(f"... {name} {mode} x{args.n} (one warm-up start first, after {waited:.1f} s for the machine"
+                      " to quiet down)", file=sys.stderr, flush=True)
                 warm_up(name, k)
                 results["latency"].append(summary(name, mode, fn()))
         for p in warm_processes:

@@ -166,17 +166,23 @@ async fn watch_readiness(context: &ProbeContext, probe: &Probe) {
     // readiness of a container it found again after a restart).
     let mut reported: Option<bool> = None;
     let (mut successes, mut failures) = (0, 0);
+    let first_check = tokio::time::Instant::now();
+    let mut rechecks = Rechecks::default();
     loop {
         let next = tokio::time::Instant::now() + timing.period;
         let mut result = check(context, probe, timing.timeout).await;
         // Until the first verdict, a failed check is retried within the period (see
         // `quick_recheck`); a success there stands for this period's check.
-        if result.is_err()
+        if let Err(message) = &result
             && reported.is_none()
             && timing.success_threshold == 1
-            && quick_recheck(context, probe, next).await
         {
-            result = Ok(());
+            if rechecks.first_failure.is_empty() {
+                rechecks.first_failure.clone_from(message);
+            }
+            if quick_recheck(context, probe, next, &mut rechecks).await {
+                result = Ok(());
+            }
         }
         match result {
             Ok(()) => {
@@ -187,6 +193,10 @@ async fn watch_readiness(context: &ProbeContext, probe: &Probe) {
                         tracing::debug!(
                             target: "berth_node::runtime",
                             container = %context.handle.record.id,
+                            since_first_check_ms = first_check.elapsed().as_secs_f64() * 1e3,
+                            rechecks = rechecks.checks,
+                            longest_recheck_ms = rechecks.longest.as_secs_f64() * 1e3,
+                            first_failure = %rechecks.first_failure,
                             "first readiness probe success"
                         );
                     }
@@ -215,11 +225,13 @@ async fn watch_readiness(context: &ProbeContext, probe: &Probe) {
 /// is Ready at most about an eighth of its own start time after it serves. Only a container
 /// with no readiness verdict yet is re-checked this way, and the re-checks count towards no
 /// threshold and raise no event, so the probe's documented behaviour is otherwise unchanged.
-async fn quick_recheck(context: &ProbeContext, probe: &Probe, until: tokio::time::Instant) -> bool {
+async fn quick_recheck(
+    context: &ProbeContext,
+    probe: &Probe,
+    until: tokio::time::Instant,
+    rechecks: &mut Rechecks,
+) -> bool {
     let began = tokio::time::Instant::now();
-    // What the debug log says when the period ends without a success (a pod Ready a whole
-    // period late): how many re-checks ran, the longest one, the last failure.
-    let (mut checks, mut longest, mut last_failure) = (0u32, Duration::ZERO, String::new());
     loop {
         let delay = recheck_delay(began.elapsed());
         let at = tokio::time::Instant::now() + delay;
@@ -227,22 +239,33 @@ async fn quick_recheck(context: &ProbeContext, probe: &Probe, until: tokio::time
             tracing::debug!(
                 target: "berth_node::runtime",
                 container = %context.handle.record.id,
-                checks,
-                longest_ms = longest.as_secs_f64() * 1e3,
-                last_failure,
+                checks = rechecks.checks,
+                longest_ms = rechecks.longest.as_secs_f64() * 1e3,
+                last_failure = %rechecks.last_failure,
                 "quick readiness re-checks found no success within the period"
             );
             return false;
         }
         sleep_fine(delay).await;
         let checked = tokio::time::Instant::now();
-        match check(context, probe, until - at).await {
+        let result = check(context, probe, until - at).await;
+        rechecks.checks += 1;
+        rechecks.longest = rechecks.longest.max(checked.elapsed());
+        match result {
             Ok(()) => return true,
-            Err(message) => last_failure = message,
+            Err(message) => rechecks.last_failure = message,
         }
-        checks += 1;
-        longest = longest.max(checked.elapsed());
     }
+}
+
+/// What a container's quick re-checks did, for the debug log (a pod Ready late: did the
+/// program start late, or did a check hang?).
+#[derive(Debug, Default)]
+struct Rechecks {
+    checks: u32,
+    longest: Duration,
+    first_failure: String,
+    last_failure: String,
 }
 
 /// The wait before the next quick re-check, `waited` after the first failed check.
