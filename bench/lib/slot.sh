@@ -63,6 +63,18 @@ pods_remove() { # NODE_DIR
     rm -f "$dir/run/pods/$uid/_sandbox/"{net,uts,ipc} "$dir/pods/$uid/_sandbox/"{net,uts,ipc} 2>/dev/null
     ip netns del "berth-$uid" 2>/dev/null || true   # pinned by a version before the pin namespace
   done
+  # Their cgroups in every hierarchy, leaves first, once the killed processes are gone (a
+  # cgroup with a process left cannot be removed; up to 10 s a pod). Left behind, they pile up
+  # by the thousand over benchmark runs and slow every later cgroup change on the machine.
+  for uid in $( (ls "$dir/pods"; ls "$dir/run/pods") 2>/dev/null | sort -u); do
+    for cg in /sys/fs/cgroup/*/berth/pod"$uid" /sys/fs/cgroup/berth/pod"$uid"; do
+      for _ in $(seq 100); do
+        [ -d "$cg" ] || break
+        find "$cg" -depth -type d -exec rmdir {} + 2>/dev/null
+        [ -d "$cg" ] && sleep 0.1
+      done
+    done
+  done
   # Deepest first, the run tmpfs last, so the data dir can be deleted.
   grep -F " $dir/" /proc/self/mountinfo | awk '{print $5}' | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
 }

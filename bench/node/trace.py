@@ -71,7 +71,10 @@ def main(path, per_pod=False):
             if w:
                 p["start_wait"] = float(w.group(1))
         elif text.startswith("first readiness probe success") and current in pods:
-            pods[current].setdefault("first_ready", t)
+            if "first_ready" not in pods[current]:
+                pods[current]["first_ready"] = t
+                pods[current]["rechecks"] = field(text, "rechecks")
+                pods[current]["longest_recheck"] = field(text, "longest_recheck_ms")
         elif text.startswith("pod status written") and pod in pods:
             pods[pod]["writes"].append((t, field(text, "ready") == "true"))
     rows = {}
@@ -119,7 +122,8 @@ def main(path, per_pod=False):
         if ready_at:
             add("Ready written -> next pod bound", nxt["bound"] - ready_at)
     if per_pod:
-        print("pod                 bound->Ready  bound->go  sandbox  create   start  started->ready  ready->written")
+        print("pod                 bound->Ready  bound->go  sandbox  create   start  started->ready  ready->written"
+              "  re-checks (longest ms)")
         cell = lambda value, width: f"{value:{width}.1f}" if value is not None else f"{'-':>{width}}"
         for p in ordered:
             ready_at = next((t for t, ready in p["writes"] if ready), None)
@@ -129,7 +133,8 @@ def main(path, per_pod=False):
             written = ready_at - p["first_ready"] if ready_at and "first_ready" in p else None
             print(f"{p['name']:<20}{cell(ready_at - p['bound'] if ready_at else None, 12)} {cell(go, 10)}"
                   f" {cell(p.get('sandbox'), 8)} {cell(p.get('create'), 7)} {cell(p.get('start'), 7)}"
-                  f"{cell(first, 16)}{cell(written, 16)}")
+                  f"{cell(first, 16)}{cell(written, 16)}"
+                  f"  {p.get('rechecks') or '-'} ({p.get('longest_recheck') or '-'})")
         return
     print(f"{len(pods)} one-after-another pods; p50 / p90 ms")
     for name, values in rows.items():
