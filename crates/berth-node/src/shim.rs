@@ -135,6 +135,7 @@ pub fn spare_claim_line(state_dir: &Path) -> Option<Vec<u8>> {
 /// its own command line, sends its stderr to that directory's `shim.log`, and goes on as a
 /// shim started for it. End of file first (Berth gone, or a spare in excess): exit.
 fn spare_main() -> i32 {
+    cache_procfs_handle();
     let mut line = Vec::new();
     if std::io::stdin().lock().read_until(b'\n', &mut line).map_or(true, |n| n == 0) {
         return 0;
@@ -207,6 +208,7 @@ pub fn shim_main(state_dir: &Path) -> i32 {
         handshake(&format!("error becoming a subreaper: {error}"));
         return 1;
     }
+    cache_procfs_handle();
     // Berth starts us before the pod's sandbox exists, so our exec and set-up overlap with it.
     let Some(go) = wait_for_go() else {
         // Berth died or gave up on this start: nothing was created, nothing is left behind.
@@ -233,6 +235,20 @@ pub fn shim_main(state_dir: &Path) -> i32 {
             handshake(&format!("error {error}"));
             1
         }
+    }
+}
+
+/// Makes the `/proc` handle libcontainer reads through (pathrs), before the container's
+/// processes are forked. pathrs mounts a private, detached procfs at its first use in a
+/// process and keeps the descriptor for the process's life. Made here, the container's
+/// processes inherit it instead of mounting their own (one procfs instance less per start),
+/// and the shim holds it: otherwise the container's program closed the last reference when it
+/// exec'd, and the kernel's release of a detached mount waits for an RCU grace period (traced:
+/// 0.2 ms typically, over 2 ms on a busy machine) on the way from started to serving.
+/// Best effort: without it libcontainer makes its own, as before.
+fn cache_procfs_handle() {
+    if let Err(error) = pathrs::procfs::ProcfsHandle::new() {
+        eprintln!("no cached /proc handle ({error}); libcontainer will make its own");
     }
 }
 

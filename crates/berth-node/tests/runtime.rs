@@ -98,6 +98,27 @@ async fn pod_serves_http_from_its_own_ip_and_is_cleaned_up() {
     .await;
     assert!(body.contains("hello from berth"), "{body}");
 
+    // Hairpin is on for the pod's port (a pod reaching itself through a Service address).
+    let hairpin = Path::new("/sys/class/net").join(&sandbox.network.host_veth).join("brport/hairpin_mode");
+    assert_eq!(std::fs::read_to_string(&hairpin).unwrap().trim(), "1");
+    // Its veth has one queue each way, not one per CPU cut down to one in use (network.rs).
+    let details = std::process::Command::new("ip")
+        .args(["-d", "-o", "link", "show", "dev", &sandbox.network.host_veth])
+        .output()
+        .unwrap();
+    let details = String::from_utf8_lossy(&details.stdout);
+    assert!(details.contains("numtxqueues 1 numrxqueues 1"), "{details}");
+    // The shim holds the detached /proc libcontainer read through, so the container's program
+    // did not drop the last reference to it when it exec'd (see docs/node.md).
+    const PROC_SUPER_MAGIC: i64 = 0x9fa0;
+    let holds_proc_root = |pid: i32| {
+        std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().flatten().any(|fd| {
+            std::fs::read_link(fd.path()).is_ok_and(|target| target == Path::new("/"))
+                && rustix::fs::statfs(fd.path()).is_ok_and(|s| s.f_type == PROC_SUPER_MAGIC)
+        })
+    };
+    assert!(holds_proc_root(handle.record.shim_pid), "the shim holds a /proc handle");
+
     // Pod identity and isolation, seen from inside.
     let exec = |argv: &[&str]| {
         let argv: Vec<String> = argv.iter().map(|s| (*s).to_owned()).collect();

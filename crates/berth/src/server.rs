@@ -8,6 +8,27 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{ServerArgs, default_data_dir};
 
+/// Descriptor slots the server's table is given at start (a few per running pod).
+const FD_TABLE_SLOTS: u64 = 4096;
+
+/// Grows this process's file descriptor table to [`FD_TABLE_SLOTS`] while it has one thread.
+/// The kernel grows the table as descriptors are opened, and once threads share it each growth
+/// waits for an RCU grace period (traced: 12.8 ms, stalling the worker thread that opened the
+/// descriptor during a pod start). Grown now, that never happens below the slots given. The
+/// table costs 8 bytes a slot. Call before any other thread starts.
+pub fn presize_fd_table() {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current.unwrap_or(u64::MAX);
+    let Ok(highest) = i32::try_from(FD_TABLE_SLOTS.min(limit).saturating_sub(1)) else { return };
+    if highest < 3 {
+        return;
+    }
+    // A duplicate at the highest slot makes the kernel size the table for it; closing it
+    // leaves the table as it is (tables never shrink).
+    if let Ok(fd) = rustix::io::fcntl_dupfd_cloexec(std::io::stderr(), highest) {
+        drop(fd);
+    }
+}
+
 pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
     std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
@@ -308,4 +329,17 @@ pub(crate) async fn client_config(kubeconfig: &std::path::Path) -> anyhow::Resul
     kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
         .await
         .context("loading the kubeconfig")
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    #[test]
+    fn the_descriptor_table_is_grown_at_start() {
+        super::presize_fd_table();
+        let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current.unwrap_or(u64::MAX);
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let slots: u64 = status.lines().find_map(|l| l.strip_prefix("FDSize:")).unwrap().trim().parse().unwrap();
+        assert!(slots >= super::FD_TABLE_SLOTS.min(limit), "FDSize {slots}");
+    }
 }
