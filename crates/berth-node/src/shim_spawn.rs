@@ -1,10 +1,12 @@
 //! Starting shim processes, and keeping one started ahead of need.
 //!
-//! Exec'ing the `berth` binary as a shim costs a millisecond or two of a tokio worker (the
-//! spawn waits until the child has exec'd), on the path of every container start. So the
-//! runtime keeps one spare shim waiting: a start claims it by writing the container's state
-//! directory on its stdin, and a new spare is started once that start is over, off the path
-//! of the next one. A spare holds no container; with Berth gone its stdin ends and it exits.
+//! Exec'ing the `berth` binary as a shim costs a millisecond or two (the spawn waits until the
+//! child has exec'd), on the path of every container start. So the runtime keeps one spare
+//! shim waiting: a start claims it by writing the container's state directory on its stdin,
+//! and a new spare is started once that start is over, off the path of the next one. A spare
+//! holds no container; with Berth gone its stdin ends and it exits. Every spawn, a spare's or
+//! that of a start which found none (a burst of starts), runs on the blocking pool, never on
+//! an async worker.
 //!
 //! A spare is started with a placeholder argument as wide as the longest state directory it
 //! may be given; once claimed it writes the state directory over that argument (see
