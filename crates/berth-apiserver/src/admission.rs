@@ -275,8 +275,14 @@ pub async fn check_quota(objects: &Objects, info: &ResourceInfo, obj: &Value) ->
 }
 
 /// Recomputes `status.hard` and `status.used` of every quota in `ns` (after writes that
-/// change usage, and when a quota itself is written).
+/// change usage, and when a quota itself is written). One recount at a time per namespace,
+/// each counting after it holds the lock: run side by side, a recount that counted before a
+/// write could store its stale count after the recount that followed the write (in CI a
+/// quota's `used` never reached the 4 pods there were). Serialised, the last to run counts after
+/// every write so far.
 pub async fn refresh_quotas(objects: &Objects, ns: &str) {
+    let lock = objects.quota_recount_lock(ns);
+    let _recounting = lock.lock().await;
     let Some(qinfo) = objects.lookup("", "v1", "resourcequotas") else { return };
     let Ok(quotas) = list_in(objects, "resourcequotas", ns).await else { return };
     let opts = WriteOptions { dry_run: false, field_validation: FieldValidation::Ignore };

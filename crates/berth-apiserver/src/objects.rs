@@ -97,9 +97,22 @@ pub struct Objects {
     pub cache: Cache,
     pub registry: RwLock<Registry>,
     /// One lock per namespace that has ResourceQuotas, held across check and create.
-    quota_locks: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    quota_locks: NamespaceLocks,
+    /// One lock per namespace written to, held by a recount of its quotas' usage: two recounts
+    /// at once could end with the older count written last.
+    quota_recount_locks: NamespaceLocks,
     /// Where Services get cluster IPs and NodePorts from.
     pub service_ranges: ServiceRanges,
+}
+
+type NamespaceLocks = std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>;
+
+fn namespace_lock(locks: &NamespaceLocks, ns: &str) -> Arc<tokio::sync::Mutex<()>> {
+    let mut locks = match locks.lock() {
+        Ok(l) => l,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    Arc::clone(locks.entry(ns.to_owned()).or_default())
 }
 
 pub fn now_rfc3339() -> String {
@@ -181,15 +194,23 @@ impl Objects {
 
     pub fn with_service_ranges(store: DynStore, registry: Registry, service_ranges: ServiceRanges) -> Self {
         let cache = Cache::new(Arc::clone(&store));
-        Self { store, cache, registry: RwLock::new(registry), quota_locks: Default::default(), service_ranges }
+        Self {
+            store,
+            cache,
+            registry: RwLock::new(registry),
+            quota_locks: Default::default(),
+            quota_recount_locks: Default::default(),
+            service_ranges,
+        }
     }
 
     fn quota_lock(&self, ns: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut locks = match self.quota_locks.lock() {
-            Ok(l) => l,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        Arc::clone(locks.entry(ns.to_owned()).or_default())
+        namespace_lock(&self.quota_locks, ns)
+    }
+
+    /// Held while the usage of the quotas in `ns` is recounted and written.
+    pub(crate) fn quota_recount_lock(&self, ns: &str) -> Arc<tokio::sync::Mutex<()>> {
+        namespace_lock(&self.quota_recount_locks, ns)
     }
 
     pub fn registry(&self) -> Registry {
