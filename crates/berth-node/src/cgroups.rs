@@ -109,7 +109,7 @@ pub fn keep_moves_fast(favor_dynmods: bool) -> MigrationWarmer {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     if dynamic_modifications_favored(&mountinfo) {
         tracing::debug!("cgroup moves are fast already: the v2 hierarchy has favordynmods");
-        return MigrationWarmer { inner: None };
+        return MigrationWarmer::off();
     }
     if favor_dynmods {
         match favor_dynamic_modifications(&mountinfo) {
@@ -119,12 +119,12 @@ pub fn keep_moves_fast(favor_dynmods: bool) -> MigrationWarmer {
                     "favordynmods turned on on the cgroup v2 hierarchy: moves into cgroups no longer wait for \
                      the kernel (machine-wide until reboot; --cgroup-favordynmods=false leaves it off)"
                 );
-                return MigrationWarmer { inner: None };
+                return MigrationWarmer::off();
             }
             Err(error) => tracing::debug!(%error, "cannot turn on favordynmods; warming cgroup moves instead"),
         }
     }
-    MigrationWarmer::detect()
+    MigrationWarmer::from_mountinfo(&mountinfo)
 }
 
 /// Why `favordynmods` could not be turned on.
@@ -225,9 +225,19 @@ pub struct WarmGuard {
 impl MigrationWarmer {
     /// A warmer for this process's cgroups (inert where they cannot be found).
     pub fn detect() -> MigrationWarmer {
-        let cgroup = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
         let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        MigrationWarmer { inner: own_tasks_file(&cgroup, &mountinfo).map(Warmer::new) }
+        Self::from_mountinfo(&mountinfo)
+    }
+
+    /// [`MigrationWarmer::detect`] with this process's mount table already read.
+    fn from_mountinfo(mountinfo: &str) -> MigrationWarmer {
+        let cgroup = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+        MigrationWarmer { inner: own_tasks_file(&cgroup, mountinfo).map(Warmer::new) }
+    }
+
+    /// Never warms: the kernel keeps moves fast (favordynmods).
+    fn off() -> MigrationWarmer {
+        MigrationWarmer { inner: None }
     }
 
     /// Starts warming (if it is not on) until the guard is dropped, then for [`LINGER`].
